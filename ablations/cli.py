@@ -1,0 +1,65 @@
+"""The ``senet-ablate`` command line: a thin dispatcher over ``ablations.commands.*``.
+
+Each subcommand lives in its own module (``add_arguments(parser)``, ``run(args) -> int``) and is
+imported only when used, so ``--help`` stays fast. User mistakes (``ValueError``,
+``FileNotFoundError``) end in one ``error:`` line and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "train": ("ablations.commands.train", "train one experiment (one arm, one seed)"),
+    "quickstart": ("ablations.commands.quickstart", "baseline vs SE variants on the embedded digits, with a table"),
+    "complexity": ("ablations.commands.complexity", "regenerate the paper's params/GMACs tables, ours beside the paper's"),
+    "sweep": ("ablations.commands.sweep", "run an Optuna study from a sweep YAML (local, N workers, or SLURM)"),
+    "wandb-sweep": ("ablations.commands.wandb_sweep", "write (and optionally create) the equivalent W&B sweep"),
+    "report": ("ablations.commands.report", "turn a study into the paper's table layout and plots"),
+    "excitation": ("ablations.commands.excitation", "record and plot the excitation of a trained model (Sec. 7.2)"),
+}
+
+
+class UserError(Exception):
+    """A mistake in the user's input, reported as one line without a traceback."""
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    return {k: v for k, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="senet-ablate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_) in _available().items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Import only the chosen subcommand's module (and peek for --help over all of them).
+    commands = _available()
+    if argv and argv[0] in commands:
+        name = argv[0]
+        module = importlib.import_module(commands[name][0])
+        parser = argparse.ArgumentParser(prog=f"senet-ablate {name}", description=commands[name][1])
+        module.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except (UserError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        print(f"senet-ablate {argv[0] if argv else ''}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Experiment configs: data, training and logging around a ``senet.ModelConfig`` (DESIGN: Configuration).
+
+``ExperimentConfig`` is the one serialisable description of a run. Dotted keys address every
+field (``model.se.reduction``, ``train.lr``, ``data.name``) on the command line, in sweep YAML,
+in W&B config, in Optuna params and in result rows. ``config_hash`` ignores the fields that only
+say where a run writes and how it logs, so the same arm hashes the same everywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from senet.config import ModelConfig, apply_overrides, config_hash, from_dict, to_dict
+
+DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "multistep", "cosine", "plateau", "constant")
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def _choice(where: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{where}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _positive(where: str, value: Any, minimum: float = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ValueError(f"{where}={value!r} is not allowed; it must be a number >= {minimum}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where it lives and how it is batched.
+
+    Attributes:
+        name: one of ``DATASETS``; ``digits`` is the embedded default (scikit-learn's bundled digits).
+        root: dataset folder (``None`` = the dataset's default location, if it has one).
+        image_size: side of the square input the model sees.
+        batch_size: per-device batch size.
+        num_workers: DataLoader workers.
+        val_fraction: held-out share for datasets without a fixed validation split (digits, synthetic).
+        num_samples: size of the ``synthetic`` dataset (train split); ignored elsewhere.
+        num_classes: classes of the ``synthetic`` dataset; ignored elsewhere.
+        download: allow torchvision to download (off: nothing downloads unless asked).
+    """
+
+    name: str = "digits"
+    root: Optional[str] = None
+    image_size: int = 32
+    batch_size: int = 64
+    num_workers: int = 0
+    val_fraction: float = 0.2
+    num_samples: int = 512
+    num_classes: int = 10
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("data.name", self.name, DATASETS)
+        _positive("data.image_size", self.image_size, 8)
+        _positive("data.batch_size", self.batch_size)
+        _positive("data.num_workers", self.num_workers, 0)
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"data.val_fraction={self.val_fraction!r} is not allowed; it must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and the Trainer's engineering knobs (recipes in ``ablations.recipes``)."""
+
+    recipe: str = "quick"
+    epochs: int = 5
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    schedule: str = "cosine"
+    step_size: int = 30
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    plateau_patience: int = 5
+    warmup_epochs: int = 0
+    precision: str = "32-true"
+    channels_last: bool = False
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    deterministic: bool = True
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _positive("train.epochs", self.epochs)
+        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("train.schedule", self.schedule, SCHEDULES)
+        _choice("train.precision", self.precision, PRECISIONS)
+        _positive("train.lr", self.lr, 0)
+        _positive("train.devices", self.devices)
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"train.label_smoothing={self.label_smoothing!r} is not allowed; it must be in [0, 1)")
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    """W&B logging: offline by default (no login needed), ``disabled`` in tests."""
+
+    mode: str = "offline"
+    project: str = "senet-ablations"
+    group: Optional[str] = None
+    job_type: Optional[str] = None
+    entity: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _choice("wandb.mode", self.mode, WANDB_MODES)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One run: model, data, training, seed, where it writes and how it logs."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(arch="resnet20_cifar", se=None, num_classes=10))
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    output_dir: str = "runs"
+    name: Optional[str] = None
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentConfig":
+        return from_dict(cls, data)
+
+    def override(self, overrides: dict[str, Any]) -> "ExperimentConfig":
+        """A copy with dotted-key overrides applied (``{"model.se.reduction": 8}``)."""
+        return apply_overrides(self, overrides)
+
+    def semantic(self) -> dict:
+        """The fields that define the arm (everything but output location, run name and logging)."""
+        d = self.to_dict()
+        for k in ("output_dir", "name", "wandb"):
+            d.pop(k)
+        return d
+
+    def hash(self) -> str:
+        """Stable id of the arm+seed; equal configs hash equal whatever the key order."""
+        return config_hash(self.semantic())
+
+    def replace(self, **changes: Any) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,119 @@
+"""The model registry: architecture constructors and the paper's model names (Table 2 naming).
+
+Two plain dicts, both refusing duplicates. ``register_arch`` records how to build an architecture
+from a ``ModelConfig`` and what its SE knobs may address (stage ids, blocks per stage, allowed
+placements); each architecture ``x`` is then reachable by name as ``x`` (the no-SE baseline) and
+``se_x`` (SE with the paper's defaults). ``build_model`` is the one way to get an ``nn.Module``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from torch import nn
+
+from senet.config import PLACEMENTS, ModelConfig, SEConfig, apply_overrides
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What an architecture is and what its SE knobs may address."""
+
+    name: str
+    build: Callable[[ModelConfig], nn.Module]
+    stages: tuple[int, ...]
+    depths: Optional[tuple[int, ...]] = None  # blocks per stage, for skip_blocks validation
+    placements: tuple[str, ...] = PLACEMENTS
+    family: str = "resnet"
+    num_classes: int = 1000
+    input_size: tuple[int, int, int] = (3, 224, 224)
+
+
+_ARCHS: dict[str, ArchSpec] = {}
+_MODELS: dict[str, Callable[..., ModelConfig]] = {}
+
+
+def register_arch(name: str, *, stages: tuple[int, ...], **spec: Any):
+    """Decorator: register ``fn(cfg) -> nn.Module`` as architecture ``name`` plus models ``name``/``se_name``."""
+
+    def deco(fn: Callable[[ModelConfig], nn.Module]):
+        if name in _ARCHS:
+            raise ValueError(f"architecture {name!r} is already registered")
+        arch = ArchSpec(name=name, build=fn, stages=tuple(stages), **spec)
+        _ARCHS[name] = arch
+        register(name)(lambda **kw: ModelConfig(arch=name, se=None, num_classes=arch.num_classes, **kw))
+        register(f"se_{name}")(lambda **kw: ModelConfig(arch=name, se=SEConfig(), num_classes=arch.num_classes, **kw))
+        return fn
+
+    return deco
+
+
+def register(name: str):
+    """Decorator: register a thin builder ``fn(**overrides) -> ModelConfig`` under a model name."""
+
+    def deco(fn: Callable[..., ModelConfig]):
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        _MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Every registered model name, sorted."""
+    return sorted(_MODELS)
+
+
+def list_archs() -> list[str]:
+    return sorted(_ARCHS)
+
+
+def get_arch(name: str) -> ArchSpec:
+    if name not in _ARCHS:
+        raise ValueError(f"model.arch={name!r} is not registered; choose one of: {', '.join(list_archs())}")
+    return _ARCHS[name]
+
+
+def model_config(name: str, **overrides: Any) -> ModelConfig:
+    """The ``ModelConfig`` of a registered model name, with dotted-key overrides (``se.reduction=8``)."""
+    if name not in _MODELS:
+        raise ValueError(f"model={name!r} is not registered; choose one of: {', '.join(list_models())}")
+    cfg = _MODELS[name]()
+    return apply_overrides(cfg, overrides, prefix="model.") if overrides else cfg
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Validate the parts of a ``ModelConfig`` that depend on its architecture."""
+    arch = get_arch(cfg.arch)
+    se = cfg.se
+    if se is None:
+        return
+    if se.placement not in arch.placements:
+        raise ValueError(f"model.se.placement={se.placement!r} does not apply to {arch.name}; "
+                         f"choose one of: {', '.join(arch.placements)}")
+    for s in se.stages or ():
+        if s not in arch.stages:
+            raise ValueError(f"model.se.stages contains {s}, which {arch.name} does not have; "
+                             f"its stages are: {', '.join(map(str, arch.stages))}")
+    for s, b in se.skip_blocks:
+        if s not in arch.stages:
+            raise ValueError(f"model.se.skip_blocks names stage {s}, which {arch.name} does not have; "
+                             f"its stages are: {', '.join(map(str, arch.stages))}")
+        if arch.depths is not None:
+            n = arch.depths[arch.stages.index(s)]
+            if b > n:
+                raise ValueError(f"model.se.skip_blocks names block {b} of stage {s}, but {arch.name} has "
+                                 f"{n} blocks there; allowed: 1..{n}")
+
+
+def build_model(cfg: ModelConfig | str, **overrides: Any) -> nn.Module:
+    """Build the network for ``cfg`` (a ``ModelConfig`` or a registered model name)."""
+    if isinstance(cfg, str):
+        cfg = model_config(cfg, **overrides)
+    elif overrides:
+        cfg = apply_overrides(cfg, overrides, prefix="model.")
+    if not dataclasses.is_dataclass(cfg):
+        raise TypeError(f"build_model takes a ModelConfig or a model name, not {type(cfg).__name__}")
+    return get_arch(cfg.arch).build(cfg)

@@ -1,0 +1,82 @@
+"""SE-ResNet and SE-ResNeXt for ImageNet (paper Sec. 3.3, Fig. 3, Table 2; released Caffe models).
+
+The layout is the released models': 7x7 stem, Caffe's ceil-mode 3x3 max-pool, four stages named
+conv2_x..conv5_x (stage ids 2..5), projection shortcuts as 1x1 conv + BN with the unit's stride.
+``stride_on`` picks the 1x1 (paper/Caffe, SE-ResNet default) or 3x3 (torchvision v1.5,
+SE-ResNeXt as released) stride. Module names follow torchvision (``layer1``..``layer4``, ``fc``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from senet.blocks import BasicBranch, BottleneckBranch, ResidualUnit, conv1x1, init_weights, unit_se
+from senet.config import ModelConfig
+from senet.registry import register_arch
+
+STAGES = (2, 3, 4, 5)
+PLANES = (64, 128, 256, 512)
+
+
+class ResNet(nn.Module):
+    """ResNet-18..152 and ResNeXt with an optional SE block in every residual unit.
+
+    Args:
+        cfg: the model config (``cfg.se=None`` is the no-SE baseline).
+        depths: units per stage, e.g. (3, 4, 6, 3) for ResNet-50.
+        bottleneck: bottleneck (x4 expansion) units, else basic units.
+        groups, base_width: ResNeXt cardinality and per-group width (32, 4 for "32x4d").
+        default_stride_on: the layout used when ``cfg.stride_on`` is None.
+    """
+
+    def __init__(self, cfg: ModelConfig, depths: tuple[int, ...], bottleneck: bool, groups: int = 1,
+                 base_width: int = 64, default_stride_on: str = "1x1") -> None:
+        super().__init__()
+        self.cfg = cfg
+        stride_on = cfg.stride_on or default_stride_on
+        expansion = 4 if bottleneck else 1
+        self.conv1 = nn.Conv2d(cfg.in_chans, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # Caffe pooling, as released
+        cin = 64
+        for i, (stage, planes, depth) in enumerate(zip(STAGES, PLANES, depths)):
+            units = []
+            cout = planes * expansion
+            width = int(planes * base_width / 64) * groups if bottleneck else cout
+            for b in range(1, depth + 1):
+                stride = 2 if (b == 1 and stage > 2) else 1
+                shortcut = None
+                if stride != 1 or cin != cout:
+                    shortcut = nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
+                se, se3 = unit_se(cfg.se, stage, b, cin, width, cout)
+                if bottleneck:
+                    branch = BottleneckBranch(cin, width, cout, stride, groups, stride_on, se3)
+                else:
+                    branch = BasicBranch(cin, cout, stride, se3)
+                units.append(ResidualUnit(branch, shortcut, se, cfg.se.placement if cfg.se else "none"))
+                cin = cout
+            self.add_module(f"layer{i + 1}", nn.Sequential(*units))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, cfg.num_classes)
+        self.num_features = cin
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
+def _resnet(depths: tuple[int, ...], bottleneck: bool, **kw):
+    return lambda cfg: ResNet(cfg, depths, bottleneck, **kw)
+
+
+_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+for _d, _depths in _DEPTHS.items():
+    register_arch(f"resnet{_d}", stages=STAGES, family="resnet", depths=_depths)(_resnet(_depths, _d >= 50))
+for _d in (50, 101):
+    register_arch(f"resnext{_d}_32x4d", stages=STAGES, family="resnet", depths=_DEPTHS[_d])(
+        _resnet(_DEPTHS[_d], True, groups=32, base_width=4, default_stride_on="3x3"))

@@ -1,0 +1,67 @@
+"""SE-ResNets for CIFAR (paper Sec. 6.2, Tables 4-5): pre-activation ResNet-20/32/56/110/164.
+
+The paper's CIFAR baselines (ResNet-110 6.37 %, ResNet-164 5.46 % on CIFAR-10) are the numbers of
+He et al.'s pre-activation ResNets ("Identity Mappings in Deep Residual Networks"), so these nets
+are pre-activation: 3x3 stem with 16 channels, three stages of 32x32, 16x16 and 8x8 with widths
+16/32/64 (x4 for the bottleneck ResNet-164), 1x1 projection shortcuts where the shape changes.
+Stages are numbered 2, 3, 4 (the stem is stage 1, as conv1 in the ImageNet nets); r and the SE
+placement are not stated for CIFAR, so the defaults are the paper's ImageNet ones.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from senet.blocks import PreActBasicBranch, PreActBottleneckBranch, ResidualUnit, conv1x1, conv3x3, init_weights, unit_se
+from senet.config import ModelConfig
+from senet.registry import register_arch
+
+STAGES = (2, 3, 4)
+WIDTHS = (16, 32, 64)
+
+
+class CifarResNet(nn.Module):
+    """Pre-activation ResNet of depth 6n+2 (basic units) or 9n+2 (bottleneck units)."""
+
+    def __init__(self, cfg: ModelConfig, depth: int, bottleneck: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n = (depth - 2) // (9 if bottleneck else 6)
+        expansion = 4 if bottleneck else 1
+        self.conv1 = conv3x3(cfg.in_chans, 16)
+        cin = 16
+        for i, (stage, width) in enumerate(zip(STAGES, WIDTHS)):
+            cout = width * expansion
+            units = []
+            for b in range(1, n + 1):
+                stride = 2 if (b == 1 and stage > 2) else 1
+                shortcut = conv1x1(cin, cout, stride) if (stride != 1 or cin != cout) else None
+                se, se3 = unit_se(cfg.se, stage, b, cin, width, cout)
+                if bottleneck:
+                    branch = PreActBottleneckBranch(cin, width, cout, stride, se3)
+                else:
+                    branch = PreActBasicBranch(cin, cout, stride, se3)
+                placement = cfg.se.placement if cfg.se else "none"
+                units.append(ResidualUnit(branch, shortcut, se, placement, post_act=False))
+                cin = cout
+            self.add_module(f"layer{i + 1}", nn.Sequential(*units))
+        self.bn = nn.BatchNorm2d(cin)
+        self.relu = nn.ReLU(inplace=True)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, cfg.num_classes)
+        self.num_features = cin
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        return self.relu(self.bn(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
+for _depth in (20, 32, 56, 110, 164):
+    _n = (_depth - 2) // (9 if _depth == 164 else 6)
+    register_arch(f"resnet{_depth}_cifar", stages=STAGES, family="resnet", depths=(_n,) * 3,
+                  num_classes=10, input_size=(3, 32, 32))(
+        lambda cfg, d=_depth: CifarResNet(cfg, d, bottleneck=d == 164))
