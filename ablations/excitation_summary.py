@@ -1,0 +1,137 @@
+"""How class-specific and how saturated each SE block's gates are (paper Sec. 7.2), per run and across a sweep.
+
+Pure functions over ``ExcitationStats``. Class-specificity is a per-channel one-way ANOVA of the gate
+values on the class label: between-class variance (of the class means, weighted by class size) over
+the within-class variance, averaged over channels; ``eta2`` is the same split as a share of the total
+variance (0: class-agnostic, as the paper's SE_2_3; 1: the class alone decides the gate). Saturation
+is the share of (sample, channel) gate values below / above the recording thresholds (SE_5_2 in the
+paper: most gates near 1, the rest near 0).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ablations.excitation import ExcitationStats
+
+SUMMARY_FIELDS = ("block", "channels", "samples", "classes", "mean_gate", "specificity", "eta2",
+                  "saturation_low", "saturation_high", "saturation")
+VAR_FLOOR = 1e-6  # gate variance (std 0.001) below which a channel counts as not varying at all
+
+
+def variance_split(stats: ExcitationStats, block: str) -> tuple[np.ndarray, np.ndarray]:
+    """(C,) between-class and (C,) within-class variance of one block's gate values (population form)."""
+    seen = stats.count > 0
+    n = stats.count[seen].astype(np.float64)
+    total = n.sum()
+    mean, _ = stats.pooled(block)
+    between = (n[:, None] * (stats.mean[block][seen] - mean) ** 2).sum(0) / total
+    within = stats.m2[block][seen].sum(0) / total
+    return between, within
+
+
+def class_specificity(stats: ExcitationStats, block: str) -> tuple[float, float]:
+    """(mean over channels of between/within variance, mean over channels of between/total variance).
+
+    Channels whose total variance is below ``VAR_FLOOR`` (gates that never move, e.g. saturated ones)
+    count as 0, so rounding noise on a constant gate reads as class-agnostic; the within-class variance
+    is floored at ``VAR_FLOOR`` too, so a channel that varies only between classes gives a large but
+    finite ratio. ``eta2`` is bounded in [0, 1]: the number to compare across models.
+    """
+    between, within = variance_split(stats, block)
+    flat = (between + within) < VAR_FLOOR
+    ratio = np.where(flat, 0.0, between / np.maximum(within, VAR_FLOOR))
+    eta2 = np.where(flat, 0.0, between / np.maximum(between + within, VAR_FLOOR))
+    return float(ratio.mean()), float(eta2.mean())
+
+
+def saturation(stats: ExcitationStats, block: str) -> tuple[float, float]:
+    """(share of gate values below thresholds[0], share above thresholds[1]) over samples and channels."""
+    cells = stats.num_samples * stats.mean[block].shape[1]
+    return float(stats.low[block].sum() / cells), float(stats.high[block].sum() / cells)
+
+
+def block_summary(stats: ExcitationStats, block: str) -> dict:
+    """One row of the per-run summary table (``SUMMARY_FIELDS``)."""
+    spec, eta2 = class_specificity(stats, block)
+    low, high = saturation(stats, block)
+    mean, _ = stats.pooled(block)
+    return {
+        "block": block, "channels": int(stats.mean[block].shape[1]), "samples": stats.num_samples,
+        "classes": int((stats.count > 0).sum()), "mean_gate": float(mean.mean()), "specificity": spec,
+        "eta2": eta2, "saturation_low": low, "saturation_high": high, "saturation": low + high,
+    }
+
+
+def summarize(stats: ExcitationStats, blocks: Iterable[str] | None = None) -> list[dict]:
+    """The summary rows of ``blocks`` (default: every recorded block), in forward order."""
+    wanted = stats.blocks if blocks is None else [b for b in stats.blocks if b in set(blocks)]
+    return [block_summary(stats, b) for b in wanted]
+
+
+def write_csv(rows: list[dict], path: str | Path, fields: Iterable[str] | None = None) -> Path:
+    """Write rows as CSV (floats with 6 significant digits); the header is ``fields`` or the first row's keys."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(fields or (rows[0].keys() if rows else SUMMARY_FIELDS))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()})
+    return path
+
+
+def format_table(rows: list[dict], fields: Iterable[str]) -> str:
+    """A markdown table of ``rows`` over ``fields`` (floats with 3 decimals)."""
+    fields = list(fields)
+    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    lines += ["| " + " | ".join(cell(r.get(k)) for k in fields) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---- Across a sweep: one row per (run, block), with the config keys that vary between runs ---- #
+
+_NOT_FACTORS = ("output_dir", "name", "wandb.")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list) else v
+    return out
+
+
+def sweep_rows(run_dirs: Iterable[str | Path], metric: str = "val/top1_best") -> tuple[list[dict], list[str]]:
+    """Rows (run, varying config keys, ``metric``, per-block summary) over runs with ``excitation/stats.npz``.
+
+    Returns the rows and the config keys that differ between the runs (the ablated factors), so that a
+    table reads "which arm, how accurate, how class-specific / saturated is each block".
+    """
+    runs = []
+    for d in map(Path, run_dirs):
+        stats_path = d / "excitation" / "stats.npz"
+        if not stats_path.is_file():
+            continue
+        result = {}
+        if (d / "result.json").is_file():
+            result = json.loads((d / "result.json").read_text())
+        runs.append((d, result, ExcitationStats.load(stats_path)))
+    configs = [_flatten(r.get("config", {})) for _, r, _ in runs]
+    keys = sorted({k for c in configs for k in c})
+    varying = [k for k in keys if not k.startswith(_NOT_FACTORS)
+               and len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
+    rows = []
+    for (d, result, stats), cfg in zip(runs, configs):
+        base = {"run": d.name, **{k: cfg.get(k) for k in varying},
+                metric: (result.get("metrics") or {}).get(metric)}
+        rows += [{**base, **row} for row in summarize(stats)]
+    return rows, varying
