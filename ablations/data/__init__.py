@@ -1,0 +1,44 @@
+"""LightningDataModules for the paper's datasets and the embedded default (DESIGN: Training).
+
+``build_datamodule(cfg.data, seed)`` is the one entry point. Every module exposes ``num_classes``,
+``input_size`` (C, H, W) and ``class_names``, checks its folder on construction (so a wrong path stops
+before any training), downloads only in ``prepare_data`` and only when ``data.download`` is set.
+"""
+from __future__ import annotations
+
+from ablations.config import DATASETS, DataConfig
+from ablations.data.base import ImageDataModule, TensorImageDataset
+from ablations.data.cifar import CIFAR10DataModule, CIFAR100DataModule
+from ablations.data.digits import DigitsDataModule
+from ablations.data.fashion_mnist import FashionMNISTDataModule, read_idx
+from ablations.data.imagenet import ImageNetDataModule
+from ablations.data.synthetic import SyntheticDataModule
+
+DATAMODULES: dict[str, type[ImageDataModule]] = {
+    cls.name: cls
+    for cls in (DigitsDataModule, FashionMNISTDataModule, CIFAR10DataModule, CIFAR100DataModule,
+                ImageNetDataModule, SyntheticDataModule)
+}
+
+
+def build_datamodule(cfg: DataConfig, seed: int = 0) -> ImageDataModule:
+    """The DataModule that ``cfg.name`` names, its folder already checked.
+
+    Args:
+        cfg: the data config (``data.name`` is validated by ``DataConfig`` itself).
+        seed: seeds what the dataset draws itself (the digits split, synthetic tensors).
+
+    Raises:
+        FileNotFoundError: the folder is missing; the message names the path and the expected layout.
+        ValueError: the folder or a file is malformed, or an option does not apply to the dataset.
+    """
+    if cfg.name not in DATAMODULES:
+        raise ValueError(f"data.name={cfg.name!r} is not allowed; choose one of: {', '.join(DATAMODULES)}")
+    return DATAMODULES[cfg.name](cfg, seed=seed)
+
+
+__all__ = [
+    "DATAMODULES", "DATASETS", "CIFAR10DataModule", "CIFAR100DataModule", "DigitsDataModule",
+    "FashionMNISTDataModule", "ImageDataModule", "ImageNetDataModule", "SyntheticDataModule",
+    "TensorImageDataset", "build_datamodule", "read_idx",
+]

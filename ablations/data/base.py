@@ -1,0 +1,120 @@
+"""What every DataModule shares: the attributes the trainer reads, the loaders, layout errors.
+
+Subclasses validate their folder in ``__init__`` (cheap existence checks, so a wrong path stops
+before any training), download only in ``prepare_data`` and load in ``setup``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ablations.config import DataConfig
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory as one tensor ``(N, C, H, W)``, with a per-sample transform.
+
+    ``torch.utils.data.TensorDataset`` has no transform hook; random augmentation has to run per sample
+    (each image its own crop), so this small wrapper is written by hand.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform: Callable | None = None) -> None:
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} labels")
+        self.images, self.targets, self.transform = images, targets.long(), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base class: ``num_classes``, ``input_size`` (C, H, W), ``class_names`` and the two loaders.
+
+    Args:
+        cfg: the data section of the experiment.
+        seed: seeds whatever the dataset draws itself (the digits split, the synthetic tensors);
+            shuffling and augmentation follow the global seed that Lightning's ``seed_everything`` sets.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, cfg: DataConfig, seed: int = 0) -> None:
+        super().__init__()
+        if cfg.name != self.name:
+            raise ValueError(f"data.name={cfg.name!r} given to the {self.name!r} DataModule")
+        self.cfg = cfg
+        self.seed = seed
+        self.num_classes: int = 0
+        self.class_names: list[str] = []
+        # Every dataset is served as 3-channel squares so that any registered model takes it unchanged.
+        self.input_size: tuple[int, int, int] = (3, cfg.image_size, cfg.image_size)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    # ---- Lightning hooks ---- #
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load both splits once (Lightning calls this for fit, validate, ...; later calls are no-ops)."""
+        if self.train_set is None:
+            self.train_set, self.val_set = self.load()
+
+    def load(self) -> tuple[Dataset, Dataset]:
+        """Build the (train, val) datasets; subclasses implement it."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a DataLoader")
+        workers = self.cfg.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+        )
+
+    def summary(self) -> dict:
+        """Plain facts for logs and result rows (split sizes are known after ``setup``)."""
+        sizes = {k: len(v) for k, v in (("train_size", self.train_set), ("val_size", self.val_set)) if v is not None}
+        return {"name": self.name, "root": self.cfg.root, "num_classes": self.num_classes,
+                "input_size": list(self.input_size), **sizes}
+
+
+# ---- Folder checks: one message naming the path and the layout we expected ---- #
+
+
+def require_root(cfg: DataConfig, title: str, expected: str, hint: str = "") -> Path:
+    """``cfg.root`` as a Path; ``FileNotFoundError`` if it is unset or not a folder.
+
+    ``hint`` ends the message (e.g. ", or set data.download=true ...").
+    """
+    if cfg.root is None:
+        raise FileNotFoundError(f"data.root is not set: {title} needs the folder that holds {expected}{hint}")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root={cfg.root}: no such folder; {title} expects {root}/{expected}{hint}")
+    return root
+
+
+def missing(paths: list[Path]) -> list[str]:
+    """Names of the paths that do not exist."""
+    return [p.name for p in paths if not p.exists()]
