@@ -1,0 +1,183 @@
+"""``senet-ablate excitation``: what the excitation of a trained model learns (paper Sec. 7.2, Figs. 6-7).
+
+One run: load ``<run>/checkpoints/last.ckpt``, rebuild its data from the checkpoint's config, record the
+gates of every SE block in one pass, and write ``<run>/excitation/{fig6.png, fig7.png, stats.npz,
+summary.csv}`` (also logged to W&B). A sweep (``--sweep-dir``): analyse every run folder under it that
+has a checkpoint and no statistics yet, then tabulate specificity and saturation per block across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ablations.excitation_summary import SUMMARY_FIELDS, format_table, sweep_rows, write_csv
+
+OUT = "excitation"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", nargs="?", help="a run's checkpoint (.ckpt) or run folder (uses checkpoints/last.ckpt)")
+    p.add_argument("--sweep-dir", metavar="DIR", help="analyse every run under DIR and write DIR/excitation_summary.csv")
+    p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the checkpoint's data config, e.g. --data root=/data/digits (repeatable)")
+    p.add_argument("--split", default="val", choices=("val", "train"), help="which split to run over (default: val)")
+    p.add_argument("--classes", nargs="+", metavar="C",
+                   help="classes for the figures, by name or index, or 'all' (default: the first four)")
+    p.add_argument("--fig7-classes", nargs="+", metavar="C", help="classes of Fig. 7 (default: the first two of --classes)")
+    p.add_argument("--blocks", nargs="+", metavar="B",
+                   help="SE blocks to record and plot (SE_4_6 ...), or 'all' (default: the last block of each "
+                        "stage and every block of the last stage, as the paper's Fig. 6)")
+    p.add_argument("--channels", type=int, default=50, help="channels sampled uniformly per block (default: 50)")
+    p.add_argument("--max-samples", type=int, help="stop after this many samples (default: the whole split)")
+    p.add_argument("--batch-size", type=int, help="override data.batch_size for the pass")
+    p.add_argument("--device", default="cpu", help="torch device for the pass (default: cpu)")
+    p.add_argument("--out", help="output folder (default: <run>/excitation; with --sweep-dir, the summary CSV path)")
+    p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"),
+                   help="W&B mode (default: the run's wandb.mode, i.e. offline unless it was trained online)")
+    p.add_argument("--recompute", action="store_true", help="with --sweep-dir: redo runs that already have statistics")
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """(checkpoint file, run folder) for a ``.ckpt`` path or a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt, run_dir = path / "checkpoints" / "last.ckpt", path
+    else:
+        ckpt = path
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} not found; give a .ckpt file or a run folder holding "
+                                "checkpoints/last.ckpt (what `senet-ablate train` writes)")
+    return ckpt, run_dir
+
+
+def _data_overrides(items: list[str], batch_size: int | None) -> dict:
+    from senet.config import parse_value
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--data {item!r} is not allowed; use KEY=VALUE, e.g. --data root=/data/cifar10")
+        out["data." + key.removeprefix("data.")] = parse_value(value)
+    if batch_size is not None:
+        out["data.batch_size"] = batch_size
+    return out
+
+
+def _classes(stats, classes: list[str] | None, fig7_classes: list[str] | None) -> tuple[list[int], list[int]]:
+    """Class indices for Fig. 6 (default: the first four seen, as the paper's four) and Fig. 7 (first two)."""
+    if classes and classes != ["all"]:
+        chosen = [stats.class_index(c) for c in classes]
+    else:
+        seen = [i for i, n in enumerate(stats.count) if n > 0]
+        chosen = seen if classes == ["all"] else seen[:4]
+    fig7 = [stats.class_index(c) for c in fig7_classes] if fig7_classes else chosen[:2]
+    return chosen, fig7
+
+
+def _blocks(names: list[str], wanted: list[str] | None) -> list[str]:
+    from ablations.excitation import default_blocks
+
+    if not wanted:
+        return default_blocks(names)
+    if wanted == ["all"]:
+        return names
+    unknown = [b for b in wanted if b not in names]
+    if unknown:
+        raise ValueError(f"--blocks: unknown block {unknown[0]!r}; this model has: {', '.join(names)}")
+    return [b for b in names if b in wanted]
+
+
+def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, list[dict]]:
+    """Record, plot and save one run's excitation; returns the output folder and the summary rows."""
+    from ablations import excitation_plots as plots
+    from ablations.data import build_datamodule
+    from ablations.excitation import record_excitation, se_blocks
+    from ablations.excitation_summary import summarize
+    from ablations.module import SEClassifier
+
+    if args.channels < 1:
+        raise ValueError(f"--channels={args.channels} is not allowed; it must be >= 1")
+    ckpt, run_dir = resolve_checkpoint(checkpoint)
+    module = SEClassifier.load_from_checkpoint(ckpt, map_location="cpu")
+    cfg = module.cfg.override(_data_overrides(args.data, args.batch_size))
+    names = list(se_blocks(module.model))
+    if not names:
+        raise ValueError(f"{ckpt} is a no-SE baseline (model.se=null): there is no excitation to record")
+    blocks = _blocks(names, args.blocks)  # plotted; every block is recorded for the summary table
+    dm = build_datamodule(cfg.data, seed=cfg.seed)
+    dm.setup("fit" if args.split == "train" else "validate")
+    if dm.num_classes != cfg.model.num_classes:
+        raise ValueError(f"data {cfg.data.name!r} has {dm.num_classes} classes but the model was trained for "
+                         f"{cfg.model.num_classes}; check --data")
+    loader = dm.train_dataloader() if args.split == "train" else dm.val_dataloader()
+    t0 = time.perf_counter()
+    stats = record_excitation(
+        module.model, loader, dm.num_classes, class_names=list(dm.class_names), device=args.device,
+        max_samples=args.max_samples,
+        meta={"checkpoint": str(ckpt), "split": args.split, "data": cfg.data.name, "run": run_dir.name})
+    record_s = time.perf_counter() - t0
+    classes, fig7_classes = _classes(stats, args.classes, args.fig7_classes)
+    out = Path(args.out) if args.out else run_dir / OUT
+    title = f"{run_dir.name}: {args.split} split, {stats.num_samples} samples"
+    fig6 = plots.save(plots.plot_fig6(stats, blocks, classes, channels=args.channels,
+                                      title=f"Excitation per class (Fig. 6) - {title}"), out / "fig6.png")
+    fig7 = plots.save(plots.plot_fig7(stats, blocks, fig7_classes, channels=args.channels,
+                                      title=f"Excitation within a class, mean ± std (Fig. 7) - {title}"),
+                      out / "fig7.png")
+    stats.save(out / "stats.npz")
+    rows = summarize(stats)
+    write_csv(rows, out / "summary.csv", SUMMARY_FIELDS)
+    print(f"{run_dir.name}: recorded {len(stats.blocks)} SE blocks over {stats.num_samples} {args.split} samples "
+          f"in {record_s:.1f}s")
+    print(format_table(rows, ("block", "channels", "mean_gate", "specificity", "eta2", "saturation_low",
+                              "saturation_high")))
+    from ablations.excitation_wandb import log_excitation
+
+    log_excitation(cfg, run_dir, rows, {"fig6": fig6, "fig7": fig7}, mode=args.wandb_mode)
+    print(f"wrote {fig6}, {fig7}, {out / 'stats.npz'}, {out / 'summary.csv'}")
+    return out, rows
+
+
+def sweep(args: argparse.Namespace) -> Path:
+    """Analyse every run under ``--sweep-dir`` (skipping those already done) and tabulate them."""
+    root = Path(args.sweep_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--sweep-dir {root} is not a folder; give the folder that holds the run folders")
+    runs = sorted({c.parent.parent for c in root.rglob("checkpoints/last.ckpt")})
+    if not runs:
+        raise FileNotFoundError(f"no run folders under {root}: expected <run>/checkpoints/last.ckpt")
+    for run in runs:
+        if args.recompute or not (run / OUT / "stats.npz").is_file():
+            try:
+                analyze(run, args)
+            except ValueError as exc:  # a no-SE baseline has nothing to record; the table still lists the rest
+                print(f"{run.name}: skipped ({exc})")
+    rows, factors = sweep_rows(runs)
+    if not rows:
+        raise ValueError(f"no run under {root} has SE blocks to analyse")
+    out = Path(args.out) if args.out else root / "excitation_summary.csv"
+    write_csv(rows, out)
+    blocks = list(dict.fromkeys(r["block"] for r in rows))
+    for metric in ("eta2", "saturation"):
+        table = {}
+        for r in rows:
+            key = r["run"]
+            table.setdefault(key, {"run": key, **{f: r.get(f) for f in factors}, "val/top1_best": r.get("val/top1_best")})
+            table[key][r["block"]] = r[metric]
+        print(f"\n{metric} per block ({'class-specificity' if metric == 'eta2' else 'share of gates < 0.05 or > 0.95'})")
+        print(format_table(list(table.values()), ["run", *factors, "val/top1_best", *blocks]))
+    print(f"\nwrote {out}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.checkpoint) == bool(args.sweep_dir):
+        raise ValueError("give either a CHECKPOINT (or run folder) or --sweep-dir DIR, not both or neither")
+    if args.sweep_dir:
+        sweep(args)
+    else:
+        analyze(args.checkpoint, args)
+    return 0
