@@ -22,6 +22,7 @@ FILES = {  # split -> (images, labels), the names of the original release
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+CLASSES = tuple(FashionMNIST.classes)  # "T-shirt/top", "Trouser", ...
 MEAN, STD = 0.2860, 0.3530  # over the 60 000 training images, pixels scaled to [0, 1]
 
 
@@ -88,7 +89,7 @@ class FashionMNISTDataModule(ImageDataModule):
     def __init__(self, cfg, seed: int = 0) -> None:
         super().__init__(cfg, seed)
         self.num_classes = 10
-        self.class_names = list(FashionMNIST.classes)
+        self.class_names = list(CLASSES)
         self.root = Path(cfg.root or DEFAULT_ROOT).expanduser()
         if not cfg.download:
             self._locate()  # fail now, before any training, if the files are not there
