@@ -70,7 +70,7 @@ class SEConfig:
     def __post_init__(self) -> None:
         if isinstance(self.reduction, bool) or not isinstance(self.reduction, int) or self.reduction < 1:
             raise ValueError(f"se.reduction={self.reduction!r} is not allowed; it must be an integer >= 1")
-        if not isinstance(self.divisor, int) or self.divisor < 1:
+        if isinstance(self.divisor, bool) or not isinstance(self.divisor, int) or self.divisor < 1:
             raise ValueError(f"se.divisor={self.divisor!r} is not allowed; it must be an integer >= 1")
         _check_choice("se", "width_rounding", self.width_rounding, WIDTH_ROUNDINGS)
         _check_choice("se", "squeeze", self.squeeze, SQUEEZES)
@@ -208,9 +208,8 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], prefix: str = "") -> An
     hints = typing.get_type_hints(type(cfg))
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
-        if head not in names:
-            where = f"{prefix}." if prefix else ""
-            raise ValueError(f"unknown key {where}{key}; allowed keys: {', '.join(where + n for n in names)}")
+        if head not in names:  # prefix already ends with "." ("model.se.")
+            raise ValueError(f"unknown key {prefix}{key}; allowed keys: {', '.join(prefix + n for n in names)}")
         if rest:
             grouped.setdefault(head, {})[rest] = value
         else:
