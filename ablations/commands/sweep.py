@@ -1,0 +1,167 @@
+"""``senet-ablate sweep SPEC``: run an ablation's Optuna study locally, with N workers, or as a SLURM job array.
+
+Everything is checked before any work: the spec (keys, distributions, metrics, every arm's config),
+the storage choice (SQLite only for one worker) and that the storage answers within seconds. Then
+the study is created once and the grid enqueued once; workers (this process, N local processes or
+SLURM array elements) claim trials until none is left. See ``ablations.sweep`` and DESIGN: Sweeps.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="a sweep YAML (sweeps/paper/*.yaml, sweeps/examples/*.yaml)")
+    parser.add_argument("--variant", help="a dataset override named in the spec's variants: (e.g. digits, cifar)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a base-experiment key (repeatable), e.g. --set train.epochs=2")
+    parser.add_argument("--storage", metavar="URL", help="Optuna storage: sqlite:///file.db (one worker, the default "
+                        "runs/<study>/study.db) or postgresql://user:pw@host:port/db (several workers, clusters)")
+    parser.add_argument("--study-name", help="the study (default: the spec's name, prefixed with the variant)")
+    parser.add_argument("--n-trials", type=int, help="the study's trial budget (default: the spec's; a grid's size)")
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default 1)")
+    parser.add_argument("--retry-failed", action="store_true", help="re-queue grid arms whose trial failed")
+    parser.add_argument("--dry-run", action="store_true", help="validate, print the arms and exit")
+    parser.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # spawned local workers
+    slurm = parser.add_argument_group("SLURM (a job array of workers, submitted with submitit)")
+    slurm.add_argument("--slurm", action="store_true", help="submit the workers as a SLURM job array")
+    slurm.add_argument("--partition", help="SLURM partition")
+    slurm.add_argument("--gpus-per-trial", type=int, default=0, help="GPUs per worker/trial (DDP when > 1)")
+    slurm.add_argument("--array-size", type=int, help="array elements = workers (default: --workers, at least 2)")
+    slurm.add_argument("--array-parallelism", type=int, help="elements running at once (default: all)")
+    slurm.add_argument("--cpus-per-task", type=int, default=4, help="CPUs per task (default 4)")
+    slurm.add_argument("--mem-gb", type=float, help="memory per element")
+    slurm.add_argument("--time-min", type=int, default=24 * 60, help="time limit per element in minutes")
+    slurm.add_argument("--slurm-folder", default=None, help="submitit's log folder (default runs/<study>/slurm/%%j)")
+    slurm.add_argument("--wait", action="store_true", help="wait for the array to finish and print the summary")
+
+
+def _sets(items: list[str]) -> dict:
+    from senet.config import parse_value
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r} is not KEY=VALUE (e.g. --set train.epochs=2)")
+        out[key] = parse_value(value)
+    return out
+
+
+def _spawn_args(args: argparse.Namespace, url: str, study_name: str) -> list[str]:
+    cmd = [sys.executable, "-m", "ablations.cli", "sweep", args.spec, "--worker-only", "--storage", url,
+           "--study-name", study_name]
+    if args.variant:
+        cmd += ["--variant", args.variant]
+    for item in args.sets:
+        cmd += ["--set", item]
+    if args.n_trials is not None:
+        cmd += ["--n-trials", str(args.n_trials)]
+    return cmd
+
+
+def run(args: argparse.Namespace) -> int:
+    from ablations.sweep.spec import parse_spec, preflight, read_yaml
+    from ablations.sweep.storage import check_reachable, default_storage, resolve_storage
+
+    if args.workers < 1:
+        raise ValueError(f"--workers={args.workers} is not allowed; it must be >= 1")
+    if args.n_trials is not None and args.n_trials < 1:
+        raise ValueError(f"--n-trials={args.n_trials} is not allowed; it must be >= 1")
+    # The cheap checks first (no torch yet): spec keys, storage choice, storage reachable.
+    raw = read_yaml(args.spec)
+    try:
+        name, spec_url, output_dir = preflight(raw, args.variant)
+    except ValueError as exc:
+        raise ValueError(f"{args.spec}: {exc}") from None
+    study_name = args.study_name or name
+    spec_url = args.storage or spec_url or default_storage(output_dir, study_name)
+    url = resolve_storage(spec_url, workers=args.workers, cluster=args.slurm)
+    if not args.dry_run:
+        check_reachable(url)
+    try:
+        spec = parse_spec(raw, variant=args.variant, source=args.spec, overrides=_sets(args.sets))
+    except ValueError as exc:
+        raise ValueError(f"{args.spec}: {exc}") from None
+    if args.slurm:
+        from ablations.sweep.slurm import with_gpus
+
+        spec = with_gpus(spec, args.gpus_per_trial)
+    if args.dry_run:
+        return _print_plan(spec, study_name, url)
+    from ablations.sweep import study as st
+    from ablations.sweep.worker import run_worker
+
+    if args.worker_only:
+        run_worker(spec, url, study_name, n_trials=args.n_trials)
+        return 0
+    study, queued = st.setup_study(spec, url, study_name, retry_failed=args.retry_failed)
+    print(f"study {study_name} on {st.masked(url)}: {queued} arm x seed cells queued, "
+          f"{len(study.trials)} trials in the study", file=sys.stderr)
+    if args.slurm:
+        return _submit(args, spec, url, study_name)
+    if args.workers == 1:
+        run_worker(spec, url, study_name, n_trials=args.n_trials)
+    else:
+        procs = [subprocess.Popen(_spawn_args(args, url, study_name)) for _ in range(args.workers)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            print(f"warning: worker exit codes {codes}", file=sys.stderr)
+    return _summary(spec, url, study_name)
+
+
+def _submit(args: argparse.Namespace, spec, url: str, study_name: str) -> int:
+    from ablations.sweep.slurm import SlurmOptions, submit
+
+    size = args.array_size or max(2, args.workers)
+    options = SlurmOptions(array_size=size, array_parallelism=args.array_parallelism or size,
+                           partition=args.partition, gpus_per_trial=args.gpus_per_trial,
+                           cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, timeout_min=args.time_min,
+                           folder=args.slurm_folder or f"{spec.base.output_dir}/{study_name}/slurm/%j")
+    jobs = submit(spec, url, study_name, options, n_trials=args.n_trials)
+    print(f"submitted job array {jobs[0].job_id.split('_')[0]} ({size} workers, {options.array_parallelism} at once); "
+          f"logs in {options.folder}", file=sys.stderr)
+    if not args.wait:
+        print(f"follow it with: senet-ablate report {study_name} --storage {url}", file=sys.stderr)
+        return 0
+    for job in jobs:
+        job.result()  # raises if a worker crashed
+    return _summary(spec, url, study_name)
+
+
+def _print_plan(spec, study_name: str, url: str) -> int:
+    from ablations.sweep.spec import make_config
+
+    print(f"study {study_name}: {spec.description or spec.name}\nstorage: {url}\n"
+          f"objectives: {', '.join(f'{o.direction} {o.metric}' for o in spec.objectives)}; "
+          f"sampler {spec.sampler['type']}, pruner {spec.pruner['type']}, seeds {list(spec.seeds)}")
+    if spec.is_grid:
+        from ablations.naming import run_name
+
+        cells = spec.grid()
+        print(f"{len(cells)} trials (arm x seed):")
+        for c in cells:
+            print("  " + run_name(make_config(spec, c), spec.base.override({"model.se": None})))
+    else:
+        print(f"{spec.n_trials} trials over: {', '.join(p.key for p in spec.space)}")
+    return 0
+
+
+def _summary(spec, url: str, study_name: str) -> int:
+    from ablations.sweep.study import load_study, progress
+
+    study = load_study(spec, url, study_name)
+    counts = {k: v for k, v in progress(study).items() if v}
+    print(f"study {study_name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if done:
+        names = [o.metric for o in spec.objectives]
+        best = study.best_trials if spec.multi_objective else [study.best_trial]
+        print("Pareto front:" if spec.multi_objective else "best trial:")
+        for t in best:
+            values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
+            print(f"  #{t.number} {values}  {t.params}")
+    print(f"report: senet-ablate report {study_name} --storage {url}")
+    return 0

@@ -1,0 +1,131 @@
+"""One Optuna trial of a sweep (DESIGN: Sweeps): suggest -> ``ExperimentConfig`` -> ``run_experiment`` -> values.
+
+The trial keeps its result rows in ``trial.user_attrs["results"]`` (and the one row of a single-seed
+trial in ``"result"``), so reports never depend on W&B files. A failed run is recorded with its
+reason (``user_attrs["reason"]``) and raised, so Optuna marks the trial FAIL and the worker goes on;
+a pruned run raises ``optuna.TrialPruned``. Sampled (non-grid) studies skip an arm whose config
+hash already has a complete trial and reuse its values, so TPE's repeats cost nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ablations.metrics import GMACS, MONITOR, PARAMS
+from ablations.sweep.space import suggest
+from ablations.sweep.spec import SweepSpec, make_config
+
+
+class TrialFailed(RuntimeError):
+    """The run of a trial failed (non-finite loss, out of memory, ...); the reason is in the user attrs."""
+
+
+def metric_value(row: dict, metric: str) -> float:
+    """One objective's value from a result row (``params`` and ``gmacs`` are columns, the rest metrics)."""
+    if metric == PARAMS:
+        return float(row["params"])
+    if metric == GMACS:
+        return float(row["gmacs"])
+    if metric not in row["metrics"]:
+        raise TrialFailed(f"the run reported no {metric!r} (it has: {', '.join(sorted(row['metrics']))})")
+    return float(row["metrics"][metric])
+
+
+def trial_config(spec: SweepSpec, study_name: str, params: dict[str, Any], seed: int | None = None):
+    """The run config of one trial (and seed): written under ``<output_dir>/<study>``, W&B group = study."""
+    cfg = make_config(spec, params, seed)
+    return cfg.override({"output_dir": f"{spec.base.output_dir}/{study_name}", "wandb.group": study_name,
+                         "wandb.job_type": "sweep"})
+
+
+class SweepObjective:
+    """The callable ``study.optimize`` runs.
+
+    Args:
+        spec: the validated sweep.
+        study_name: the study (names the output folder and the W&B group).
+        runner: ``run_experiment`` (injectable for the DDP follower ranks and for tests of the engine).
+        on_start: called first thing in every trial (the worker releases its claim lock there).
+        on_config: called with ``(trial, cfg)`` before each run (DDP rank 0 broadcasts the config there).
+    """
+
+    def __init__(self, spec: SweepSpec, study_name: str, runner: Callable | None = None,
+                 on_start: Callable[[], None] | None = None,
+                 on_config: Callable[[optuna.Trial, Any], None] | None = None) -> None:
+        self.spec, self.study_name = spec, study_name
+        self.runner, self.on_start, self.on_config = runner, on_start, on_config
+        self.baseline = spec.base.override({"model.se": None})
+
+    def _run(self, cfg, trial: optuna.Trial | None):
+        runner = self.runner
+        if runner is None:
+            from ablations.run import run_experiment as runner
+        if self.on_config is not None:
+            self.on_config(trial, cfg)
+        callbacks, own = [], None
+        prune = trial is not None and not self.spec.multi_objective
+        if prune and self.spec.objectives[0].metric != MONITOR:
+            # run_experiment's own pruning callback watches MONITOR; other metrics get theirs here.
+            from optuna_integration import PyTorchLightningPruningCallback
+
+            own = PyTorchLightningPruningCallback(trial, monitor=self.spec.objectives[0].metric)
+            callbacks.append(own)
+        result = runner(cfg, callbacks=callbacks, trial=trial if prune and own is None else None,
+                        baseline=self.baseline.replace(seed=cfg.seed), quiet=True)
+        if own is not None and result.status == "complete":
+            own.check_pruned()  # DDP: the prune decision was made on rank 0 and kept in the storage
+        return result
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        if self.on_start is not None:
+            self.on_start()
+        spec = self.spec
+        params = suggest(trial, spec)
+        seeds = [params["seed"]] if spec.is_grid else list(spec.seeds)
+        arm = make_config(spec, params, seeds[0])
+        trial.set_user_attr("arm_hash", arm.replace(seed=0).hash())
+        if "config_hash" not in trial.user_attrs:
+            trial.set_user_attr("config_hash", arm.hash())
+        if not spec.is_grid:
+            done = self._duplicate_of(trial)
+            if done is not None:
+                trial.set_user_attr("duplicate_of", done.number)
+                for key in ("results", "result"):
+                    if key in done.user_attrs:
+                        trial.set_user_attr(key, done.user_attrs[key])
+                return done.values if spec.multi_objective else done.value
+        rows: list[dict] = []
+        for i, seed in enumerate(seeds):
+            cfg = trial_config(spec, self.study_name, params, seed)
+            try:
+                # Only the first seed reports intermediate values: Optuna keeps one value per step.
+                result = self._run(cfg, trial if i == 0 else None)
+            except optuna.TrialPruned:
+                trial.set_user_attr("status", "pruned")
+                raise
+            except Exception as exc:
+                trial.set_user_attr("status", "failed")
+                trial.set_user_attr("reason", f"{type(exc).__name__}: {exc}")
+                raise
+            rows.append(result.to_dict())
+            trial.set_user_attr("results", rows)
+            if len(seeds) == 1:
+                trial.set_user_attr("result", rows[0])
+            trial.set_user_attr("status", result.status)
+            if result.status == "pruned":
+                raise optuna.TrialPruned(result.reason or "pruned")
+            if result.status != "complete":
+                trial.set_user_attr("reason", result.reason)
+                raise TrialFailed(result.reason or result.status)
+        values = [sum(metric_value(r, o.metric) for r in rows) / len(rows) for o in spec.objectives]
+        return values if spec.multi_objective else values[0]
+
+    def _duplicate_of(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        arm = trial.user_attrs["arm_hash"]
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get("arm_hash") == arm and t.number != trial.number:
+                return t
+        return None

@@ -1,0 +1,97 @@
+"""A sweep as a SLURM job array (DESIGN: Sweeps, clusters; anchors §D.2-D.4), submitted through submitit.
+
+Each array element is one Optuna worker on the shared (PostgreSQL) study, so the scheduler balances
+the load and ``--array-parallelism`` caps how many run at once. A trial with G > 1 GPUs runs as G
+SLURM tasks of one element (``ntasks-per-node = G = train.devices``, as Lightning's ``SLURMEnvironment``
+requires); each element gets its own ``MASTER_PORT``, because Lightning's default (15000 + the last
+four digits of the job id) collides when two elements share a node.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ablations.sweep.spec import SweepSpec
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What ``senet-ablate sweep --slurm`` asks of the cluster (per array element = per worker)."""
+
+    array_size: int = 2
+    array_parallelism: int = 2
+    partition: str | None = None
+    gpus_per_trial: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float | None = None
+    timeout_min: int = 60
+    folder: str = "runs/slurm/%A_%a"
+    signal_delay_s: int = 90
+
+    def __post_init__(self) -> None:
+        for name in ("array_size", "array_parallelism", "cpus_per_task", "timeout_min"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')}={value!r} is not allowed; it must be an integer >= 1")
+        if not isinstance(self.gpus_per_trial, int) or self.gpus_per_trial < 0:
+            raise ValueError(f"--gpus-per-trial={self.gpus_per_trial!r} is not allowed; it must be an integer >= 0")
+
+
+def master_port() -> int:
+    """A rendezvous port for this array element's DDP trials, distinct across concurrently running elements."""
+    job = int(os.environ.get("SLURM_JOB_ID", "0"))
+    return 20000 + job % 20000
+
+
+def trial_overrides(gpus: int) -> dict:
+    """Base-config overrides that make each trial use this element's GPUs (DDP when several)."""
+    if gpus == 0:
+        return {}
+    return {"train.accelerator": "gpu", "train.devices": gpus, "train.num_nodes": 1,
+            "train.strategy": "ddp" if gpus > 1 else "auto"}
+
+
+def array_worker(spec: SweepSpec, url: str, study_name: str, n_trials: int | None = None) -> int:
+    """The function every array element (and each of its tasks) runs: one Optuna worker, DDP-aware."""
+    os.environ.setdefault("MASTER_PORT", str(master_port()))
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        env = SLURMEnvironment()
+        os.environ.setdefault("MASTER_ADDR", env.main_address)
+    from ablations.sweep.worker import run_ddp_worker
+
+    return run_ddp_worker(spec, url, study_name, n_trials=n_trials)
+
+
+def submit(spec: SweepSpec, url: str, study_name: str, options: SlurmOptions, n_trials: int | None = None) -> list:
+    """Submit ``options.array_size`` workers as one job array; returns the submitit jobs.
+
+    ``spec`` should already be ``with_gpus(spec, options.gpus_per_trial)``, as set up in the study.
+    """
+    import submitit
+
+    folder = Path(options.folder.replace("%A_%a", "%j").replace("%A", "%j"))
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    gpus = options.gpus_per_trial
+    params = dict(timeout_min=options.timeout_min, nodes=1, tasks_per_node=max(1, gpus),
+                  cpus_per_task=options.cpus_per_task, slurm_array_parallelism=options.array_parallelism,
+                  name=f"senet-{study_name}", slurm_signal_delay_s=options.signal_delay_s)
+    if gpus:
+        params["gpus_per_node"] = gpus
+    if options.partition:
+        params["slurm_partition"] = options.partition
+    if options.mem_gb:
+        params["mem_gb"] = options.mem_gb
+    executor.update_parameters(**params)
+    return executor.map_array(array_worker, [spec] * options.array_size, [url] * options.array_size,
+                              [study_name] * options.array_size, [n_trials] * options.array_size)
+
+
+def with_gpus(spec: SweepSpec, gpus: int) -> SweepSpec:
+    """The spec whose trials use ``gpus`` GPUs each (apply before the study is set up: it changes config hashes)."""
+    import dataclasses
+
+    over = trial_overrides(gpus)
+    return dataclasses.replace(spec, base=spec.base.override(over)) if over else spec

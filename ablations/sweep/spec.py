@@ -1,0 +1,384 @@
+"""The sweep spec: one YAML that describes an ablation (DESIGN: Sweeps; paper Sec. 6 Tables 10-16).
+
+A spec names a base ``ExperimentConfig``, a search space over its dotted keys, the objectives, the
+sampler and pruner, the budget, the seeds per arm and where the study lives. ``load_spec`` validates
+all of it before any work starts: every mistake is a ``ValueError`` naming the field, the bad value
+and what is allowed, and every categorical value of the space is built into a config once, so an
+arm that cannot exist (r that leaves zero channels, a stage the network lacks) fails here.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from ablations.metrics import GMACS, PARAMS, RESULT_METRICS
+from ablations.sweep.storage import check_storage_url
+
+if TYPE_CHECKING:  # the config pulls in torch; imported lazily so a bad spec or storage fails in a second
+    from ablations.config import ExperimentConfig
+
+METRICS = RESULT_METRICS + (PARAMS, GMACS)
+DIRECTIONS = {"maximize": "maximize", "maximise": "maximize", "max": "maximize",
+              "minimize": "minimize", "minimise": "minimize", "min": "minimize"}
+SAMPLERS = ("grid", "random", "tpe", "nsga2")
+PRUNERS = ("none", "median", "hyperband")
+PARAM_TYPES = ("categorical", "int", "float", "log")
+TOP_KEYS = ("name", "description", "paper", "base", "baseline", "space", "objectives", "sampler", "pruner",
+            "budget", "seeds", "storage", "heartbeat", "wandb", "variants")
+PRIMITIVES = (type(None), bool, int, float, str)
+
+
+def _fail(where: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{where}={value!r} is not allowed; {allowed}")
+
+
+def _keys(where: str, data: Any, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(data, dict):
+        raise _fail(where, data, f"expected a mapping with keys: {', '.join(allowed)}")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(f"unknown key {prefix}{unknown[0]}; allowed keys: {', '.join(prefix + k for k in allowed)}")
+    return data
+
+
+@dataclass(frozen=True)
+class Param:
+    """One dimension of the search space: a dotted ``ExperimentConfig`` key and its distribution."""
+
+    key: str
+    type: str
+    values: tuple = ()  # categorical choices, as the config takes them
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    @property
+    def grid_values(self) -> tuple:
+        """The values a grid sweep enumerates (categorical choices, or an int range with its step)."""
+        if self.type == "categorical":
+            return self.values
+        if self.type == "int" and not self.log:
+            return tuple(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        raise ValueError(f"space.{self.key}: a grid sweep needs categorical values or an int range; "
+                         f"type {self.type!r} is continuous (use sampler: random, tpe or nsga2)")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A metric of the result row and whether the study maximizes or minimizes it."""
+
+    metric: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep (see ``sweeps/paper/*.yaml`` for the format)."""
+
+    name: str
+    base: ExperimentConfig
+    space: tuple[Param, ...]
+    objectives: tuple[Objective, ...]
+    baseline: bool = False
+    sampler: dict = field(default_factory=lambda: {"type": "grid"})
+    pruner: dict = field(default_factory=lambda: {"type": "none"})
+    n_trials: int | None = None
+    seeds: tuple[int, ...] = (0,)
+    storage: str | None = None
+    heartbeat_interval: int = 60
+    grace_period: int = 180
+    max_retry: int = 3
+    description: str = ""
+    paper: str = ""
+    variant: str | None = None
+    source: str | None = None
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def is_grid(self) -> bool:
+        return self.sampler["type"] == "grid"
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every arm x seed cell of a grid sweep, as Optuna params (``se`` and ``seed`` included)."""
+        keys = [p.key for p in self.space]
+        arms = [dict(zip(keys, combo)) for combo in itertools.product(*(p.grid_values for p in self.space))]
+        if self.baseline:
+            arms = [{**{p.key: base_value(self.base, p.key) for p in self.space}, "se": False}] + \
+                   [{**a, "se": True} for a in arms]
+        return [{**a, "seed": s} for a in arms for s in self.seeds]
+
+
+def base_value(cfg: ExperimentConfig, key: str) -> Any:
+    """The value of a dotted key in ``cfg`` (SE keys of a baseline read the SEConfig defaults)."""
+    node: Any = cfg.to_dict()
+    for part in key.split("."):
+        if node is None and key.startswith("model.se."):
+            from senet.config import SEConfig, to_dict
+            node = to_dict(SEConfig())
+        node = node[part]
+    return tuple(node) if isinstance(node, list) else node
+
+
+def arm_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna params -> dotted overrides of the base config (``se=False`` is the no-SE baseline)."""
+    params = {k: v for k, v in params.items() if k != "seed"}
+    if params.pop("se", True) is False:
+        # SE knobs do not exist on the baseline; setting them would switch SE back on.
+        params = {k: v for k, v in params.items() if not k.startswith("model.se")}
+        params["model.se"] = None
+    return params
+
+
+def make_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None) -> ExperimentConfig:
+    """The ``ExperimentConfig`` of one trial: the base with the arm's overrides and the seed."""
+    seed = params.get("seed", spec.seeds[0]) if seed is None else seed
+    return spec.base.override({**arm_overrides(params), "seed": seed})
+
+
+def build_base(base_raw: dict) -> ExperimentConfig:
+    """The base experiment as ``senet-ablate train`` resolves it: a ``train.recipe`` expands to its preset
+    first (then the explicit ``train`` fields), ``model`` may be a registered model name, the rest are
+    (nested or dotted) config keys over the defaults."""
+    from ablations.config import ExperimentConfig
+    from senet.config import flatten
+
+    overrides = flatten({k: v for k, v in base_raw.items() if k != "model" or isinstance(v, dict)})
+    cfg = ExperimentConfig()
+    if isinstance(base_raw.get("model"), str):
+        from senet import model_config
+
+        cfg = cfg.replace(model=model_config(base_raw["model"]))
+    recipe = overrides.pop("train.recipe", None)
+    if recipe is not None:
+        from ablations.recipes import get_recipe
+
+        cfg = cfg.replace(train=get_recipe(recipe))
+    return cfg.override(overrides)
+
+
+def _param(key: str, raw: Any, base: ExperimentConfig) -> Param:
+    where = f"space.{key}"
+    if key in ("se", "seed", "name", "output_dir") or key.startswith("wandb."):
+        raise ValueError(f"{where} cannot be searched: seeds go under seeds:, the no-SE arm under baseline: true, "
+                         "and name, output_dir and wandb.* do not define an arm")
+    if isinstance(raw, list):
+        raw = {"type": "categorical", "values": raw}
+    raw = _keys(where, raw, ("type", "values", "low", "high", "step", "log"))
+    kind = raw.get("type", "categorical" if "values" in raw else None)
+    if kind not in PARAM_TYPES:
+        raise _fail(f"{where}.type", kind, f"choose one of: {', '.join(PARAM_TYPES)}")
+    if kind == "categorical":
+        values = raw.get("values")
+        if not isinstance(values, list) or not values:
+            raise _fail(f"{where}.values", values, "give a non-empty list of values")
+        extra = sorted(set(raw) - {"type", "values"})
+        if extra:
+            raise ValueError(f"{where}.{extra[0]} does not apply to a categorical parameter; give only values")
+        values = tuple(tuple(v) if isinstance(v, list) else v for v in values)
+        if len(set(map(repr, values))) != len(values):
+            raise _fail(f"{where}.values", list(values), "values must be distinct")
+        for v in values:
+            _check_value(base, key, v)
+        return Param(key, kind, values=values)
+    if "values" in raw:
+        raise ValueError(f"{where}.values does not apply to type {kind!r}; give low and high")
+    low, high, step = raw.get("low"), raw.get("high"), raw.get("step")
+    for name, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _fail(f"{where}.{name}", v, "it must be a number")
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise _fail(where, [low, high], "an int parameter needs integer low and high")
+    log = bool(raw.get("log", kind == "log"))
+    if low >= high:
+        raise _fail(f"{where}.low", low, f"it must be below high={high}")
+    if log and low <= 0:
+        raise _fail(f"{where}.low", low, "a log distribution needs low > 0")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 or log):
+        raise _fail(f"{where}.step", step, "it must be a positive number, and not combined with log")
+    kind = "float" if kind == "log" else kind
+    if kind == "int":
+        low, high, step = int(low), int(high), None if step is None else int(step)
+    for v in (low, high):
+        _check_value(base, key, v)
+    return Param(key, kind, low=low, high=high, step=step, log=log)
+
+
+def _check_value(base: ExperimentConfig, key: str, value: Any) -> None:
+    if not isinstance(value, PRIMITIVES + (tuple,)):
+        raise _fail(f"space.{key}", value, "values must be numbers, strings, booleans, null or lists")
+    try:
+        base.override({key: list(value) if isinstance(value, tuple) else value})
+    except ValueError as exc:
+        raise ValueError(f"space.{key}: value {value!r} gives no valid config: {exc}") from None
+
+
+def _objectives(raw: Any) -> tuple[Objective, ...]:
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise _fail("objectives", raw, f"give a list like [{{val/top1_best: maximize}}]; metrics: {', '.join(METRICS)}")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"objectives[{i}]"
+        if isinstance(item, str):
+            item = {"metric": item, "direction": "maximize" if item.startswith("val/top") else "minimize"}
+        if isinstance(item, dict) and set(item) - {"metric", "direction"} and len(item) == 1:
+            (metric, direction), = item.items()
+            item = {"metric": metric, "direction": direction}
+        item = _keys(where, item, ("metric", "direction"))
+        if item.get("metric") not in METRICS:
+            raise _fail(f"{where}.metric", item.get("metric"), f"choose one of: {', '.join(METRICS)}")
+        if item.get("direction") not in DIRECTIONS:
+            raise _fail(f"{where}.direction", item.get("direction"), "choose one of: maximize, minimize")
+        out.append(Objective(item["metric"], DIRECTIONS[item["direction"]]))
+    if len({o.metric for o in out}) != len(out):
+        raise _fail("objectives", [o.metric for o in out], "each metric may appear once")
+    return tuple(out)
+
+
+def _named(where: str, raw: Any, allowed: tuple[str, ...], default: str) -> dict:
+    raw = {"type": default} if raw is None else ({"type": raw} if isinstance(raw, str) else raw)
+    if not isinstance(raw, dict) or raw.get("type") not in allowed:
+        got = raw.get("type") if isinstance(raw, dict) else raw
+        raise _fail(f"{where}.type" if isinstance(raw, dict) else where, got, f"choose one of: {', '.join(allowed)}")
+    return dict(raw)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def preflight(raw: Any, variant: str | None = None) -> tuple[str, str, str]:
+    """The cheap checks, before torch is imported: top-level keys, the variant, the storage URL's form.
+
+    Returns (study name, the spec's storage URL or ``""``, the base's output_dir).
+    """
+    raw = _keys("", raw, TOP_KEYS)
+    variants = raw.get("variants") or {}
+    if variant is not None:
+        if not isinstance(variants, dict) or variant not in variants:
+            raise _fail("--variant", variant, f"this spec has: {', '.join(variants) or 'no variants'}")
+        raw = _merge(raw, _keys(f"variants.{variant}", variants[variant], tuple(k for k in TOP_KEYS if k != "variants")))
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or any(c in name for c in " /\\:"):
+        raise _fail("name", name, "give the study a name without spaces, slashes or colons")
+    study = f"{variant}-{name}" if variant else name
+    base = raw.get("base") if isinstance(raw.get("base"), dict) else {}
+    storage = raw.get("storage")
+    return study, check_storage_url(storage) if storage else "", str(base.get("output_dir", "runs"))
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The raw spec mapping of a YAML file, with file and syntax errors as one-line messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep spec {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+
+
+def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = None,
+               overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """Validate a spec mapping (a loaded YAML) and return the ``SweepSpec``.
+
+    Args:
+        raw: the loaded YAML.
+        variant: a dataset override from the spec's ``variants:`` (merged into the spec; the study is
+            named ``<variant>-<name>``).
+        source: where the spec came from (for messages and the study's records).
+        overrides: dotted base-config overrides from the command line (``--set train.epochs=2``).
+    """
+    study_name, _, _ = preflight(raw, variant)
+    if variant is not None:
+        raw = _merge(raw, raw["variants"][variant])
+    base_raw = raw.get("base") or {}
+    if not isinstance(base_raw, dict):
+        raise _fail("base", base_raw, "give the base experiment as a mapping (model, data, train, ...)")
+    wandb = _keys("wandb", raw.get("wandb") or {}, ("project", "mode", "entity"))
+    try:
+        base = build_base(base_raw).override({f"wandb.{k}": v for k, v in wandb.items()})
+    except ValueError as exc:
+        raise ValueError(f"base: {exc}") from None
+    budget = _keys("budget", raw.get("budget") or {}, ("n_trials", "epochs"))
+    if budget.get("epochs") is not None:
+        base = base.override({"train.epochs": budget["epochs"]})
+    if overrides:
+        try:
+            base = base.override(overrides)
+        except ValueError as exc:
+            raise ValueError(f"--set: {exc}") from None
+    space_raw = raw.get("space")
+    if not isinstance(space_raw, dict) or not space_raw:
+        raise _fail("space", space_raw, "give a mapping of dotted config keys to values, e.g. {model.se.reduction: [4, 16]}")
+    space = tuple(_param(k, v, base) for k, v in space_raw.items())
+    objectives = _objectives(raw.get("objectives", ["val/top1_best"]))
+    sampler = _named("sampler", raw.get("sampler"), SAMPLERS, "grid")
+    pruner = _named("pruner", raw.get("pruner"), PRUNERS, "none")
+    if len(objectives) > 1 and pruner["type"] != "none":
+        raise _fail("pruner.type", pruner["type"], "a multi-objective study cannot prune (Optuna's Trial.report "
+                    "is single-objective); use pruner: none")
+    n_trials = budget.get("n_trials")
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
+        raise _fail("budget.n_trials", n_trials, "it must be an integer >= 1")
+    if sampler["type"] != "grid" and n_trials is None:
+        raise ValueError(f"budget.n_trials is required with sampler {sampler['type']!r} (only a grid knows its size)")
+    seeds = raw.get("seeds", 1)
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        seeds = tuple(range(seeds))
+    elif isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        seeds = tuple(seeds)
+    else:
+        raise _fail("seeds", seeds, "give a count >= 1 or a list of integer seeds")
+    storage = raw.get("storage")
+    if storage is not None:
+        check_storage_url(storage)
+    hb = _keys("heartbeat", raw.get("heartbeat") or {}, ("interval", "grace_period", "max_retry"))
+    interval, grace, retry = hb.get("interval", 60), hb.get("grace_period"), hb.get("max_retry", 3)
+    grace = 3 * interval if grace is None else grace
+    if not (isinstance(interval, int) and interval >= 1 and isinstance(grace, int) and grace > interval):
+        raise _fail("heartbeat", hb, "interval must be an integer >= 1 s and grace_period an integer above it")
+    if not isinstance(retry, int) or retry < 0:
+        raise _fail("heartbeat.max_retry", retry, "it must be an integer >= 0")
+    baseline = raw.get("baseline", False)
+    if not isinstance(baseline, bool):
+        raise _fail("baseline", baseline, "choose true (add the no-SE arm) or false")
+    spec = SweepSpec(name=study_name, base=base, space=space, objectives=objectives,
+                     baseline=baseline, sampler=sampler, pruner=pruner, n_trials=n_trials, seeds=seeds,
+                     storage=storage, heartbeat_interval=interval, grace_period=grace, max_retry=retry,
+                     description=str(raw.get("description", "")), paper=str(raw.get("paper", "")),
+                     variant=variant, source=source)
+    if spec.is_grid:
+        cells = spec.grid()  # raises for continuous parameters
+        configs = [make_config(spec, c) for c in cells]
+        hashes = {c.hash() for c in configs}
+        if len(hashes) != len(configs):
+            raise ValueError("space: two grid cells give the same config (a value equal to the base's, "
+                             "repeated under baseline: true?); every arm must differ")
+    return spec
+
+
+def load_spec(path: str | Path, *, variant: str | None = None, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """Read and validate a sweep YAML (see ``parse_spec``)."""
+    try:
+        return parse_spec(read_yaml(path), variant=variant, source=str(path), overrides=overrides)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None

@@ -1,0 +1,194 @@
+"""The Optuna study behind a sweep (DESIGN: Sweeps; anchors §D.1): storage, sampler, pruner, the grid queue.
+
+Storage is an ``RDBStorage`` with heartbeats and Optuna's retry callback, so a trial whose worker
+dies is failed after the grace period and re-queued for another worker. SQLite serves one worker; it
+is refused for several (its file locking breaks under concurrent writers and on shared filesystems).
+A grid ablation is enqueued once, deduplicated by config hash, under a database-level lock
+(``StudyLock``) that workers also hold while they claim a trial, so no arm is queued or run twice.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import warnings
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from ablations.sweep.space import encode_params
+from ablations.sweep.spec import SweepSpec, make_config
+from ablations.sweep.storage import engine_kwargs, masked
+
+__all__ = ["StudyLock", "enqueue_grid", "load_study", "make_pruner", "make_sampler", "make_storage", "masked",
+           "progress", "setup_study"]
+
+
+def make_storage(url: str, spec: SweepSpec) -> RDBStorage:
+    """``RDBStorage`` with heartbeats, so dead workers' trials are failed and retried."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return RDBStorage(url, engine_kwargs=engine_kwargs(url), heartbeat_interval=spec.heartbeat_interval,
+                      grace_period=spec.grace_period,
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry))
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """The spec's sampler; a grid's cells come from the queue, so its sampler never picks a point."""
+    options = {k: v for k, v in spec.sampler.items() if k != "type"}
+    options.setdefault("seed", 0)
+    kind = spec.sampler["type"]
+    cls = {"grid": optuna.samplers.RandomSampler, "random": optuna.samplers.RandomSampler,
+           "tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}[kind]
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise ValueError(f"sampler: bad option for {kind}: {exc}") from None
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    """The spec's pruner (``none`` for multi-objective studies, which Optuna cannot prune)."""
+    options = {k: v for k, v in spec.pruner.items() if k != "type"}
+    kind = spec.pruner["type"]
+    if kind == "hyperband":
+        options.setdefault("max_resource", spec.base.train.epochs)
+    cls = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+           "hyperband": optuna.pruners.HyperbandPruner}[kind]
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise ValueError(f"pruner: bad option for {kind}: {exc}") from None
+
+
+class StudyLock:
+    """A lock shared by every worker of one study: PostgreSQL/MySQL advisory lock, or a file lock for SQLite.
+
+    It is held while grid cells are enqueued and while a worker claims its next trial, so two
+    workers never both find "one cell left" and ask the sampler for a new one. The database drops
+    the lock with the connection, so a worker killed while holding it cannot block the others.
+    """
+
+    def __init__(self, url: str, study_name: str) -> None:
+        self.url, self.held = url, False
+        digest = hashlib.sha256(f"senet-ablate:{study_name}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)
+        self.name = f"senet-ablate:{digest.hex()[:40]}"
+        self._conn = self._engine = self._file = None
+        if url.startswith("sqlite"):
+            path = sqlalchemy.engine.make_url(url).database
+            self._path = None if not path or path == ":memory:" else f"{path}.lock"
+        else:
+            self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **engine_kwargs(url))
+
+    def acquire(self) -> None:
+        if self.held:
+            return
+        if self._engine is not None:
+            if self._conn is None:
+                self._conn = self._engine.connect()
+            if self.url.startswith("postgresql"):
+                self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+            else:
+                self._conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, -1)"), {"n": self.name})
+            self._conn.commit()
+        elif self._path is not None:
+            self._file = open(self._path, "a+")  # noqa: SIM115 - held across calls
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        self.held = True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        if self._conn is not None:
+            fn = "pg_advisory_unlock(:k)" if self.url.startswith("postgresql") else "RELEASE_LOCK(:n)"
+            self._conn.execute(sqlalchemy.text(f"SELECT {fn}"), {"k": self.key, "n": self.name})
+            self._conn.commit()
+        elif self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        self.held = False
+
+    def close(self) -> None:
+        self.release()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def spec_summary(spec: SweepSpec) -> dict:
+    """What a report needs to know about the spec, stored in the study's user attributes."""
+    return {"name": spec.name, "description": spec.description, "paper": spec.paper, "variant": spec.variant,
+            "source": spec.source, "space": [p.key for p in spec.space], "baseline": spec.baseline,
+            "seeds": list(spec.seeds), "sampler": spec.sampler["type"], "base": spec.base.to_dict(),
+            "objectives": [{"metric": o.metric, "direction": o.direction} for o in spec.objectives]}
+
+
+def load_study(spec: SweepSpec, url: str, study_name: str) -> optuna.Study:
+    """Open the existing study with this spec's sampler and pruner."""
+    return optuna.load_study(study_name=study_name, storage=make_storage(url, spec),
+                             sampler=make_sampler(spec), pruner=make_pruner(spec))
+
+
+def setup_study(spec: SweepSpec, url: str, study_name: str, *, retry_failed: bool = False) -> tuple[optuna.Study, int]:
+    """Create (or reopen) the study and enqueue the grid cells it lacks; returns (study, cells enqueued).
+
+    Idempotent and safe to call from several processes at once: it runs under the study lock and
+    skips every config hash the study already holds (waiting, running, complete, pruned; failed ones
+    too unless ``retry_failed``), so re-running a sweep resumes it instead of repeating arms.
+    """
+    lock = StudyLock(url, study_name)
+    try:
+        with lock:
+            study = optuna.create_study(study_name=study_name, storage=make_storage(url, spec),
+                                        sampler=make_sampler(spec), pruner=make_pruner(spec),
+                                        directions=spec.directions, load_if_exists=True)
+            have = [d.name.lower() for d in study.directions]
+            if have != spec.directions:
+                raise ValueError(f"study {study_name!r} already exists with directions {have}, but the spec's "
+                                 f"objectives give {spec.directions}; use another --study-name")
+            study.set_user_attr("spec", spec_summary(spec))
+            return study, (enqueue_grid(study, spec, retry_failed=retry_failed) if spec.is_grid else 0)
+    finally:
+        lock.close()
+
+
+def enqueue_grid(study: optuna.Study, spec: SweepSpec, *, retry_failed: bool = False) -> int:
+    """Enqueue every grid cell whose config hash the study does not hold yet (call under ``StudyLock``)."""
+    # A failed trial keeps its hash (a deterministic failure would fail again) unless asked;
+    # a heartbeat-failed one has a re-queued copy that holds the hash anyway.
+    held = {t.user_attrs.get("config_hash") for t in study.get_trials(deepcopy=False)
+            if not (retry_failed and t.state == TrialState.FAIL)}
+    n = 0
+    for cell in spec.grid():
+        cfg = make_config(spec, cell)
+        h = cfg.hash()
+        if h in held:
+            continue
+        study.enqueue_trial(encode_params(spec, cell), user_attrs={"config_hash": h})
+        held.add(h)
+        n += 1
+    return n
+
+
+def progress(study: optuna.Study) -> dict[str, int]:
+    """Trial counts by state, with failed trials that were re-queued counted apart (``retried``)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    out = {s.name.lower(): 0 for s in TrialState}
+    out["retried"] = 0
+    for t in trials:
+        if t.state == TrialState.FAIL and t.number in retried:
+            out["retried"] += 1
+        else:
+            out[t.state.name.lower()] += 1
+    return out

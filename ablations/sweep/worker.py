@@ -1,0 +1,144 @@
+"""An Optuna worker (DESIGN: Sweeps; anchors §D.1, §D.4): claim a trial, run it, repeat until the study is done.
+
+Many workers share one study. A worker claims its next trial while holding the study lock, so the
+last queued grid cell goes to exactly one worker and nobody asks the sampler for a stray point; the
+trial itself runs outside the lock, under Optuna's heartbeat. Before each claim the worker fails
+stale trials (a killed worker's), which ``RetryFailedTrialCallback`` re-queues, and it does not exit
+while other workers' trials still run, so a trial lost with its worker is re-run, never dropped.
+Under DDP (a SLURM trial with several GPUs) rank 0 is the worker and the other ranks follow it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from ablations.sweep.objective import SweepObjective
+from ablations.sweep.spec import SweepSpec
+from ablations.sweep.study import StudyLock, load_study, progress
+
+log = logging.getLogger(__name__)
+
+
+def _next_step(study: optuna.Study, spec: SweepSpec, n_trials: int | None) -> str:
+    """``run`` (a trial can be claimed), ``wait`` (others still run trials that may fail) or ``stop``."""
+    count = progress(study)
+    if count["waiting"]:
+        return "run"
+    # Everything that ran or runs counts against the budget, except failed trials that were re-queued.
+    used = count["complete"] + count["pruned"] + count["fail"] + count["running"]
+    budget = spec.n_trials if n_trials is None else n_trials
+    if not spec.is_grid and (budget is None or used < budget):
+        return "run"
+    return "wait" if count["running"] else "stop"
+
+
+def run_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: int | None = None,
+               n_trials: int | None = None, runner: Callable | None = None,
+               on_config: Callable | None = None, on_stop: Callable[[], Any] | None = None) -> int:
+    """Run trials of the study until none is left; returns how many this worker ran.
+
+    Args:
+        spec: the validated sweep (the study must exist: ``study.setup_study``).
+        url: the storage URL.
+        study_name: the study.
+        max_trials: stop after this many trials of this worker (``None``: until the study is done).
+        n_trials: the study's total trial budget (default: the spec's; a grid's size caps it anyway).
+        runner: ``run_experiment`` by default.
+        on_config: passed to the objective (DDP rank 0 broadcasts each run's config to its followers).
+        on_stop: called once when the worker stops (DDP rank 0 tells its followers).
+    """
+    study = load_study(spec, url, study_name)
+    lock = StudyLock(url, study_name)
+    objective = SweepObjective(spec, study_name, runner=runner, on_start=lock.release, on_config=on_config)
+    poll = max(1.0, min(5.0, spec.heartbeat_interval / 2))
+    ran = 0
+    try:
+        while max_trials is None or ran < max_trials:
+            lock.acquire()
+            try:
+                optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
+                step = _next_step(study, spec, n_trials)
+                if step == "wait":
+                    lock.release()
+                    time.sleep(poll)
+                    continue
+                if step == "stop":
+                    break
+                # The objective releases the lock as soon as Optuna has claimed the trial for us.
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+                ran += 1
+            finally:
+                lock.release()
+    finally:
+        lock.close()
+        if on_stop is not None:
+            on_stop()
+    return ran
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(global rank, world size) of this process from SLURM's or torchrun's environment."""
+    for rank_var, size_var in (("SLURM_PROCID", "SLURM_NTASKS"), ("RANK", "WORLD_SIZE")):
+        if rank_var in os.environ and size_var in os.environ:
+            return int(os.environ[rank_var]), int(os.environ[size_var])
+    return 0, 1
+
+
+def run_ddp_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: int | None = None,
+                   n_trials: int | None = None) -> int:
+    """A worker whose trials run Lightning DDP over the ranks of this SLURM step (one process per GPU).
+
+    Rank 0 claims trials and broadcasts each run (trial number and config), then "stop" at the end.
+    Every rank calls ``run_experiment`` with the same trial and config, so Lightning's
+    DDP (``SLURMEnvironment``) spans them and the pruning callback decides on rank 0 and broadcasts.
+    The process group is created here first, so Lightning reuses it.
+    """
+    import torch.distributed as dist
+
+    from ablations.config import ExperimentConfig
+    from ablations.run import run_experiment
+
+    rank, world = distributed_rank()
+    if world == 1:
+        return run_worker(spec, url, study_name, max_trials=max_trials, n_trials=n_trials)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if _cuda() else "gloo", rank=rank, world_size=world)
+
+    def bcast(obj: Any = None) -> Any:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    if rank == 0:
+        return run_worker(spec, url, study_name, max_trials=max_trials, n_trials=n_trials,
+                          on_config=lambda trial, cfg: bcast(("run", trial.number if trial else None, cfg.to_dict())),
+                          on_stop=lambda: bcast(("stop", None, None)))
+    study = load_study(spec, url, study_name)
+    ran = 0
+    while True:
+        what, number, cfg_dict = bcast()
+        if what == "stop":
+            break
+        trial = None
+        if number is not None:  # the same trial as rank 0, so the pruning callback can broadcast
+            frozen = study.get_trials(deepcopy=False)[number]
+            trial = optuna.Trial(study, frozen._trial_id)
+        cfg = ExperimentConfig.from_dict(cfg_dict)
+        try:
+            run_experiment(cfg, trial=trial, quiet=True)
+        except Exception as exc:  # noqa: BLE001 - rank 0 records the failure; followers go on
+            log.warning("rank %d: trial %s failed: %s", rank, number, exc)
+        ran += 1
+    return ran
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
