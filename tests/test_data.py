@@ -385,3 +385,15 @@ def test_imagenet_layout_errors(tmp_path):
         dm.setup()
     with pytest.raises(ValueError, match="cannot be downloaded"):
         build_datamodule(DataConfig(name="imagenet", root=str(empty), download=True))
+
+
+def test_cli_missing_cifar_folder_is_one_line(tmp_path, capsys):
+    """Through the command line: exit code 2 and one ``error:`` line naming the path, no traceback."""
+    pytest.importorskip("ablations.commands.train")
+    from ablations.cli import main
+
+    root = tmp_path / "cifar"
+    assert main(["train", "data.name=cifar10", f"data.root={root}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "error: data.root=" in err and f"{root}/cifar-10-batches-py/" in err
