@@ -31,22 +31,22 @@ def test_defaults_are_the_papers():
 
 
 @pytest.mark.parametrize("kwargs, field, allowed", [
-    (dict(reduction=0), "se.reduction=0", ">= 1"),
-    (dict(reduction=-4), "se.reduction=-4", ">= 1"),
-    (dict(reduction=2.5), "se.reduction=2.5", "integer"),
-    (dict(reduction=True), "se.reduction=True", "integer"),
-    (dict(divisor=0), "se.divisor=0", ">= 1"),
-    (dict(divisor=True), "se.divisor=True", ">= 1"),
-    (dict(width_rounding="ceil"), "se.width_rounding='ceil'", "floor, round, divisor"),
-    (dict(squeeze="mean"), "se.squeeze='mean'", "avg, max, avgmax, none"),
-    (dict(activation="swish"), "se.activation='swish'", "relu, silu, gelu"),
-    (dict(gate="softmax"), "se.gate='softmax'", "sigmoid, hard_sigmoid, tanh, relu"),
-    (dict(placement="middle"), "se.placement='middle'", "standard, pre, post, identity, after_3x3"),
-    (dict(bias="yes"), "se.bias='yes'", "True, False"),
-    (dict(stages=()), "se.stages=()", "non-empty"),
-    (dict(stages=("2",)), "se.stages=('2',)", "stage ids"),
-    (dict(skip_blocks=[[5, 0]]), "se.skip_blocks", "count from 1"),
-    (dict(skip_blocks=[[5]]), "se.skip_blocks", "(stage, block) pairs"),
+    ({"reduction": 0}, "se.reduction=0", ">= 1"),
+    ({"reduction": -4}, "se.reduction=-4", ">= 1"),
+    ({"reduction": 2.5}, "se.reduction=2.5", "integer"),
+    ({"reduction": True}, "se.reduction=True", "integer"),
+    ({"divisor": 0}, "se.divisor=0", ">= 1"),
+    ({"divisor": True}, "se.divisor=True", ">= 1"),
+    ({"width_rounding": "ceil"}, "se.width_rounding='ceil'", "floor, round, divisor"),
+    ({"squeeze": "mean"}, "se.squeeze='mean'", "avg, max, avgmax, none"),
+    ({"activation": "swish"}, "se.activation='swish'", "relu, silu, gelu"),
+    ({"gate": "softmax"}, "se.gate='softmax'", "sigmoid, hard_sigmoid, tanh, relu"),
+    ({"placement": "middle"}, "se.placement='middle'", "standard, pre, post, identity, after_3x3"),
+    ({"bias": "yes"}, "se.bias='yes'", "True, False"),
+    ({"stages": ()}, "se.stages=()", "non-empty"),
+    ({"stages": ("2",)}, "se.stages=('2',)", "stage ids"),
+    ({"skip_blocks": [[5, 0]]}, "se.skip_blocks", "count from 1"),
+    ({"skip_blocks": [[5]]}, "se.skip_blocks", "(stage, block) pairs"),
 ])
 def test_se_config_errors_name_field_value_and_allowed(kwargs, field, allowed):
     with pytest.raises(ValueError) as err:
@@ -55,18 +55,18 @@ def test_se_config_errors_name_field_value_and_allowed(kwargs, field, allowed):
 
 
 @pytest.mark.parametrize("kwargs, expected", [
-    (dict(arch="resnet51"), ["model.arch='resnet51'", "resnet50", "resnext50_32x4d", "bn_inception"]),
-    (dict(stride_on="2x2"), ["model.stride_on='2x2'", "1x1, 3x3"]),
-    (dict(num_classes=0), ["model.num_classes=0", ">= 1"]),
-    (dict(in_chans=True), ["model.in_chans=True"]),
-    (dict(se=SEConfig(stages=(7,))), ["model.se.stages contains 7", "resnet50", "2, 3, 4, 5"]),
-    (dict(se=SEConfig(skip_blocks=((6, 1),))), ["stage 6", "2, 3, 4, 5"]),
-    (dict(se=SEConfig(skip_blocks=((5, 4),))), ["block 4 of stage 5", "allowed: 1..3"]),
-    (dict(arch="bn_inception", se=SEConfig(placement="post")), ["model.se.placement='post'", "bn_inception",
+    ({"arch": "resnet51"}, ["model.arch='resnet51'", "resnet50", "resnext50_32x4d", "bn_inception"]),
+    ({"stride_on": "2x2"}, ["model.stride_on='2x2'", "1x1, 3x3"]),
+    ({"num_classes": 0}, ["model.num_classes=0", ">= 1"]),
+    ({"in_chans": True}, ["model.in_chans=True"]),
+    ({"se": SEConfig(stages=(7,))}, ["model.se.stages contains 7", "resnet50", "2, 3, 4, 5"]),
+    ({"se": SEConfig(skip_blocks=((6, 1),))}, ["stage 6", "2, 3, 4, 5"]),
+    ({"se": SEConfig(skip_blocks=((5, 4),))}, ["block 4 of stage 5", "allowed: 1..3"]),
+    ({"arch": "bn_inception", "se": SEConfig(placement="post")}, ["model.se.placement='post'", "bn_inception",
                                                                 "standard"]),
-    (dict(arch="bn_inception", se=SEConfig(stages=(2, 3))), ["contains 2", "3, 4, 5"]),
-    (dict(arch="bn_inception", se=SEConfig(skip_blocks=((4, 6),))), ["block 6 of stage 4", "1..5"]),
-    (dict(arch="resnet20_cifar", se=SEConfig(stages=(5,))), ["contains 5", "2, 3, 4"]),
+    ({"arch": "bn_inception", "se": SEConfig(stages=(2, 3))}, ["contains 2", "3, 4, 5"]),
+    ({"arch": "bn_inception", "se": SEConfig(skip_blocks=((4, 6),))}, ["block 6 of stage 4", "1..5"]),
+    ({"arch": "resnet20_cifar", "se": SEConfig(stages=(5,))}, ["contains 5", "2, 3, 4"]),
 ])
 def test_model_config_errors_name_field_value_and_allowed(kwargs, expected):
     with pytest.raises(ValueError) as err:
@@ -145,7 +145,7 @@ def test_overrides_are_validated_and_name_the_full_key():
     with pytest.raises(ValueError, match=r"unknown key model\.se\.ratio; allowed keys: model\.se\.reduction"):
         model_config("se_resnet50", **{"se.ratio": 8})
     with pytest.raises(ValueError, match=r"unknown key model\.width"):
-        model_config("se_resnet50", **{"width": 2})
+        model_config("se_resnet50", width=2)
     with pytest.raises(ValueError, match=r"se\.reduction=0"):
         model_config("se_resnet50", **{"se.reduction": 0})
     with pytest.raises(ValueError, match=r"model\.se\.stages contains 7"):

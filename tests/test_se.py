@@ -29,7 +29,7 @@ def test_output_keeps_the_input_shape_and_excitation_is_per_channel(squeeze):
 @pytest.mark.parametrize("r", [2, 4, 8, 16, 32])
 def test_width_per_rounding_rule(channels, r):
     assert se_width(channels, SEConfig(reduction=r)) == channels // r  # paper, Caffe
-    assert se_width(channels, SEConfig(reduction=r, width_rounding="round")) == int(round(channels / r))  # pycls
+    assert se_width(channels, SEConfig(reduction=r, width_rounding="round")) == round(channels / r)  # pycls
     # timm's SEModule: make_divisible(C * rd_ratio, 8, round_limit=0)
     timm_width = SEModule(channels, rd_ratio=1 / r).fc1.out_channels
     ours = se_width(channels, SEConfig(reduction=r, width_rounding="divisor"))
