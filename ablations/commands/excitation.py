@@ -101,7 +101,9 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
     if args.channels < 1:
         raise ValueError(f"--channels={args.channels} is not allowed; it must be >= 1")
     ckpt, run_dir = resolve_checkpoint(checkpoint)
-    module = SEClassifier.load_from_checkpoint(ckpt, map_location="cpu")
+    # weights_only=False: the training run keeps its RNG streams (numpy arrays) in the checkpoint for exact
+    # resumes; like any pickle, only load checkpoints you trust (your own runs).
+    module = SEClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
     cfg = module.cfg.override(_data_overrides(args.data, args.batch_size))
     names = list(se_blocks(module.model))
     if not names:
