@@ -8,6 +8,7 @@ from senet.registry import build_model, get_arch, list_archs, list_models, model
 from senet.se import SqueezeExcite, se_modules, se_width
 
 from senet import resnet, resnet_cifar  # noqa: F401,E402  (registration)
+from senet import inception_resnet_v2, mobilenet, shufflenet, vgg  # noqa: F401,E402  (registration)
 from senet import inception  # noqa: F401,E402  (registration: bn_inception, se_bn_inception)
 
 __all__ = [
