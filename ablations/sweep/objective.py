@@ -8,6 +8,8 @@ hash already has a complete trial and reuse its values, so TPE's repeats cost no
 """
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -83,6 +85,7 @@ class SweepObjective:
         if self.on_start is not None:
             self.on_start()
         spec = self.spec
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = suggest(trial, spec)
         seeds = [params["seed"]] if spec.is_grid else list(spec.seeds)
         arm = make_config(spec, params, seeds[0])

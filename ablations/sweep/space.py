@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 import yaml
 
-from ablations.sweep.spec import PRIMITIVES, Param, SweepSpec
+from ablations.sweep.spec import PRIMITIVES, Param, SweepSpec, is_se_key
 
 
 def encode(value: Any) -> Any:
@@ -44,6 +44,8 @@ def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
     if spec.baseline:
         params["se"] = trial.suggest_categorical("se", [True, False])
     for p in spec.space:
+        if params.get("se") is False and is_se_key(p.key):
+            continue  # the baseline has no SE knobs (a conditional parameter, in Optuna's terms)
         if p.type == "categorical":
             params[p.key] = decode(p, trial.suggest_categorical(p.key, [encode(v) for v in p.values]))
         elif p.type == "int":

@@ -113,24 +113,24 @@ class SweepSpec:
         return [o.direction for o in self.objectives]
 
     def grid(self) -> list[dict[str, Any]]:
-        """Every arm x seed cell of a grid sweep, as Optuna params (``se`` and ``seed`` included)."""
-        keys = [p.key for p in self.space]
-        arms = [dict(zip(keys, combo)) for combo in itertools.product(*(p.grid_values for p in self.space))]
+        """Every arm x seed cell of a grid sweep, as Optuna params (``se`` and ``seed`` included).
+
+        The no-SE baseline (``baseline: true``) has no SE knobs, so it is crossed with the other keys only.
+        """
+        def product(params: list[Param]) -> list[dict[str, Any]]:
+            keys = [p.key for p in params]
+            return [dict(zip(keys, combo)) for combo in itertools.product(*(p.grid_values for p in params))]
+
+        arms = product(list(self.space))
         if self.baseline:
-            arms = [{**{p.key: base_value(self.base, p.key) for p in self.space}, "se": False}] + \
-                   [{**a, "se": True} for a in arms]
+            others = [p for p in self.space if not is_se_key(p.key)]
+            arms = [{**a, "se": False} for a in product(others)] + [{**a, "se": True} for a in arms]
         return [{**a, "seed": s} for a in arms for s in self.seeds]
 
 
-def base_value(cfg: ExperimentConfig, key: str) -> Any:
-    """The value of a dotted key in ``cfg`` (SE keys of a baseline read the SEConfig defaults)."""
-    node: Any = cfg.to_dict()
-    for part in key.split("."):
-        if node is None and key.startswith("model.se."):
-            from senet.config import SEConfig, to_dict
-            node = to_dict(SEConfig())
-        node = node[part]
-    return tuple(node) if isinstance(node, list) else node
+def is_se_key(key: str) -> bool:
+    """Whether a dotted key configures the SE block (absent from the no-SE baseline)."""
+    return key == "model.se" or key.startswith("model.se.")
 
 
 def arm_overrides(params: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def arm_overrides(params: dict[str, Any]) -> dict[str, Any]:
     params = {k: v for k, v in params.items() if k != "seed"}
     if params.pop("se", True) is False:
         # SE knobs do not exist on the baseline; setting them would switch SE back on.
-        params = {k: v for k, v in params.items() if not k.startswith("model.se")}
+        params = {k: v for k, v in params.items() if not is_se_key(k)}
         params["model.se"] = None
     return params
 
@@ -153,9 +153,15 @@ def build_base(base_raw: dict) -> ExperimentConfig:
     """The base experiment as ``senet-ablate train`` resolves it: a ``train.recipe`` expands to its preset
     first (then the explicit ``train`` fields), ``model`` may be a registered model name, the rest are
     (nested or dotted) config keys over the defaults."""
+    import dataclasses
+
     from ablations.config import ExperimentConfig
     from senet.config import flatten
 
+    fields = [f.name for f in dataclasses.fields(ExperimentConfig)]
+    for key in base_raw:
+        if str(key).split(".")[0] not in fields:
+            raise ValueError(f"unknown key {key}; allowed keys: {', '.join(fields)}")
     overrides = flatten({k: v for k, v in base_raw.items() if k != "model" or isinstance(v, dict)})
     cfg = ExperimentConfig()
     if isinstance(base_raw.get("model"), str):
@@ -251,10 +257,16 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
 
 
 def _named(where: str, raw: Any, allowed: tuple[str, ...], default: str) -> dict:
-    raw = {"type": default} if raw is None else ({"type": raw} if isinstance(raw, str) else raw)
+    """``sampler: tpe`` or ``sampler: {type: tpe, seed: 1}`` -> ``{"type": "tpe", ...}``."""
+    if raw is None:
+        return {"type": default}
+    if isinstance(raw, str):
+        if raw not in allowed:
+            raise _fail(where, raw, f"choose one of: {', '.join(allowed)}")
+        return {"type": raw}
     if not isinstance(raw, dict) or raw.get("type") not in allowed:
         got = raw.get("type") if isinstance(raw, dict) else raw
-        raise _fail(f"{where}.type" if isinstance(raw, dict) else where, got, f"choose one of: {', '.join(allowed)}")
+        raise _fail(f"{where}.type", got, f"choose one of: {', '.join(allowed)}")
     return dict(raw)
 
 
@@ -371,8 +383,7 @@ def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = No
         configs = [make_config(spec, c) for c in cells]
         hashes = {c.hash() for c in configs}
         if len(hashes) != len(configs):
-            raise ValueError("space: two grid cells give the same config (a value equal to the base's, "
-                             "repeated under baseline: true?); every arm must differ")
+            raise ValueError("space: two grid cells give the same config; every arm must differ")
     return spec
 
 

@@ -57,11 +57,20 @@ def check_reachable(url: str) -> None:
 
 
 def check_storage_url(url: str) -> str:
-    """Refuse storage URLs Optuna cannot use, naming the schemes it can."""
-    scheme = url.split(":", 1)[0].split("+", 1)[0] if "://" in url else None
+    """Refuse storage URLs Optuna cannot use, naming the schemes it can; pick an installed PostgreSQL driver.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; where only psycopg2 is installed (this
+    project's dependency) the URL is given the ``+psycopg2`` driver, so either spelling works.
+    """
+    scheme = url.split(":", 1)[0].split("+", 1)[0] if isinstance(url, str) and "://" in url else None
     if scheme not in STORAGE_SCHEMES:
         raise ValueError(f"storage={url!r} is not allowed; give an SQLAlchemy URL: sqlite:///path.db (one worker) or "
                          "postgresql://user:password@host:port/db (several workers, clusters)")
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            url = "postgresql+psycopg2://" + url[len("postgresql://"):]
     return url
 
 
