@@ -23,7 +23,7 @@ from torch import nn
 
 from senet.se import SqueezeExcite
 
-PAPER_TAG = re.compile(r"^SE_(\d+)_(\d+)$")
+STAGE_TAG = re.compile(r"^SE_(\d+)_?(\d+|[a-z]+)$")  # also Inception modules: SE_4e (stage 4, module e)
 SATURATION_LOW, SATURATION_HIGH = 0.05, 0.95
 
 
@@ -41,17 +41,23 @@ def se_blocks(model: nn.Module) -> dict[str, SqueezeExcite]:
     return {name: m for name, m in found}
 
 
+def stage_of(name: str) -> int | None:
+    """The stage id in a block name (``SE_4_6`` -> 4, ``SE_4e`` -> 4), or None for module-path names."""
+    m = STAGE_TAG.match(name)
+    return int(m.group(1)) if m else None
+
+
 def default_blocks(names: list[str]) -> list[str]:
     """The paper's Fig. 6 selection: the last SE block of each stage, and every block of the last stage.
 
-    For SE-ResNet-50 that is SE_2_3, SE_3_4, SE_4_6, SE_5_1, SE_5_2, SE_5_3. Names that are not paper
-    tags get up to six blocks spread evenly from first to last.
+    For SE-ResNet-50 that is SE_2_3, SE_3_4, SE_4_6, SE_5_1, SE_5_2, SE_5_3 (SE-BN-Inception: SE_3c,
+    SE_4e, SE_5a, SE_5b). Names without a stage get up to six blocks spread evenly from first to last.
     """
-    parsed = [PAPER_TAG.match(n) for n in names]
-    if names and all(parsed):
+    parsed = [stage_of(n) for n in names]
+    if names and all(s is not None for s in parsed):
         stages: dict[int, list[str]] = {}
-        for n, m in zip(names, parsed):
-            stages.setdefault(int(m.group(1)), []).append(n)
+        for n, s in zip(names, parsed):
+            stages.setdefault(s, []).append(n)
         last = max(stages)
         chosen = {v[-1] for v in stages.values()} | set(stages[last])
         return [n for n in names if n in chosen]

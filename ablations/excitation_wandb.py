@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.config import ExperimentConfig
-from ablations.excitation import PAPER_TAG
+from ablations.excitation import stage_of
 
 JOB_TYPE = "excitation"
 PER_BLOCK = ("eta2", "specificity", "saturation", "saturation_low", "saturation_high", "mean_gate")
@@ -23,7 +23,7 @@ def summary_metrics(rows: list[dict]) -> dict[str, float]:
     """Flat W&B summary keys for per-block summary rows (``ablations.excitation_summary.summarize``).
 
     Per block: ``excitation/<block>/<field>`` for ``PER_BLOCK``. Over blocks: ``excitation/eta2_mean`` and
-    ``excitation/saturation_mean``; for paper-tagged blocks also ``excitation/first_stage/*`` and
+    ``excitation/saturation_mean``; for blocks named by stage (``SE_4_6``, ``SE_4e``) also ``excitation/first_stage/*`` and
     ``excitation/last_stage/*`` (means over the recorded blocks of the first and the last stage).
     """
     out: dict[str, float] = {}
@@ -34,9 +34,8 @@ def summary_metrics(rows: list[dict]) -> dict[str, float]:
     mean = lambda rs, k: float(sum(r[k] for r in rs) / len(rs))
     out["excitation/eta2_mean"] = mean(rows, "eta2")
     out["excitation/saturation_mean"] = mean(rows, "saturation")
-    tags = [PAPER_TAG.match(r["block"]) for r in rows]
-    if all(tags):
-        stages = [int(t.group(1)) for t in tags]
+    stages = [stage_of(r["block"]) for r in rows]
+    if all(s is not None for s in stages):
         for label, stage in (("first_stage", min(stages)), ("last_stage", max(stages))):
             rs = [r for r, s in zip(rows, stages) if s == stage]
             out[f"excitation/{label}/eta2"] = mean(rs, "eta2")

@@ -129,6 +129,8 @@ def test_blocks_without_paper_tags_are_named_by_module():
     net = nn.Sequential(nn.Conv2d(3, 8, 1), fixed_se(8, tag="SE"), nn.Conv2d(8, 8, 1), fixed_se(8, tag="SE"))
     assert list(se_blocks(net)) == ["1", "3"]
     assert default_blocks(["a", "b"]) == ["a", "b"]
+    inception = ["SE_3a", "SE_3b", "SE_3c", "SE_4a", "SE_4b", "SE_4c", "SE_4d", "SE_4e", "SE_5a", "SE_5b"]
+    assert default_blocks(inception) == ["SE_3c", "SE_4e", "SE_5a", "SE_5b"]  # named by Inception module
     assert default_blocks([str(i) for i in range(12)]) == ["0", "2", "4", "7", "9", "11"]
 
 
