@@ -1,0 +1,60 @@
+"""``senet-ablate wandb-sweep SPEC``: write the W&B sweep equivalent of a spec (and, with ``--create``, register it).
+
+The YAML runs the same arms through the same entry point (``senet-ablate train``, which takes the
+arguments ``wandb agent`` passes unchanged); it is checked with W&B's ``sweeps`` schema before it is
+written. ``--create`` needs a W&B login and a reachable server; Optuna (``senet-ablate sweep``) needs neither.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="a sweep YAML (sweeps/paper/*.yaml, sweeps/examples/*.yaml)")
+    parser.add_argument("--variant", help="a dataset override named in the spec's variants: (e.g. digits, cifar)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a base-experiment key (repeatable)")
+    parser.add_argument("-o", "--output", help="where to write the YAML ('-' for stdout; default "
+                        "runs/<study>/wandb-sweep.yaml)")
+    parser.add_argument("--project", help="W&B project (default: the spec's wandb.project)")
+    parser.add_argument("--entity", help="W&B entity (default: the spec's, else your default entity)")
+    parser.add_argument("--create", action="store_true", help="register the sweep with W&B (needs a login) and "
+                        "print the wandb agent command")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ablations.commands.sweep import _sets
+    from ablations.sweep.spec import load_spec
+    from ablations.sweep.wandb_export import sweep_config, to_yaml, validate
+
+    spec = load_spec(args.spec, variant=args.variant, overrides=_sets(args.sets))
+    config = sweep_config(spec)
+    if args.project:
+        config["project"] = args.project
+    if args.entity:
+        config["entity"] = args.entity
+    validate(config)
+    header = f"W&B sweep written by: senet-ablate wandb-sweep {args.spec}" + \
+        (f" --variant {args.variant}" if args.variant else "") + "; run it with: wandb agent <entity>/<project>/<id>"
+    text = to_yaml(config, header)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        path = Path(args.output or Path(spec.base.output_dir) / spec.name / "wandb-sweep.yaml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}", file=sys.stderr)
+    if args.create:
+        from ablations.wandb_logging import logged_in
+
+        if not logged_in():
+            raise ValueError("--create needs a W&B login (wandb login, or WANDB_API_KEY); the YAML was written, "
+                             "so `wandb sweep FILE` can register it later")
+        import wandb
+
+        sweep_id = wandb.sweep(config, project=config["project"], entity=config.get("entity"))
+        print(f"created sweep {sweep_id}; start agents with: wandb agent "
+              f"{(config.get('entity') + '/') if config.get('entity') else ''}{config['project']}/{sweep_id}")
+    return 0
