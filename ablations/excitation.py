@@ -67,6 +67,20 @@ def default_blocks(names: list[str]) -> list[str]:
     return [names[i] for i in idx]
 
 
+def class_index(key: str | int, class_names: list[str]) -> int:
+    """Index of a class given by name or by index (as text or int); ValueError lists the allowed ones."""
+    if isinstance(key, str) and key in class_names:
+        return class_names.index(key)
+    try:
+        i = int(key)
+    except (TypeError, ValueError):
+        i = -1
+    if 0 <= i < len(class_names):
+        return i
+    raise ValueError(f"--classes: unknown class {key!r}; choose names or indices 0..{len(class_names) - 1} "
+                     f"of: {', '.join(class_names)}")
+
+
 @dataclass
 class ExcitationStats:
     """Per-block, per-class excitation statistics of one model over one split.
@@ -111,16 +125,7 @@ class ExcitationStats:
 
     def class_index(self, key: str | int) -> int:
         """Index of a class given by name or by index (as text or int); ValueError lists the allowed ones."""
-        if isinstance(key, str) and key in self.class_names:
-            return self.class_names.index(key)
-        try:
-            i = int(key)
-        except (TypeError, ValueError):
-            i = -1
-        if 0 <= i < len(self.class_names):
-            return i
-        raise ValueError(f"--classes: unknown class {key!r}; choose names or indices 0..{len(self.class_names) - 1} "
-                         f"of: {', '.join(self.class_names)}")
+        return class_index(key, self.class_names)
 
     # ---- Persistence: one compressed npz, arrays keyed "<field>/<block>" ---- #
 

@@ -94,7 +94,7 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
     """Record, plot and save one run's excitation; returns the output folder and the summary rows."""
     from ablations import excitation_plots as plots
     from ablations.data import build_datamodule
-    from ablations.excitation import record_excitation, se_blocks
+    from ablations.excitation import class_index, record_excitation, se_blocks
     from ablations.excitation_summary import summarize
     from ablations.module import SEClassifier
 
@@ -114,6 +114,9 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
     if dm.num_classes != cfg.model.num_classes:
         raise ValueError(f"data {cfg.data.name!r} has {dm.num_classes} classes but the model was trained for "
                          f"{cfg.model.num_classes}; check --data")
+    for c in [*(args.classes or []), *(args.fig7_classes or [])]:  # fail before the pass, not after it
+        if c != "all":
+            class_index(c, list(dm.class_names))
     loader = dm.train_dataloader() if args.split == "train" else dm.val_dataloader()
     t0 = time.perf_counter()
     stats = record_excitation(

@@ -1,0 +1,98 @@
+"""`senet-ablate excitation` end to end (paper Sec. 7.2): a digits model trained by run_experiment, then the CLI."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from ablations.cli import main
+from ablations.config import ExperimentConfig
+from ablations.excitation import ExcitationStats
+from ablations.run import run_experiment
+
+pytestmark = pytest.mark.slow
+BLOCKS = [f"SE_{s}_{b}" for s in (2, 3, 4) for b in (1, 2, 3)]  # SE-ResNet-20 (CIFAR layout)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Two tiny SE arms (r = 16, r = 8) on the embedded digits, one short epoch each, W&B off."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {"root": root}
+    for r in (16, 8):
+        cfg = ExperimentConfig().override({
+            "model.se": {"reduction": r}, "data.image_size": 16, "train.epochs": 1,
+            "train.limit_train_batches": 0.1, "output_dir": str(root), "wandb.mode": "disabled"})
+        result = run_experiment(cfg, quiet=True)
+        assert result.status == "complete", result.reason
+        out[r] = Path(result.run_dir)
+    return out
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_command_writes_both_figures_statistics_and_summary(runs):
+    run = runs[16]
+    assert main(["excitation", str(run / "checkpoints" / "last.ckpt"), "--wandb-mode", "disabled",
+                 "--classes", "0", "7", "3", "--channels", "20"]) == 0
+    out = run / "excitation"
+    stats = ExcitationStats.load(out / "stats.npz")
+    assert stats.blocks == BLOCKS  # every block recorded, named as the paper names them
+    assert stats.num_samples == 360 and stats.class_names == [str(i) for i in range(10)]  # digits val split
+    assert stats.meta["split"] == "val" and stats.meta["run"] == run.name
+    summary = rows(out / "summary.csv")
+    assert [r["block"] for r in summary] == BLOCKS
+    assert all(0 <= float(r["eta2"]) <= 1 and 0 <= float(r["saturation"]) <= 1 for r in summary)
+    for name in ("fig6.png", "fig7.png"):
+        image = matplotlib.image.imread(out / name)
+        assert image.shape[0] > 300 and image.shape[1] > 600
+
+
+def test_figures_and_summary_go_to_the_training_run_in_wandb(runs):
+    run = runs[8]
+    args = ["excitation", str(run), "--wandb-mode", "offline", "--out", str(run / "exc-new")]
+    assert main(args) == 0  # no W&B id recorded by training: a new run of job type "excitation"
+    first = {p.name for p in (run / "wandb").glob("offline-run-*")}
+    assert len(first) == 1
+    (run / "wandb_id.txt").write_text("abcd1234\n")  # what training writes when W&B is on
+    assert main([*args[:-1], str(run / "exc-attached")]) == 0
+    attached = {p.name for p in (run / "wandb").glob("offline-run-*")} - first
+    assert len(attached) == 1 and attached.pop().endswith("-abcd1234")
+    assert (run / "exc-attached" / "fig6.png").is_file()
+
+
+def test_sweep_table_has_one_row_per_run_and_block_with_the_ablated_factor(runs, capsys):
+    root = runs["root"]
+    assert main(["excitation", "--sweep-dir", str(root), "--wandb-mode", "disabled", "--channels", "8"]) == 0
+    table = rows(root / "excitation_summary.csv")
+    assert len(table) == 2 * len(BLOCKS)
+    assert {r["model.se.reduction"] for r in table} == {"16", "8"}  # the only config key that varies
+    assert {r["block"] for r in table} == set(BLOCKS) and all(r["val/top1_best"] for r in table)
+    printed = capsys.readouterr().out
+    assert "eta2 per block" in printed and "saturation per block" in printed
+    assert runs[16].name in printed and runs[8].name in printed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--blocks", "SE_9_9"], "unknown block 'SE_9_9'; this model has: SE_2_1"),
+    (["--classes", "emu"], "unknown class 'emu'"),
+    (["--data", "rootless"], "use KEY=VALUE"),
+    (["--channels", "0"], "--channels=0"),
+])
+def test_bad_options_are_one_error_line(runs, capsys, argv, message):
+    run = runs[16]
+    assert main(["excitation", str(run), "--wandb-mode", "disabled", "--out", str(run / "bad"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_checkpoint_and_missing_target_are_refused(tmp_path, capsys):
+    assert main(["excitation", str(tmp_path / "nope")]) == 2
+    assert "checkpoints/last.ckpt" in capsys.readouterr().err
+    assert main(["excitation"]) == 2
+    assert "--sweep-dir" in capsys.readouterr().err
