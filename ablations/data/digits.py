@@ -23,7 +23,8 @@ class DigitsDataModule(ImageDataModule):
     The 8x8 grey images are scaled to [0, 1], upsampled bilinearly to S x S once in ``setup`` and kept
     in memory; they are normalised with the mean/std of the training split and repeated to 3 channels.
     Training adds a random shift of up to S/16 pixels (half an original pixel), never a flip: a
-    mirrored digit is another symbol.
+    mirrored digit is another symbol. The stratified split is drawn with ``seed``: the same seed gives
+    the same split, so an SE arm and its baseline at one seed see the same images.
     """
 
     name = "digits"
