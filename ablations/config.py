@@ -8,6 +8,8 @@ say where a run writes and how it logs, so the same arm hashes the same everywhe
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -61,6 +63,8 @@ class DataConfig:
         _positive("data.image_size", self.image_size, 8)
         _positive("data.batch_size", self.batch_size)
         _positive("data.num_workers", self.num_workers, 0)
+        _positive("data.num_samples", self.num_samples)
+        _positive("data.num_classes", self.num_classes, 2)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"data.val_fraction={self.val_fraction!r} is not allowed; it must be in (0, 1)")
 
@@ -94,6 +98,11 @@ class TrainConfig:
     limit_val_batches: Optional[float] = None
 
     def __post_init__(self) -> None:
+        # Lazy: the recipes module builds its presets from this class, so it may be mid-import here.
+        recipes = sys.modules.get("ablations.recipes") or importlib.import_module("ablations.recipes")
+        names = getattr(recipes, "RECIPES", None)
+        if names is not None and self.recipe not in names:
+            raise ValueError(f"train.recipe={self.recipe!r} is not allowed; choose one of: {', '.join(names)}")
         _positive("train.epochs", self.epochs)
         _choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _choice("train.schedule", self.schedule, SCHEDULES)
