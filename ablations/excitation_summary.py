@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -111,27 +112,46 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def sweep_rows(run_dirs: Iterable[str | Path], metric: str = "val/top1_best") -> tuple[list[dict], list[str]]:
-    """Rows (run, varying config keys, ``metric``, per-block summary) over runs with ``excitation/stats.npz``.
+    """Rows (run, arm, varying config keys, ``metric``, per-block summary), one per run and recorded block.
 
-    Returns the rows and the config keys that differ between the runs (the ablated factors), so that a
-    table reads "which arm, how accurate, how class-specific / saturated is each block".
+    Runs without ``excitation/stats.npz`` (the no-SE baseline) get one row with an empty ``block``, so the
+    table still shows their accuracy. Returns the rows and the config keys that differ between the runs
+    with statistics (the ablated factors, ``seed`` included when there are several).
     """
     runs = []
     for d in map(Path, run_dirs):
+        result = json.loads((d / "result.json").read_text()) if (d / "result.json").is_file() else {}
         stats_path = d / "excitation" / "stats.npz"
-        if not stats_path.is_file():
-            continue
-        result = {}
-        if (d / "result.json").is_file():
-            result = json.loads((d / "result.json").read_text())
-        runs.append((d, result, ExcitationStats.load(stats_path)))
-    configs = [_flatten(r.get("config", {})) for _, r, _ in runs]
-    keys = sorted({k for c in configs for k in c})
+        stats = ExcitationStats.load(stats_path) if stats_path.is_file() else None
+        runs.append((d, result, stats, _flatten(result.get("config", {}))))
+    analysed = [cfg for _, _, stats, cfg in runs if stats is not None]
+    keys = sorted({k for c in analysed for k in c})
     varying = [k for k in keys if not k.startswith(_NOT_FACTORS)
-               and len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
+               and len({json.dumps(c.get(k), sort_keys=True, default=str) for c in analysed}) > 1]
     rows = []
-    for (d, result, stats), cfg in zip(runs, configs):
-        base = {"run": d.name, **{k: cfg.get(k) for k in varying},
+    for d, result, stats, cfg in runs:
+        base = {"run": d.name, "arm": re.sub(r"_s\d+$", "", d.name), **{k: cfg.get(k) for k in varying},
                 metric: (result.get("metrics") or {}).get(metric)}
-        rows += [{**base, **row} for row in summarize(stats)]
+        rows += [{**base, **row} for row in summarize(stats)] if stats is not None else [{**base, "block": ""}]
     return rows, varying
+
+
+def arm_pivot(rows: list[dict], field: str, metric: str = "val/top1_best") -> tuple[list[dict], list[str]]:
+    """One row per arm (runs that differ only in the seed): ``metric`` and each block's ``field``, means over seeds.
+
+    Returns the rows (``arm``, ``seeds``, ``metric``, one column per block) and the block columns in order.
+    """
+    blocks = list(dict.fromkeys(r["block"] for r in rows if r["block"]))
+    arms: dict[str, dict[str, list]] = {}
+    for r in rows:
+        cell = arms.setdefault(r["arm"], {"runs": [], metric: [], **{b: [] for b in blocks}})
+        if r["run"] not in cell["runs"]:
+            cell["runs"].append(r["run"])
+            if r.get(metric) is not None:
+                cell[metric].append(float(r[metric]))
+        if r["block"]:
+            cell[r["block"]].append(float(r[field]))
+    mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
+    out = [{"arm": arm, "seeds": len(c["runs"]), metric: mean(c[metric]), **{b: mean(c[b]) for b in blocks}}
+           for arm, c in arms.items()]
+    return out, blocks

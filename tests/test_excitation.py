@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from torch import nn
 
 from ablations.excitation import ExcitationRecorder, ExcitationStats, default_blocks, record_excitation, se_blocks
 from ablations.excitation_plots import plot_fig6, plot_fig7, sample_channels, save
-from ablations.excitation_summary import VAR_FLOOR, block_summary, class_specificity, saturation, summarize
+from ablations.excitation_summary import (
+    VAR_FLOOR, arm_pivot, block_summary, class_specificity, saturation, summarize, sweep_rows)
 from senet import SEConfig, SqueezeExcite, build_model
 
 
@@ -204,3 +206,28 @@ def test_figures_have_one_panel_per_block_and_a_legend_per_class(tmp_path):
     assert save(fig6, tmp_path / "f6.png").stat().st_size > 10_000
     assert sample_channels(10, 50).tolist() == list(range(10))
     assert len(set(sample_channels(2048, 50).tolist())) == 50
+
+
+def test_sweep_rows_name_the_ablated_factor_and_average_arms_over_seeds(tmp_path):
+    def run(name, se, seed, top1, shift):
+        d = tmp_path / name
+        d.mkdir()
+        config = {"model": {"arch": "x", "se": se}, "seed": seed, "output_dir": str(tmp_path), "name": None}
+        (d / "result.json").write_text(json.dumps({"config": config, "metrics": {"val/top1_best": top1}}))
+        if se is not None:
+            x, y = dyadic(20, 2, seed=seed) * 0 + shift, torch.arange(20) % 2
+            record_excitation(GateNet(2), [(x, y)], 2).save(d / "excitation" / "stats.npz")
+        return d
+
+    dirs = [run("a_s0", {"reduction": 16}, 0, 0.5, 0.0), run("a_s1", {"reduction": 16}, 1, 0.7, 0.5),
+            run("b_s0", {"reduction": 8}, 0, 0.9, 1.0), run("base_s0", None, 0, 0.4, 0.0)]
+    rows, factors = sweep_rows(dirs)
+    assert factors == ["model.se.reduction", "seed"]  # output_dir / name never count as factors
+    assert len(rows) == 3 * 2 + 1 and rows[-1]["block"] == "" and rows[-1]["val/top1_best"] == 0.4
+    table, blocks = arm_pivot(rows, "saturation")
+    assert blocks == ["SE_2_1", "SE_3_1"]
+    by_arm = {r["arm"]: r for r in table}
+    # SE_2_1's gate is the input: all 0 (saturated) in seed 0, all 0.5 (not saturated) in seed 1, all 1 in arm b
+    assert by_arm["a"]["seeds"] == 2 and by_arm["a"]["val/top1_best"] == pytest.approx(0.6)
+    assert by_arm["a"]["SE_2_1"] == pytest.approx(0.5) and by_arm["b"]["SE_2_1"] == 1.0
+    assert by_arm["base"]["SE_2_1"] is None and by_arm["base"]["seeds"] == 1

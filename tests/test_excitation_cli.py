@@ -18,12 +18,12 @@ BLOCKS = [f"SE_{s}_{b}" for s in (2, 3, 4) for b in (1, 2, 3)]  # SE-ResNet-20 (
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
-    """Two tiny SE arms (r = 16, r = 8) on the embedded digits, one short epoch each, W&B off."""
+    """Two tiny SE arms (r = 16, r = 8) and the no-SE baseline on the embedded digits, one short epoch each."""
     root = tmp_path_factory.mktemp("runs")
     out = {"root": root}
-    for r in (16, 8):
+    for r in (16, 8, None):
         cfg = ExperimentConfig().override({
-            "model.se": {"reduction": r}, "data.image_size": 16, "train.epochs": 1,
+            "model.se": {"reduction": r} if r else None, "data.image_size": 16, "train.epochs": 1,
             "train.limit_train_batches": 0.1, "output_dir": str(root), "wandb.mode": "disabled"})
         result = run_experiment(cfg, quiet=True)
         assert result.status == "complete", result.reason
@@ -70,12 +70,15 @@ def test_sweep_table_has_one_row_per_run_and_block_with_the_ablated_factor(runs,
     root = runs["root"]
     assert main(["excitation", "--sweep-dir", str(root), "--wandb-mode", "disabled", "--channels", "8"]) == 0
     table = rows(root / "excitation_summary.csv")
-    assert len(table) == 2 * len(BLOCKS)
-    assert {r["model.se.reduction"] for r in table} == {"16", "8"}  # the only config key that varies
-    assert {r["block"] for r in table} == set(BLOCKS) and all(r["val/top1_best"] for r in table)
+    assert len(table) == 2 * len(BLOCKS) + 1  # the baseline: one row, accuracy only
+    assert {r["model.se.reduction"] for r in table} == {"16", "8", ""}  # the only factor among the SE arms
+    assert {r["block"] for r in table} == {*BLOCKS, ""} and all(r["val/top1_best"] for r in table)
+    assert not (runs[None] / "excitation").exists()
     printed = capsys.readouterr().out
+    assert "ablated factors: model.se.reduction" in printed and "no-SE baseline" in printed
     assert "eta2 per block" in printed and "saturation per block" in printed
-    assert runs[16].name in printed and runs[8].name in printed
+    for r in (16, 8, None):
+        assert f"| {runs[r].name.removesuffix('_s0')} | 1 |" in printed  # one row per arm, one seed each
 
 
 @pytest.mark.parametrize("argv, message", [

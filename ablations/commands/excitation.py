@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ablations.excitation_summary import SUMMARY_FIELDS, format_table, sweep_rows, write_csv
+from ablations.excitation_summary import SUMMARY_FIELDS, arm_pivot, format_table, sweep_rows, write_csv
 
 OUT = "excitation"
 
@@ -146,6 +146,13 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
     return out, rows
 
 
+def _is_baseline(run: Path) -> bool:
+    import json
+
+    result = run / "result.json"
+    return result.is_file() and json.loads(result.read_text()).get("config", {}).get("model", {}).get("se") is None
+
+
 def sweep(args: argparse.Namespace) -> Path:
     """Analyse every run under ``--sweep-dir`` (skipping those already done) and tabulate them."""
     root = Path(args.sweep_dir)
@@ -154,26 +161,23 @@ def sweep(args: argparse.Namespace) -> Path:
     runs = sorted({c.parent.parent for c in root.rglob("checkpoints/last.ckpt")})
     if not runs:
         raise FileNotFoundError(f"no run folders under {root}: expected <run>/checkpoints/last.ckpt")
+    per_run = argparse.Namespace(**{**vars(args), "out": None})  # --out names the sweep table here
     for run in runs:
-        if args.recompute or not (run / OUT / "stats.npz").is_file():
-            try:
-                analyze(run, args)
-            except ValueError as exc:  # a no-SE baseline has nothing to record; the table still lists the rest
-                print(f"{run.name}: skipped ({exc})")
+        if _is_baseline(run):
+            print(f"{run.name}: no SE blocks (the no-SE baseline); listed with its accuracy only")
+        elif args.recompute or not (run / OUT / "stats.npz").is_file():
+            analyze(run, per_run)
     rows, factors = sweep_rows(runs)
-    if not rows:
+    if not any(r["block"] for r in rows):
         raise ValueError(f"no run under {root} has SE blocks to analyse")
     out = Path(args.out) if args.out else root / "excitation_summary.csv"
-    write_csv(rows, out)
-    blocks = list(dict.fromkeys(r["block"] for r in rows))
-    for metric in ("eta2", "saturation"):
-        table = {}
-        for r in rows:
-            key = r["run"]
-            table.setdefault(key, {"run": key, **{f: r.get(f) for f in factors}, "val/top1_best": r.get("val/top1_best")})
-            table[key][r["block"]] = r[metric]
-        print(f"\n{metric} per block ({'class-specificity' if metric == 'eta2' else 'share of gates < 0.05 or > 0.95'})")
-        print(format_table(list(table.values()), ["run", *factors, "val/top1_best", *blocks]))
+    write_csv(rows, out, ["run", "arm", *factors, "val/top1_best", *SUMMARY_FIELDS])
+    print(f"\nablated factors: {', '.join(factors) or 'none'}")
+    for field, what in (("eta2", "class-specificity (eta2: between-class share of the gate variance)"),
+                        ("saturation", "saturation (share of gates < 0.05 or > 0.95)")):
+        table, blocks = arm_pivot(rows, field)
+        print(f"\n{field} per block, mean over seeds: {what}")
+        print(format_table(table, ["arm", "seeds", "val/top1_best", *blocks]))
     print(f"\nwrote {out}")
     return out
 
