@@ -15,9 +15,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -88,7 +88,7 @@ def postgres_server() -> Iterator[Postgres]:
     try:
         yield Postgres(port, root, user)
     finally:
-        subprocess.run(_as_user(user, [pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]), capture_output=True)
+        subprocess.run(_as_user(user, [pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]), check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -161,7 +161,7 @@ def slurm_cluster(cpus: int = 2) -> Iterator[Slurm]:
     key.write_bytes(os.urandom(1024))
     os.chmod(key, 0o400)
     env = {**os.environ, "SLURM_CONF": str(conf)}
-    sbin = lambda b: shutil.which(b) or f"/usr/sbin/{b}"  # noqa: E731
+    sbin = lambda b: shutil.which(b) or f"/usr/sbin/{b}"
     procs = []
     try:
         subprocess.run([sbin("munged"), "--force", "--key-file", str(key), "--socket", str(sock),
@@ -171,16 +171,16 @@ def slurm_cluster(cpus: int = 2) -> Iterator[Slurm]:
         with conf.open("a") as fh:
             fh.write(f"AuthInfo=socket={sock}\n")
         procs.append(subprocess.Popen([sbin("slurmctld"), "-D", "-i", "-f", str(conf)], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=open(root / "ctld.err", "w")))
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen([sbin("slurmd"), "-D", "-f", str(conf)], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=open(root / "d.err", "w")))
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 60
         while True:
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True)
+            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, check=False)
             if out.returncode == 0 and out.stdout.strip() in ("idle", "mix", "alloc"):
                 break
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                logs = "".join((root / f).read_text()[-2000:] for f in ("slurmctld.log", "slurmd.log", "ctld.err", "d.err")
+                logs = "".join((root / f).read_text()[-2000:] for f in ("slurmctld.log", "slurmd.log")
                                if (root / f).exists())
                 raise RuntimeError(f"SLURM did not come up (sinfo: {out.stdout.strip()!r} {out.stderr.strip()!r}):\n{logs}")
             time.sleep(0.5)

@@ -16,10 +16,10 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from fixtures_servers import postgres_server
 
 from ablations.sweep.spec import load_spec, make_config
 from ablations.sweep.study import load_study, setup_study
-from fixtures_servers import postgres_server
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def test_three_workers_run_every_arm_exactly_once(pg, tmp_path):
     path = write_spec(tmp_path, "three", [4, 8], seeds=2, epochs=1)
     proc = cli("sweep", str(path), "--storage", url, "--workers", "3", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                text=True)
-    out, err = proc.communicate(timeout=900)
+    _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
     spec = load_spec(path)
     study = load_study(spec, url, "three")

@@ -8,6 +8,7 @@ SLURM array elements) claim trials until none is left. See ``ablations.sweep`` a
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -105,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers == 1:
         run_worker(spec, url, study_name, n_trials=args.n_trials)
     else:
-        procs = [subprocess.Popen(_spawn_args(args, url, study_name)) for _ in range(args.workers)]
+        # Workers share the CPU: one thread pool each of cores/workers threads, not N oversubscribed pools.
+        threads = str(max(1, (os.cpu_count() or 1) // args.workers))
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+        procs = [subprocess.Popen(_spawn_args(args, url, study_name), env=env) for _ in range(args.workers)]
         codes = [p.wait() for p in procs]
         if any(codes):
             print(f"warning: worker exit codes {codes}", file=sys.stderr)

@@ -75,9 +75,9 @@ def submit(spec: SweepSpec, url: str, study_name: str, options: SlurmOptions, n_
     folder = Path(options.folder.replace("%A_%a", "%j").replace("%A", "%j"))
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     gpus = options.gpus_per_trial
-    params = dict(timeout_min=options.timeout_min, nodes=1, tasks_per_node=max(1, gpus),
-                  cpus_per_task=options.cpus_per_task, slurm_array_parallelism=options.array_parallelism,
-                  name=f"senet-{study_name}", slurm_signal_delay_s=options.signal_delay_s)
+    params = {"timeout_min": options.timeout_min, "nodes": 1, "tasks_per_node": max(1, gpus),
+              "cpus_per_task": options.cpus_per_task, "slurm_array_parallelism": options.array_parallelism,
+              "name": f"senet-{study_name}", "slurm_signal_delay_s": options.signal_delay_s}
     if gpus:
         params["gpus_per_node"] = gpus
     if options.partition:

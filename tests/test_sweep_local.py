@@ -1,0 +1,113 @@
+"""Local sweeps (SQLite, one worker): fast refusals, pruning, multi-objective Pareto fronts (DESIGN: Sweeps)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from ablations.sweep.spec import load_spec
+from ablations.sweep.study import load_study, setup_study
+from ablations.sweep.worker import run_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"model": {"arch": "resnet20_cifar", "se": {"reduction": 16}},
+        "data": {"name": "digits", "image_size": 8, "batch_size": 64},
+        "train": {"recipe": "quick", "limit_train_batches": 4, "limit_val_batches": 2},
+        "wandb": {"mode": "disabled"}}
+
+
+def write(tmp_path: Path, **spec) -> Path:
+    spec.setdefault("base", {**TINY, "output_dir": str(tmp_path / "runs")})
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def sweep_cli(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "ablations.cli", "sweep", *args], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=False)
+    return proc, time.monotonic() - start
+
+
+@pytest.mark.parametrize("case, extra, message", [
+    ("typo", {"spaec": {"model.se.reduction": [4]}}, "unknown key spaec; allowed keys: name, description"),
+    ("unreachable", {"storage": "postgresql://nobody@127.0.0.1:1/nothing"},
+     "storage postgresql+psycopg2://nobody@127.0.0.1:1/nothing cannot be reached"),
+    ("sqlite-workers", {}, "is SQLite, which cannot be shared by 2 workers"),
+])
+def test_bad_sweeps_stop_fast_with_one_message(tmp_path, case, extra, message):
+    spec = {"name": case, "space": {"model.se.reduction": [4, 8]}, **extra}
+    path = write(tmp_path, **spec)
+    proc, seconds = sweep_cli(str(path), *(["--workers", "2"] if case == "sqlite-workers" else []))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("senet-ablate sweep: error:") and message in lines[0], proc.stderr
+    assert seconds < 5, f"took {seconds:.1f} s"
+    assert not (tmp_path / "runs").exists()  # nothing was created
+
+
+@pytest.fixture
+def one_thread():
+    """Trials in this process train with one thread (several test processes share the CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_hopeless_arm_is_pruned(tmp_path, one_thread):
+    # lr 1e-5 cannot leave chance level in three epochs; the median rule stops it after its first epoch.
+    path = write(tmp_path, name="prune", space={"train.lr": [0.1, 0.00001]}, objectives=["val/top1_best"],
+                 pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0}, budget={"epochs": 3})
+    spec = load_spec(path)
+    url = f"sqlite:///{tmp_path / 'prune.db'}"
+    setup_study(spec, url, "prune")
+    run_worker(spec, url, "prune")
+    good, hopeless = load_study(spec, url, "prune").trials
+    assert good.params["train.lr"] == 0.1 and good.state == optuna.trial.TrialState.COMPLETE
+    assert hopeless.state == optuna.trial.TrialState.PRUNED
+    row = hopeless.user_attrs["result"]
+    assert row["status"] == "pruned" and row["epochs"] < 3
+    assert max(hopeless.intermediate_values.values()) < min(good.intermediate_values.values())
+
+
+def dominates(a, b, directions) -> bool:
+    sign = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in directions]
+    better_or_equal = all(s * x >= s * y for s, x, y in zip(sign, a, b))
+    return better_or_equal and any(s * x > s * y for s, x, y in zip(sign, a, b))
+
+
+@pytest.mark.slow
+def test_multi_objective_front_holds_only_non_dominated_arms(tmp_path, one_thread):
+    path = write(tmp_path, name="pareto", baseline=True,
+                 space={"model.se.reduction": [2, 16], "model.se.squeeze": ["avg", "none"]},
+                 objectives=[{"val/top1_best": "maximize"}, {"gmacs": "minimize"}],
+                 sampler={"type": "nsga2", "seed": 0, "population_size": 3}, budget={"n_trials": 6, "epochs": 1})
+    spec = load_spec(path)
+    url = f"sqlite:///{tmp_path / 'pareto.db'}"
+    setup_study(spec, url, "pareto")
+    assert run_worker(spec, url, "pareto") == 6
+    study = load_study(spec, url, "pareto")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 6
+    front = study.best_trials
+    assert front
+    for t in front:
+        assert not any(dominates(o.values, t.values, study.directions) for o in done)
+    for t in done:
+        if t.number not in {f.number for f in front}:
+            assert any(dominates(f.values, t.values, study.directions) or f.values == t.values for f in front)
+    # Arms the sampler proposed twice were trained once and reused (dedupe by config hash).
+    trained = [t for t in done if "duplicate_of" not in t.user_attrs]
+    assert len({t.user_attrs["arm_hash"] for t in trained}) == len(trained)
+    gmacs = {t.user_attrs["arm_hash"]: t.values[1] for t in done}
+    assert len(set(gmacs.values())) >= 2  # the objectives really differ between arms
