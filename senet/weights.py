@@ -100,16 +100,22 @@ def convert_legacy_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
     return out
 
 
-def check_released_layout(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Refuse a model whose SE knobs or stride placement differ from the checkpoint's in ways shapes hide."""
-    cfg = getattr(model, "cfg", None)
-    se = getattr(cfg, "se", None)
-    if se is not None:
-        for name in ("squeeze", "activation", "gate", "placement"):
-            if getattr(se, name) != getattr(RELEASED_SE, name):
-                raise ValueError(f"model.se.{name}={getattr(se, name)!r} differs from the released models; "
-                                 f"allowed for imported weights: {getattr(RELEASED_SE, name)!r}")
-    # SE-ResNet (ungrouped 3x3) puts the stride on the first 1x1 conv, SE-ResNeXt on the grouped 3x3.
+def check_se_knobs(model: nn.Module) -> None:
+    """Refuse a model whose SE block computes something else than the released one with the same tensors."""
+    se = getattr(getattr(model, "cfg", None), "se", None)
+    if se is None:
+        return
+    for name in ("squeeze", "activation", "gate", "placement"):
+        if getattr(se, name) != getattr(RELEASED_SE, name):
+            raise ValueError(f"model.se.{name}={getattr(se, name)!r} differs from the released models; "
+                             f"allowed for imported weights: {getattr(RELEASED_SE, name)!r}")
+
+
+def check_stride_layout(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a model that strides where the checkpoint's network does not (shapes cannot tell).
+
+    SE-ResNet (ungrouped 3x3) puts the stride on the first 1x1 conv, SE-ResNeXt on the grouped 3x3.
+    """
     w = state_dict.get("layer2.0.branch.conv2.weight")
     first = next((m for m in model.modules() if isinstance(m, BottleneckBranch) and
                   max(m.conv1.stride + m.conv2.stride) > 1), None)
@@ -147,7 +153,7 @@ def load_legacy_weights(model: nn.Module, source: str | Path | Mapping[str, torc
     """
     sd = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
     sd = convert_legacy_state_dict(sd)
-    check_released_layout(model, sd)
+    check_se_knobs(model)
     ours = model.state_dict()
     if drop_unused_se:
         sd = {k: v for k, v in sd.items() if ".se." not in k or k in ours}
@@ -170,6 +176,7 @@ def load_legacy_weights(model: nn.Module, source: str | Path | Mapping[str, torc
             problems.append(f"unexpected in the checkpoint ({len(unexpected)}){hint}: {_names(unexpected)}")
         raise ValueError("weights do not fit the model: " + "; ".join(problems) +
                          ". Build the model as released (se.reduction=16, se.bias=true) or fix the checkpoint.")
+    check_stride_layout(model, sd)
     model.load_state_dict(sd, strict=False)
     return model
 
