@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-samples", type=int, help="stop after this many samples (default: the whole split)")
     p.add_argument("--batch-size", type=int, help="override data.batch_size for the pass")
     p.add_argument("--device", default="cpu", help="torch device for the pass (default: cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
     p.add_argument("--out", help="output folder (default: <run>/excitation; with --sweep-dir, the summary CSV path)")
     p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"),
                    help="W&B mode (default: the run's wandb.mode, i.e. offline unless it was trained online)")
@@ -100,6 +101,12 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
 
     if args.channels < 1:
         raise ValueError(f"--channels={args.channels} is not allowed; it must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads={args.threads} is not allowed; it must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     ckpt, run_dir = resolve_checkpoint(checkpoint)
     # weights_only=False: the training run keeps its RNG streams (numpy arrays) in the checkpoint for exact
     # resumes; like any pickle, only load checkpoints you trust (your own runs).
