@@ -151,7 +151,7 @@ def arm_pivot(rows: list[dict], field: str, metric: str = "val/top1_best") -> tu
                 cell[metric].append(float(r[metric]))
         if r["block"]:
             cell[r["block"]].append(float(r[field]))
-    mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
+    mean = lambda v: float(np.mean(v)) if v else None
     out = [{"arm": arm, "seeds": len(c["runs"]), metric: mean(c[metric]), **{b: mean(c[b]) for b in blocks}}
            for arm, c in arms.items()]
     return out, blocks

@@ -69,10 +69,10 @@ def log_excitation(cfg: ExperimentConfig, run_dir: Path, rows: list[dict], image
     id_file = Path(run_dir) / "wandb_id.txt"
     attach = id_file.is_file()
     name = run_name(cfg)
-    kwargs: dict[str, Any] = dict(
-        project=cfg.wandb.project, entity=cfg.wandb.entity, group=group(cfg), dir=str(run_dir), mode=mode,
-        config=flatten(cfg.to_dict()), settings=wandb.Settings(silent=True, console="off"),
-    )
+    kwargs: dict[str, Any] = {
+        "project": cfg.wandb.project, "entity": cfg.wandb.entity, "group": group(cfg), "dir": str(run_dir),
+        "mode": mode, "config": flatten(cfg.to_dict()), "settings": wandb.Settings(silent=True, console="off"),
+    }
     if attach:  # resume the training run: same id, name, group and job type
         kwargs.update(id=id_file.read_text().strip(), resume="allow", name=name, job_type=job_type(cfg))
     else:

@@ -21,13 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-dir", metavar="DIR", help="analyse every run under DIR and write DIR/excitation_summary.csv")
     p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                    help="override the checkpoint's data config, e.g. --data root=/data/digits (repeatable)")
-    p.add_argument("--split", default="val", choices=("val", "train"), help="which split to run over (default: val)")
+    p.add_argument("--split", default="val", choices=("val", "train"), help="which split to run over (default: val; train goes through the training loader, augmentation included)")
     p.add_argument("--classes", nargs="+", metavar="C",
                    help="classes for the figures, by name or index, or 'all' (default: the first four)")
     p.add_argument("--fig7-classes", nargs="+", metavar="C", help="classes of Fig. 7 (default: the first two of --classes)")
     p.add_argument("--blocks", nargs="+", metavar="B",
-                   help="SE blocks to record and plot (SE_4_6 ...), or 'all' (default: the last block of each "
-                        "stage and every block of the last stage, as the paper's Fig. 6)")
+                   help="SE blocks to plot (SE_4_6 ...), or 'all' (default: the last block of each stage and every "
+                        "block of the last stage, as the paper's Fig. 6); every block is recorded")
     p.add_argument("--channels", type=int, default=50, help="channels sampled uniformly per block (default: 50)")
     p.add_argument("--max-samples", type=int, help="stop after this many samples (default: the whole split)")
     p.add_argument("--batch-size", type=int, help="override data.batch_size for the pass")
@@ -101,6 +101,8 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
 
     if args.channels < 1:
         raise ValueError(f"--channels={args.channels} is not allowed; it must be >= 1")
+    if args.max_samples is not None and args.max_samples < 1:
+        raise ValueError(f"--max-samples={args.max_samples} is not allowed; it must be >= 1")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads={args.threads} is not allowed; it must be >= 1")
