@@ -156,7 +156,6 @@ def slurm_cluster(cpus: int = 2) -> Iterator[Slurm]:
     host = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
     conf.write_text(_slurm_conf(root, host, cpus, free_port(), free_port()))
-    (root / "cgroup.conf").write_text("CgroupPlugin=disabled\n")
     key, sock = root / "munge" / "munge.key", root / "munge" / "munge.socket"
     key.write_bytes(os.urandom(1024))
     os.chmod(key, 0o400)
