@@ -51,15 +51,18 @@ def default_blocks(names: list[str]) -> list[str]:
     """The paper's Fig. 6 selection: the last SE block of each stage, and every block of the last stage.
 
     For SE-ResNet-50 that is SE_2_3, SE_3_4, SE_4_6, SE_5_1, SE_5_2, SE_5_3 (SE-BN-Inception: SE_3c,
-    SE_4e, SE_5a, SE_5b). Names without a stage get up to six blocks spread evenly from first to last.
+    SE_4e, SE_5a, SE_5b); a last stage of more than four blocks contributes its first, middle and last.
+    Names without a stage get up to six blocks spread evenly from first to last.
     """
     parsed = [stage_of(n) for n in names]
     if names and all(s is not None for s in parsed):
         stages: dict[int, list[str]] = {}
         for n, s in zip(names, parsed):
             stages.setdefault(s, []).append(n)
-        last = max(stages)
-        chosen = {v[-1] for v in stages.values()} | set(stages[last])
+        last = stages[max(stages)]
+        if len(last) > 4:  # a long last stage (Inception-ResNet-v2: 10 blocks) shows its first, middle and last
+            last = [last[i] for i in np.unique(np.linspace(0, len(last) - 1, 3).round().astype(int))]
+        chosen = {v[-1] for v in stages.values()} | set(last)
         return [n for n in names if n in chosen]
     if len(names) <= 6:
         return list(names)

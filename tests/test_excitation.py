@@ -133,6 +133,8 @@ def test_blocks_without_paper_tags_are_named_by_module():
     assert default_blocks(["a", "b"]) == ["a", "b"]
     inception = ["SE_3a", "SE_3b", "SE_3c", "SE_4a", "SE_4b", "SE_4c", "SE_4d", "SE_4e", "SE_5a", "SE_5b"]
     assert default_blocks(inception) == ["SE_3c", "SE_4e", "SE_5a", "SE_5b"]  # named by Inception module
+    long_last = [f"SE_4_{b}" for b in range(1, 5)] + [f"SE_5_{b}" for b in range(1, 11)]  # Inception-ResNet-v2-like
+    assert default_blocks(long_last) == ["SE_4_4", "SE_5_1", "SE_5_5", "SE_5_10"]
     assert default_blocks([str(i) for i in range(12)]) == ["0", "2", "4", "7", "9", "11"]
 
 
