@@ -38,8 +38,9 @@ def small_input(arch: str, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, c, side, side, generator=torch.Generator().manual_seed(0))
 
 
-def train_step(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
-    """One forward + backward; returns how often each SE block ran, checks nothing is NaN or unused."""
+def train_step(model: nn.Module, x: torch.Tensor, finite: bool = True) -> dict[str, int]:
+    """One forward + backward; returns how often each SE block ran, checks nothing is unused and, if
+    ``finite``, nothing is NaN or infinite."""
     calls = {tag: 0 for tag in se_modules(model)}
     assert len(calls) == sum(isinstance(m, SqueezeExcite) for m in model.modules()), "duplicate SE tags"
     hooks = [m.register_forward_hook(lambda mod, i, o: calls.__setitem__(mod.tag, calls[mod.tag] + 1))
@@ -47,7 +48,8 @@ def train_step(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     try:
         model.train()
         y = model(x)
-        assert y.shape == (x.shape[0], model.cfg.num_classes) and torch.isfinite(y).all()
+        assert y.shape == (x.shape[0], model.cfg.num_classes)
+        assert torch.isfinite(y).all() or not finite
         loss = nn.functional.cross_entropy(y, torch.arange(x.shape[0]) % model.cfg.num_classes)
         loss.backward()
     finally:
@@ -55,7 +57,7 @@ def train_step(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
             h.remove()
     for name, p in model.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"
-        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+        assert torch.isfinite(p.grad).all() or not finite, f"{name} has a non-finite gradient"
     return calls
 
 
@@ -150,8 +152,37 @@ def test_se_grid_trains_one_step(arch, placement, squeeze, gate):
                                  "bias": False})
     assert cfg.se == se
     model = build_model(cfg)
-    calls = train_step(model, small_input(arch))
+    calls = train_step(model, small_input(arch), finite=not unstable(placement, gate))
     assert calls and set(calls.values()) == {1}, f"SE blocks not called exactly once: {calls}"
+
+
+def unstable(placement: str, gate: str) -> bool:
+    """An unbounded gate makes x * s(x) quadratic in x; on the identity path (post, identity) the
+    units compose it, so activations grow doubly exponentially and overflow float32 at init."""
+    return placement in ("post", "identity") and gate in ("relu", "identity")
+
+
+def test_unbounded_gate_on_the_identity_path_overflows_at_init():
+    """The reason ``unstable`` combinations are exempt from the finiteness check above: documented
+    behaviour of the configuration, not of the code (a bounded gate or the standard placement is fine)."""
+    torch.manual_seed(0)
+    x = small_input("resnet20_cifar")
+
+    def peak(**se):
+        model = build_model("resnet20_cifar", **{f"se.{k}": v for k, v in se.items()})
+        peaks = []
+        for unit in model.modules():
+            if isinstance(unit, ResidualUnit):
+                unit.register_forward_hook(lambda m, i, o: peaks.append(o.abs().max().item()))
+        with torch.no_grad():
+            model(x)
+        return peaks
+
+    grown = peak(placement="post", squeeze="none", gate="relu")
+    assert grown[0] < 1e4 and not math.isfinite(grown[-1])  # finite after one unit, overflowed at the end
+    for ok in ({"placement": "post", "squeeze": "none", "gate": "sigmoid"}, {"placement": "standard", "squeeze": "none",
+                                                                             "gate": "relu"}):
+        assert max(peak(**ok)) < 1e4
 
 
 @pytest.mark.parametrize("arch, placement", list(_placements()))
