@@ -6,7 +6,8 @@ blocks (320 channels, residual scale 0.17), Mixed_6a, 20 B blocks (1088, scale 0
 10 C blocks (2080, scale 0.20; the last without ReLU, scale 1), a 1x1 conv to 1536, average pooling
 and the classifier: 55,843,464 parameters and 13.16 GMACs at 299x299. The paper prints 11.75 G for
 its re-implementation, whose layout is not published; the Inception-v4 paper's own 5/10/5-block
-schema gives about 9.3 G, so neither known layout reproduces it and Table 2 explains the miss.
+schema (its Figs. 3, 7, 15-19, counted the same way) gives 9.26 G, so neither known layout
+reproduces it and Table 2 explains the miss.
 
 Stage ids are the output stride's exponent as in the ResNets: the A blocks run at stride 8 (35x35,
 stage 3), B at 16 (17x17, stage 4), C at 32 (8x8, stage 5), with (10, 20, 10) blocks. SE placement

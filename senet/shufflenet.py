@@ -11,9 +11,10 @@ grouped (24 input channels). 1.87 M parameters and 137.5 M MACs at 224x224.
 SE placement (not stated in the paper, senet-paper.md Sec. 11.5): the stride-1 units are residual
 units (``senet.blocks.ResidualUnit``) and take every residual placement, ``standard`` (on the
 branch, before the sum) by default; ``after_3x3`` acts on the depthwise output. The stride-2 concat
-units get no SE block: SE on the 13 residual units only adds 568,800 FC weights (2.43 M, printed
-2.4), SE on all 16 units would add 610,632 (2.48 M). Block ids count every unit, so a stage's
-residual units are blocks 2.. (``SE_3_2`` is the first SE of Stage3).
+units get no SE block: SE on the 13 residual units adds 568,800 FC weights (2.44 M with the FC
+biases, printed 2.4), SE also on the branch of the 3 stride-2 units would add 610,632 (2.48 M).
+Block ids count every unit, so a stage's residual units are blocks 2.. (``SE_3_2`` is the first
+SE of Stage3).
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ SE placement: the paper inserts SE "after the non-linearity following each convo
 so the SE model has 13 SE blocks, ``SE_<stage>_<conv>``, each on the conv's C channels. VGG has no
 residual branch, so only the ``standard`` placement applies. Under the paper convention these 13
 blocks cost 27.1 M squeeze and scale ops (15.50 GMACs, printed 15.48); SE on fewer convs (for
-example ``se.stages=[2,3,4,5]`` or one block per stage) would reproduce 15.48, but the paper's
-sentence names every convolution, so that is the default and the miss is explained in Table 2.
+example ``se.stages=[2,3,4,5]``: 15.48) would reproduce the printed value, but the paper's sentence
+names every convolution, so that is the default and the miss is explained in Table 2.
 """
 from __future__ import annotations
 
