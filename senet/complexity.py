@@ -169,13 +169,15 @@ def count_ops(model: nn.Module, input_size=(3, 224, 224), strict: bool = False, 
     """
     if len(tuple(input_size)) != 3:
         raise ValueError(f"input_size={input_size!r} is not allowed; give (channels, height, width)")
+    if device not in ("meta", None):
+        raise ValueError(f"device={device!r} is not allowed; choose one of: 'meta', None (the model's own device)")
     root = type(model).__name__
     se_names = {f"{root}.{name}" for name, m in model.named_modules() if isinstance(m, SqueezeExcite)}
     if device == "meta":  # inputs and weights made outside the counter, so their creation is not counted
         x, state = torch.empty(1, *input_size, device="meta"), _as_meta(model)
     else:
         p = next(chain(model.parameters(), model.buffers()), None)
-        x, state = torch.zeros(1, *input_size, device=p.device if p is not None else device), None
+        x, state = torch.zeros(1, *input_size, device=p.device if p is not None else "cpu"), None
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:

@@ -122,7 +122,8 @@ def test_every_registered_model_is_known_to_strict_mode():
 
 
 @pytest.mark.parametrize("bad, match", [({"convention": "caffe"}, "convention='caffe'.*paper"),
-                                        ({"input_size": (224, 224)}, "input_size")])
+                                        ({"input_size": (224, 224)}, "input_size"),
+                                        ({"device": "cuda"}, "device='cuda'.*meta")])
 def test_bad_input_is_a_value_error_naming_it(bad, match):
     with pytest.raises(ValueError, match=match):
         complexity(meta("resnet18"), **bad)
