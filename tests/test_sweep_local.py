@@ -78,6 +78,16 @@ def test_hopeless_arm_is_pruned(tmp_path, one_thread):
     row = hopeless.user_attrs["result"]
     assert row["status"] == "pruned" and row["epochs"] < 3
     assert max(hopeless.intermediate_values.values()) < min(good.intermediate_values.values())
+    # The report command reads the same study: one row per run, the pruned arm marked as not complete.
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "ablations.cli", "report", "prune", "--storage", url, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name for p in out.iterdir()} >= {"report.md", "runs.csv", "arms.png", "accuracy_vs_gmacs.png",
+                                                 "optuna_parallel_coordinate.html", "optuna_history.html"}
+    runs = (out / "runs.csv").read_text().splitlines()
+    assert len(runs) == 3 and sum(",pruned," in line for line in runs) == 1
+    assert "| lr=0.1 | 1 |" in (out / "report.md").read_text()
 
 
 def dominates(a, b, directions) -> bool:
@@ -111,3 +121,28 @@ def test_multi_objective_front_holds_only_non_dominated_arms(tmp_path, one_threa
     assert len({t.user_attrs["arm_hash"] for t in trained}) == len(trained)
     gmacs = {t.user_attrs["arm_hash"]: t.values[1] for t in done}
     assert len(set(gmacs.values())) >= 2  # the objectives really differ between arms
+    # The report's front (over arms: top-1 error and GMACs) holds exactly the non-dominated arms.
+    from ablations.sweep.report import study_rows, summaries, write_report
+
+    text = write_report(study, tmp_path / "report").read_text()
+    arms = [a for a in summaries(study_rows(study), spec_factors(spec)) if a.seeds]
+    front_line = text.split("## Pareto front (top-1 error against GMACs)\n\n")[1].splitlines()[0]
+    for a in arms:
+        beaten = any(b.top1_err_mean <= a.top1_err_mean and b.gmacs <= a.gmacs and
+                     (b.top1_err_mean < a.top1_err_mean or b.gmacs < a.gmacs) for b in arms)
+        assert (f"{a.label} (" in front_line) == (not beaten), (a.label, front_line)
+    assert "## By model.se.squeeze" in text and (tmp_path / "report" / "optuna_pareto_front.html").is_file()
+
+
+def spec_factors(spec) -> list[str]:
+    return [p.key for p in spec.space]
+
+
+def test_pareto_and_labels():
+    from ablations.sweep.report import arm_label, pareto
+
+    assert pareto([(1.0, 2.0), (2.0, 1.0), (2.0, 2.0), (0.5, 3.0)]) == [1, 0, 3]
+    cfg = {"model": {"se": {"reduction": 4, "stages": None}}, "train": {"lr": 0.1}}
+    assert arm_label(cfg, ["model.se.reduction", "model.se.stages", "train.lr"]) == "r=4, stages=all, lr=0.1"
+    base = {"model": {"se": None}, "train": {"lr": 0.1}}
+    assert arm_label(base, ["model.se.reduction", "train.lr"]) == "no SE, lr=0.1"

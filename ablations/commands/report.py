@@ -1,0 +1,45 @@
+"""``senet-ablate report STUDY``: a sweep's study as the paper's tables and plots under ``results/<study>/``.
+
+Reads the result rows stored in the study's trials (``ablations.sweep.report``), so it works on a study
+that is still running, on one from a cluster's PostgreSQL, or on a copied SQLite file.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", metavar="STUDY", help="the study name (what senet-ablate sweep printed)")
+    parser.add_argument("--storage", metavar="URL", help="the study's storage (default: sqlite:///runs/STUDY/study.db, "
+                        "the single-worker default of senet-ablate sweep)")
+    parser.add_argument("--out", help="output folder (default results/STUDY)")
+    parser.add_argument("--no-html", action="store_true", help="skip Optuna's HTML plots")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ablations.sweep.storage import check_reachable, check_storage_url, default_storage
+
+    url = check_storage_url(args.storage or default_storage("runs", args.study))
+    if url.startswith("sqlite"):
+        import sqlalchemy
+
+        path = sqlalchemy.engine.make_url(url).database
+        if not path or not Path(path).is_file():
+            raise FileNotFoundError(f"storage {url}: no such database file; pass the --storage the sweep printed")
+    check_reachable(url)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+    if args.study not in names:
+        raise ValueError(f"study {args.study!r} is not in {url}; it holds: {', '.join(names) or 'no studies'}")
+    from ablations.sweep.report import write_report
+
+    study = optuna.load_study(study_name=args.study, storage=url)
+    command = f"senet-ablate report {args.study} --storage {url}" + (f" --out {args.out}" if args.out else "")
+    path = write_report(study, Path(args.out or Path("results") / args.study), command=command, html=not args.no_html)
+    print(path.read_text().split("## Pareto")[0])
+    print(f"wrote {path.parent}/", file=sys.stderr)
+    return 0

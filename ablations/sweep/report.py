@@ -1,0 +1,232 @@
+"""A study as the paper's tables and plots (DESIGN: Sweeps, report; paper Tables 10-16 layout).
+
+Reads the result rows that every trial keeps in its user attributes (never W&B files), aggregates
+them over seeds with ``ablations.compare`` (arm, top-1/top-5 error mean ± std, params, GMACs, deltas
+against the no-SE baseline), labels each arm by the values of the ablated factors, and writes under
+``results/<study>/``: ``report.md`` (one table per factor), ``runs.csv`` (one line per run),
+``arms.png``, ``accuracy_vs_gmacs.png`` (one panel per factor, the Pareto front drawn) and Optuna's
+own HTML plots (parameter importances, parallel coordinates, Pareto front or optimisation history).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ablations import compare
+from ablations.sweep.spec import is_se_key
+from senet.config import flatten
+
+
+def study_rows(study: optuna.Study) -> list[dict]:
+    """Every run's result row, once: trials that reused another trial's result (``duplicate_of``) are skipped."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if "duplicate_of" in t.user_attrs:
+            continue
+        rows += t.user_attrs.get("results") or ([t.user_attrs["result"]] if "result" in t.user_attrs else [])
+    return rows
+
+
+def _short(key: str) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    return {"reduction": "r"}.get(leaf, leaf)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "all"
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def arm_label(config: dict, factors: list[str]) -> str:
+    """``r=4``, ``placement=pre, r=8`` or ``no SE (baseline)``: the arm by the values of the ablated factors."""
+    flat = flatten(config)
+    if config["model"]["se"] is None:
+        others = [f"{_short(k)}={_fmt(flat.get(k))}" for k in factors if not is_se_key(k)]
+        return "no SE" + (f", {', '.join(others)}" if others else "")
+    return ", ".join(f"{_short(k)}={_fmt(flat.get(k))}" for k in factors) or "SE"
+
+
+def summaries(rows: list[dict], factors: list[str]) -> list[compare.ArmSummary]:
+    """``compare.aggregate`` with arms labelled by their factor values, the baseline first."""
+    arms = compare.aggregate(rows)
+    first = {compare.arm_key(r["config"]): r["config"] for r in rows}
+    out = [dataclasses.replace(a, label=arm_label(first[a.key], factors)) for a in arms]
+    return sorted(out, key=lambda a: not a.is_baseline)
+
+
+def factor_values(rows: list[dict], factor: str) -> dict[str, Any]:
+    """arm key -> the arm's value of ``factor`` (``None`` for a baseline's SE factor)."""
+    out = {}
+    for r in rows:
+        flat = flatten(r["config"])
+        out[compare.arm_key(r["config"])] = None if r["config"]["model"]["se"] is None and is_se_key(factor) \
+            else flat.get(factor)
+    return out
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats in both top-1 error (lower) and GMACs (lower)."""
+    front = []
+    for i, (e, g) in enumerate(points):
+        if not any((e2 <= e and g2 <= g) and (e2 < e or g2 < g) for j, (e2, g2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][1])
+
+
+def plot_accuracy_vs_gmacs(arms: list[compare.ArmSummary], rows: list[dict], factors: list[str],
+                           path: Path, title: str = "") -> Path:
+    """Top-1 error against GMACs, one panel per factor (colour = the factor's value), Pareto front dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = [a for a in arms if a.seeds]
+    points = [(a.top1_err_mean, a.gmacs) for a in arms]
+    front = pareto(points)
+    fig, axes = plt.subplots(1, len(factors), figsize=(5.2 * len(factors), 4.2), constrained_layout=True,
+                             squeeze=False)
+    for ax, factor in zip(axes[0], factors):
+        values = factor_values(rows, factor)
+        levels = list(dict.fromkeys(_fmt(values[a.key]) if not a.is_baseline or not is_se_key(factor) else "no SE"
+                                    for a in arms))
+        for a in arms:
+            level = "no SE" if a.is_baseline and is_se_key(factor) else _fmt(values[a.key])
+            color = "#4d4d4d" if level == "no SE" else f"C{levels.index(level) % 10}"
+            std = 0 if math.isnan(a.top1_err_std) else a.top1_err_std
+            ax.errorbar(a.gmacs, a.top1_err_mean, yerr=std, fmt="s" if a.is_baseline else "o", color=color,
+                        capsize=3, label=level)
+        ax.plot([points[i][1] for i in front], [points[i][0] for i in front], "k--", lw=1, alpha=0.6,
+                label="Pareto front")
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=8, title=_short(factor), title_fontsize=8)
+        ax.set_xlabel("GMACs (multiply-accumulates, paper convention)")
+        ax.set_ylabel("validation top-1 error (%)")
+        ax.set_title(f"by {factor}", fontsize=10)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def optuna_plots(study: optuna.Study, out: Path, metrics: list[str]) -> list[Path]:
+    """Optuna's own plots as HTML (plotly loaded from its CDN to keep the files small); skipped if too few trials."""
+    import optuna.visualization as vis
+
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    plots = {"optuna_parallel_coordinate.html": lambda: vis.plot_parallel_coordinate(
+        study, target=target, target_name=metrics[0])}
+    if len({tuple(sorted(t.params.items())) for t in done}) > 1 and len(done) >= 2:
+        # With an explicit target the evaluator assumes "lower is better": flip a maximised first objective.
+        sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        importance_target = (lambda t: sign * t.values[0]) if multi else None
+        plots["optuna_importance.html"] = lambda: vis.plot_param_importances(
+            study, target=importance_target, target_name=metrics[0])
+    if multi:
+        plots["optuna_pareto_front.html"] = lambda: vis.plot_pareto_front(study, target_names=metrics)
+    else:
+        plots["optuna_history.html"] = lambda: vis.plot_optimization_history(study, target_name=metrics[0])
+    written = []
+    for name, make in plots.items():
+        if not done:
+            break
+        try:
+            fig = make()
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. importances of a constant space
+            print(f"report: skipped {name}: {exc}")
+            continue
+        fig.write_html(out / name, include_plotlyjs="cdn", full_html=True)
+        written.append(out / name)
+    return written
+
+
+def _counts(study: optuna.Study) -> str:
+    from ablations.sweep.study import progress
+
+    return ", ".join(f"{v} {k}" for k, v in progress(study).items() if v)
+
+
+def write_report(study: optuna.Study, out: Path, *, command: str = "", html: bool = True) -> Path:
+    """Write the tables and plots of ``study`` under ``out``; returns the path of ``report.md``."""
+    spec = study.user_attrs.get("spec") or {}
+    rows = study_rows(study)
+    if not rows:
+        raise ValueError(f"study {study.study_name!r} has no finished runs yet ({_counts(study)}); nothing to report")
+    factors = list(spec.get("space") or sorted({k for t in study.trials for k in t.params} - {"se", "seed"}))
+    out.mkdir(parents=True, exist_ok=True)
+    arms = summaries(rows, factors)
+    compare.write_csv(rows, out / "runs.csv")
+    compare.plot(arms, out / "arms.png", title=study.study_name)
+    plot_accuracy_vs_gmacs(arms, rows, factors, out / "accuracy_vs_gmacs.png", title=study.study_name)
+    metrics = [o["metric"] for o in spec.get("objectives", [])] or ["objective"]
+    written = optuna_plots(study, out, metrics) if html else []
+    commits = sorted({str(r.get("git_commit")) for r in rows})
+    head = [f"# {study.study_name}: {spec.get('description', '')}".rstrip(": "), ""]
+    if spec.get("paper"):
+        head.append(f"The layout of the paper's {spec['paper']} (Hu et al., Squeeze-and-Excitation Networks).")
+    head += [
+        f"Made by `{command or f'senet-ablate report {study.study_name} --storage URL'}` from the Optuna study "
+        f"(trials: {_counts(study)}); spec `{spec.get('source', '?')}`"
+        + (f" (variant `{spec['variant']}`)" if spec.get("variant") else "") + f"; code {', '.join(commits)}.",
+        ("Errors are 1 - accuracy of the last epoch on the validation split, in %, mean ± sample std over seeds; "
+         "Δ against the no-SE baseline; GMACs are multiply-accumulates per image (the paper's \"GFLOPs\")."), "",
+    ]
+    body = ["## All arms", "", compare.format_markdown(arms)]
+    if len(factors) > 1:
+        for factor in factors:
+            body += [f"## By {factor}", "", _factor_table(arms, rows, factor)]
+    ran = [a for a in arms if a.seeds]
+    front = [ran[i] for i in pareto([(a.top1_err_mean, a.gmacs) for a in ran])]
+    body += ["## Pareto front (top-1 error against GMACs)", "",
+             ", ".join(f"{a.label} ({a.top1_err_mean:.2f} %, {a.gmacs:.4f} GMACs)" for a in front), ""]
+    if len(study.directions) > 1:
+        names = metrics
+        body += ["## Optuna's Pareto front (the study's objectives)", ""]
+        body += [f"- trial {t.number}: " + ", ".join(f"{n} = {v:.4g}" for n, v in zip(names, t.values))
+                 + f" ({', '.join(f'{k}={v}' for k, v in t.params.items())})" for t in study.best_trials]
+        body.append("")
+    files = ["runs.csv", "arms.png", "accuracy_vs_gmacs.png", *[p.name for p in written]]
+    body += ["## Files", "", *[f"- [{f}]({f})" for f in files], "", "![accuracy against GMACs](accuracy_vs_gmacs.png)",
+             "", "![arms](arms.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(head + body))
+    return path
+
+
+def _pm(xs: list[float]) -> str:
+    if not xs:
+        return "–"
+    return f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+
+def _factor_table(arms: list[compare.ArmSummary], rows: list[dict], factor: str) -> str:
+    """Arms pooled by one factor's value (over the other factors and the seeds): a marginal view."""
+    values = factor_values(rows, factor)
+    groups: dict[str, list[compare.ArmSummary]] = {}
+    for a in arms:
+        level = "no SE (baseline)" if a.is_baseline and is_se_key(factor) else _fmt(values[a.key])
+        groups.setdefault(level, []).append(a)
+    lines = [f"| {_short(factor)} | arms | runs | top-1 err (%) | top-5 err (%) | params (mean) | GMACs (mean) |",
+             "|---|---|---|---|---|---|---|"]
+    for level, group in groups.items():
+        top1 = [e for a in group for e in a.top1_err]
+        top5 = [e for a in group for e in a.top5_err]
+        lines.append(f"| {level} | {len(group)} | {len(top1)} | {_pm(top1)} | {_pm(top5)} | "
+                     f"{sum(a.params for a in group) / len(group):,.0f} | {sum(a.gmacs for a in group) / len(group):.4f} |")
+    return "\n".join(lines) + "\n"
