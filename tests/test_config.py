@@ -109,7 +109,9 @@ def test_round_trip_through_yaml_and_json(cfg, fmt):
     back = from_dict(ModelConfig, load(text))
     assert back == cfg
     assert config_hash(back) == config_hash(cfg)
-    assert isinstance(back.se is None or back.se.skip_blocks, (bool, tuple))
+    if back.se is not None:  # YAML/JSON lists come back as the tuples the frozen config holds
+        assert isinstance(back.se.skip_blocks, tuple) and all(isinstance(p, tuple) for p in back.se.skip_blocks)
+        assert back.se.stages is None or isinstance(back.se.stages, tuple)
 
 
 def test_from_dict_refuses_unknown_keys_listing_the_allowed():
