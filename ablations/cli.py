@@ -32,7 +32,7 @@ def _available() -> dict[str, tuple[str, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="senet-ablate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="senet-ablate", description="Ablation experiments for Squeeze-and-Excitation networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in _available().items():
         p = sub.add_parser(name, help=help_, description=help_)
