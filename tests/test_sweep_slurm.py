@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,39 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_job_array_of_two_workers_finishes_the_study(tmp_path):
+@pytest.fixture(scope="module")
+def servers():
+    with postgres_server() as pg, slurm_cluster(cpus=2) as slurm:
+        yield pg, slurm
+
+
+def sweep_on_slurm(tmp_path: Path, servers, spec: dict, *extra: str) -> tuple[str, subprocess.CompletedProcess]:
+    pg, slurm = servers
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    url = pg.new_database(spec["name"])
+    env = {**slurm.env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--storage", url, "--cpus-per-task", "1",
+         "--time-min", "20", "--slurm-folder", str(tmp_path / "slurm" / "%j"), "--wait", *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    logs = "\n".join(p.read_text()[-1500:] for p in sorted((tmp_path / "slurm").rglob("*.err")))
+    assert proc.returncode == 0, proc.stderr[-3000:] + logs
+    return url, proc
+
+
+def results(tmp_path: Path) -> list:
+    """What each SLURM task's function returned (submitit's result pickles: ("success", value))."""
+    out = []
+    for p in sorted((tmp_path / "slurm").rglob("*_result.pkl")):
+        with p.open("rb") as fh:
+            status, value = pickle.load(fh)
+        assert status == "success", value
+        out.append(value)
+    return out
+
+
+def test_job_array_of_two_workers_finishes_the_study(tmp_path, servers):
     spec = {
         "name": "slurm",
         "base": {"model": {"arch": "resnet20_cifar", "se": {"reduction": 16}},
@@ -35,28 +68,37 @@ def test_job_array_of_two_workers_finishes_the_study(tmp_path):
         "seeds": 2,
         "heartbeat": {"interval": 5},
     }
-    path = tmp_path / "slurm.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    with postgres_server() as pg, slurm_cluster(cpus=2) as slurm:
-        url = pg.new_database("slurm")
-        env = {**slurm.env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(
-            [sys.executable, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--storage", url,
-             "--array-size", "2", "--array-parallelism", "2", "--cpus-per-task", "1", "--time-min", "20",
-             "--slurm-folder", str(tmp_path / "slurm" / "%j"), "--wait"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
-        logs = "\n".join(p.read_text()[-1500:] for p in sorted((tmp_path / "slurm").rglob("*.err")))
-        assert proc.returncode == 0, proc.stderr[-3000:] + logs
-        assert "submitted job array" in proc.stderr
-        spec_ = load_spec(path)
-        study = load_study(spec_, url, "slurm")
-        expected = {make_config(spec_, c).hash() for c in spec_.grid()}
-        done = collections.Counter(t.user_attrs["config_hash"] for t in study.trials
-                                   if t.state == optuna.trial.TrialState.COMPLETE)
-        assert done == collections.Counter({h: 1 for h in expected}) and len(study.trials) == len(expected)
-        # Both array elements ran as SLURM jobs (each wrote its submitit result).
-        results = sorted((tmp_path / "slurm").rglob("*_result.pkl"))
-        assert len(results) == 2, sorted(p.name for p in (tmp_path / "slurm").rglob("*"))
-        workers = {t.user_attrs["worker"] for t in study.trials}
-        assert workers and all(":" in w for w in workers)
-        assert os.environ.get("SLURM_CONF") != str(slurm.conf)  # the test left the caller's environment alone
+    url, proc = sweep_on_slurm(tmp_path, servers, spec, "--array-size", "2", "--array-parallelism", "2")
+    assert "submitted job array" in proc.stderr
+    spec_ = load_spec(tmp_path / "slurm.yaml")
+    study = load_study(spec_, url, "slurm")
+    expected = {make_config(spec_, c).hash() for c in spec_.grid()}
+    done = collections.Counter(t.user_attrs["config_hash"] for t in study.trials
+                               if t.state == optuna.trial.TrialState.COMPLETE)
+    assert done == collections.Counter({h: 1 for h in expected}) and len(study.trials) == len(expected)
+    # Both array elements ran as SLURM jobs, as Optuna workers, and between them ran every trial.
+    ran = results(tmp_path)
+    assert len(ran) == 2 and sum(ran) == len(expected)
+    assert os.environ.get("SLURM_CONF") != str(servers[1].conf)  # the test left the caller's environment alone
+
+
+def test_ddp_trials_span_the_tasks_of_an_array_element(tmp_path, servers):
+    # CPU DDP over the element's two SLURM tasks (Lightning's SLURMEnvironment): rank 0 claims the trials,
+    # rank 1 follows each one.
+    spec = {
+        "name": "ddp",
+        "base": {"model": {"arch": "resnet20_cifar", "se": {"reduction": 16}},
+                 "data": {"name": "digits", "image_size": 8, "batch_size": 32},
+                 "train": {"recipe": "quick", "epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1,
+                           "accelerator": "cpu", "devices": 2, "strategy": "ddp"},
+                 "output_dir": str(tmp_path / "runs"), "wandb": {"mode": "disabled"}},
+        "baseline": True,
+        "space": {"model.se.reduction": [4]},
+        "heartbeat": {"interval": 5},
+    }
+    url, _ = sweep_on_slurm(tmp_path, servers, spec, "--array-size", "1")
+    spec_ = load_spec(tmp_path / "ddp.yaml")
+    study = load_study(spec_, url, "ddp")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(t.user_attrs["result"]["config"]["train"]["devices"] == 2 for t in study.trials)
+    assert results(tmp_path) == [2, 2]  # task 0 ran both trials, task 1 followed both

@@ -131,7 +131,7 @@ def _submit(args: argparse.Namespace, spec, url: str, study_name: str) -> int:
         print(f"follow it with: senet-ablate report {study_name} --storage {url}", file=sys.stderr)
         return 0
     for job in jobs:
-        job.result()  # raises if a worker crashed
+        job.results()  # every task of every element; raises if a worker crashed
     return _summary(spec, url, study_name)
 
 

@@ -51,12 +51,12 @@ class SweepObjective:
         study_name: the study (names the output folder and the W&B group).
         runner: ``run_experiment`` (injectable for the DDP follower ranks and for tests of the engine).
         on_start: called first thing in every trial (the worker releases its claim lock there).
-        on_config: called with ``(trial, cfg)`` before each run (DDP rank 0 broadcasts the config there).
+        on_config: called with ``(trial, cfg, baseline)`` before each run (DDP rank 0 broadcasts them there).
     """
 
     def __init__(self, spec: SweepSpec, study_name: str, runner: Callable | None = None,
                  on_start: Callable[[], None] | None = None,
-                 on_config: Callable[[optuna.Trial, Any], None] | None = None) -> None:
+                 on_config: Callable[[optuna.Trial, Any, Any], None] | None = None) -> None:
         self.spec, self.study_name = spec, study_name
         self.runner, self.on_start, self.on_config = runner, on_start, on_config
         self.baseline = spec.base.override({"model.se": None})
@@ -65,8 +65,9 @@ class SweepObjective:
         runner = self.runner
         if runner is None:
             from ablations.run import run_experiment as runner
+        baseline = self.baseline.replace(seed=cfg.seed)
         if self.on_config is not None:
-            self.on_config(trial, cfg)
+            self.on_config(trial, cfg, baseline)
         callbacks, own = [], None
         prune = trial is not None and not self.spec.multi_objective
         if prune and self.spec.objectives[0].metric != MONITOR:
@@ -76,7 +77,7 @@ class SweepObjective:
             own = PyTorchLightningPruningCallback(trial, monitor=self.spec.objectives[0].metric)
             callbacks.append(own)
         result = runner(cfg, callbacks=callbacks, trial=trial if prune and own is None else None,
-                        baseline=self.baseline.replace(seed=cfg.seed), quiet=True)
+                        baseline=baseline, quiet=True)
         if own is not None and result.status == "complete":
             own.check_pruned()  # DDP: the prune decision was made on rank 0 and kept in the storage
         return result

@@ -4,7 +4,8 @@ Each array element is one Optuna worker on the shared (PostgreSQL) study, so the
 the load and ``--array-parallelism`` caps how many run at once. A trial with G > 1 GPUs runs as G
 SLURM tasks of one element (``ntasks-per-node = G = train.devices``, as Lightning's ``SLURMEnvironment``
 requires); each element gets its own ``MASTER_PORT``, because Lightning's default (15000 + the last
-four digits of the job id) collides when two elements share a node.
+four digits of the job id) collides when two elements share a node. The tasks of an element are
+``train.devices`` (set by ``--gpus-per-trial``, or the spec's own, e.g. CPU DDP with ``devices: 2``).
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def submit(spec: SweepSpec, url: str, study_name: str, options: SlurmOptions, n_
     folder = Path(options.folder.replace("%A_%a", "%j").replace("%A", "%j"))
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     gpus = options.gpus_per_trial
-    params = {"timeout_min": options.timeout_min, "nodes": 1, "tasks_per_node": max(1, gpus),
+    # Lightning's SLURMEnvironment wants one task per device: ntasks-per-node = train.devices.
+    params = {"timeout_min": options.timeout_min, "nodes": 1, "tasks_per_node": spec.base.train.devices,
               "cpus_per_task": options.cpus_per_task, "slurm_array_parallelism": options.array_parallelism,
               "name": f"senet-{study_name}", "slurm_signal_delay_s": options.signal_delay_s}
     if gpus:

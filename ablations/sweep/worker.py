@@ -9,6 +9,7 @@ Under DDP (a SLURM trial with several GPUs) rank 0 is the worker and the other r
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import time
@@ -107,7 +108,9 @@ def run_ddp_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: in
     if world == 1:
         return run_worker(spec, url, study_name, max_trials=max_trials, n_trials=n_trials)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if _cuda() else "gloo", rank=rank, world_size=world)
+        # Followers wait in a broadcast while rank 0 waits for other workers' trials: allow a long wait.
+        dist.init_process_group("nccl" if _cuda() else "gloo", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(hours=24))
 
     def bcast(obj: Any = None) -> Any:
         box = [obj]
@@ -116,21 +119,22 @@ def run_ddp_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: in
 
     if rank == 0:
         return run_worker(spec, url, study_name, max_trials=max_trials, n_trials=n_trials,
-                          on_config=lambda trial, cfg: bcast(("run", trial.number if trial else None, cfg.to_dict())),
-                          on_stop=lambda: bcast(("stop", None, None)))
+                          on_config=lambda trial, cfg, base: bcast(("run", trial.number if trial else None,
+                                                                    cfg.to_dict(), base.to_dict())),
+                          on_stop=lambda: bcast(("stop", None, None, None)))
     study = load_study(spec, url, study_name)
     ran = 0
     while True:
-        what, number, cfg_dict = bcast()
+        what, number, cfg_dict, base_dict = bcast()
         if what == "stop":
             break
         trial = None
         if number is not None:  # the same trial as rank 0, so the pruning callback can broadcast
             frozen = study.get_trials(deepcopy=False)[number]
             trial = optuna.Trial(study, frozen._trial_id)
-        cfg = ExperimentConfig.from_dict(cfg_dict)
+        cfg, baseline = ExperimentConfig.from_dict(cfg_dict), ExperimentConfig.from_dict(base_dict)
         try:
-            run_experiment(cfg, trial=trial, quiet=True)
+            run_experiment(cfg, trial=trial, baseline=baseline, quiet=True)
         except Exception as exc:  # noqa: BLE001 - rank 0 records the failure; followers go on
             log.warning("rank %d: trial %s failed: %s", rank, number, exc)
         ran += 1
