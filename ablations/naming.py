@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Optional
+from typing import Any
 
 from ablations.config import ExperimentConfig
 from senet.config import SEConfig, flatten
@@ -47,7 +47,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def se_tokens(se: Optional[SEConfig]) -> list[str]:
+def se_tokens(se: SEConfig | None) -> list[str]:
     """The SE knobs that differ from the paper's defaults, as name tokens (``["r8", "pre"]``)."""
     if se is None:
         return []
@@ -93,7 +93,7 @@ def model_name(cfg: ExperimentConfig) -> str:
     return ("se_" if cfg.model.se is not None else "") + cfg.model.arch
 
 
-def arm_name(cfg: ExperimentConfig, baseline: Optional[ExperimentConfig] = None) -> str:
+def arm_name(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) -> str:
     """The run name without its seed: identifies the arm, shared by all its seeds."""
     baseline = default_baseline(cfg) if baseline is None else baseline
     head = "-".join([model_name(cfg), *se_tokens(cfg.model.se)])
@@ -101,7 +101,7 @@ def arm_name(cfg: ExperimentConfig, baseline: Optional[ExperimentConfig] = None)
     return _UNSAFE.sub("", f"{head}_{data}")
 
 
-def run_name(cfg: ExperimentConfig, baseline: Optional[ExperimentConfig] = None) -> str:
+def run_name(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) -> str:
     """The run's name (and folder): ``cfg.name`` if set, else ``<arm>_s<seed>`` from the diff to ``baseline``.
 
     Args:
