@@ -1,0 +1,136 @@
+"""``senet-ablate train``: one arm, one seed (DESIGN: Training); also the W&B agent's entry point.
+
+Every ``ExperimentConfig`` field is an option under its dotted key (``--train.lr 0.05``,
+``--model.se.reduction=8``, the form ``wandb agent`` passes), with ``--se.X`` short for ``--model.se.X``.
+Precedence, later wins: defaults, ``--config file.yaml``, ``--recipe``, ``--model``, ``--data``, dotted keys.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ablations.config import ExperimentConfig
+from senet.config import _unwrap_optional, flatten, parse_value
+
+# Short flags for the keys people type most; each is also reachable under its dotted key.
+SHORTCUTS = {
+    "data": "data.name", "recipe": "train.recipe", "seed": "seed", "epochs": "train.epochs",
+    "output-dir": "output_dir", "name": "name", "wandb": "wandb.mode", "devices": "train.devices",
+    "strategy": "train.strategy", "accelerator": "train.accelerator", "precision": "train.precision",
+}
+
+
+def config_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of a config class, optional sub-configs included (``model.se.reduction``)."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, _ = _unwrap_optional(hints[f.name])
+        if dataclasses.is_dataclass(tp):
+            keys += config_keys(tp, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="an experiment YAML (as written to <run_dir>/config.yaml)")
+    parser.add_argument("--model", metavar="NAME", help="a registered model (senet.list_models()), e.g. se_resnet20_cifar")
+    parser.add_argument("--print-config", action="store_true", help="check the config and data, print the resolved config and exit")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="Lightning's progress bar (default: on when stderr is a terminal)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=0.05")
+    for flag, key in SHORTCUTS.items():
+        parser.add_argument(f"--{flag}", dest=key, default=argparse.SUPPRESS, metavar="VALUE", help=f"= --{key}")
+    group = parser.add_argument_group("config keys (values parsed as YAML: 8, true, null, [3, 4])")
+    for key in config_keys():
+        if key in SHORTCUTS.values() and "." not in key:
+            continue  # seed, name: already a shortcut
+        names = [f"--{key}"] + ([f"--{key[len('model.'):]}"] if key.startswith("model.se.") else [])
+        group.add_argument(*names, dest=key, default=argparse.SUPPRESS, metavar="VALUE", help=argparse.SUPPRESS)
+
+
+def resolve_config(config_file: str | None = None, model: str | None = None,
+                   overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """The experiment the flags describe; raises ``ValueError`` naming any unknown key or bad value.
+
+    Precedence, later wins: defaults, the recipe (``train.recipe``, from the file or the flags, via
+    ``recipes.apply_recipe``: its optimisation fields, global batch and image size), ``config_file``,
+    ``model`` (the registered model replaces the file's model section), dotted ``overrides``. An explicit
+    ``data.batch_size`` rescales the recipe's lr linearly (global batch = per-device batch x devices).
+    """
+    from ablations.recipes import apply_recipe
+    from senet import model_config
+
+    explicit: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config {config_file}: no such file")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"--config {config_file}: expected a mapping of experiment fields, got {type(data).__name__}")
+        ExperimentConfig.from_dict(data)  # unknown keys and bad values fail here, named as in the file
+        explicit = flatten(data)
+        if model is not None:
+            explicit = {k: v for k, v in explicit.items() if k != "model" and not k.startswith("model.")}
+    explicit.update({_canonical(k): v for k, v in (overrides or {}).items()})
+    recipe = explicit.pop("train.recipe", None)
+    cfg = ExperimentConfig()
+    if model is not None:
+        cfg = cfg.replace(model=model_config(model))
+    cfg = cfg.override(explicit)
+    if recipe is not None:
+        batch = explicit.get("data.batch_size")
+        total = None if batch is None else cfg.data.batch_size * cfg.train.devices * cfg.train.num_nodes
+        cfg = apply_recipe(cfg, recipe, total).override(explicit)
+    return cfg
+
+
+def _canonical(key: str) -> str:
+    key = key.lstrip("-").replace("-", "_") if key.startswith("--") else key
+    if key.startswith("se.") or key == "se":
+        return "model." + key
+    return key
+
+
+def _parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    known = set(config_keys())
+    out = {k: parse_value(v) for k, v in vars(args).items() if k in known}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not KEY=VALUE (e.g. train.lr=0.05)")
+        out[_canonical(key)] = parse_value(value)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ablations.run import prepare, run_experiment
+
+    cfg = resolve_config(args.config, args.model, _parse_overrides(args))
+    resolved, dm = prepare(cfg)  # fails here, before any training, on a bad config or data folder
+    if args.print_config:
+        print(yaml.safe_dump(resolved.to_dict(), sort_keys=False), end="")
+        return 0
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print("# resolved config\n" + yaml.safe_dump(resolved.to_dict(), sort_keys=False), file=sys.stderr)
+    result = run_experiment(resolved, resume=not args.no_resume, progress_bar=args.progress, datamodule=dm)
+    if rank_zero_only.rank == 0:
+        m = result.metrics
+        scores = " ".join(f"{k}={m[k]:.4f}" for k in sorted(m))
+        print(f"{result.status}: {result.name} ({result.epochs} epochs, {result.wall_time_s:.1f} s) {scores} "
+              f"params={result.params} gmacs={result.gmacs:.4f}" + (f"\n  reason: {result.reason}" if result.reason else ""))
+        print(f"  result: {Path(result.run_dir) / 'result.json'}")
+        if result.wandb_dir:
+            print(f"  W&B: {result.wandb_dir}  (upload: wandb sync {result.wandb_dir})")
+    return 0 if result.status == "complete" else 1

@@ -1,0 +1,150 @@
+"""The classification LightningModule around any ``senet`` model (DESIGN: Training; paper Sec. 6 protocol).
+
+``SEClassifier`` is built from the serialisable ``ExperimentConfig.to_dict()``, never from ``nn.Module``s,
+so a checkpoint alone rebuilds it (``SEClassifier.load_from_checkpoint(path)``). It holds training logic
+only: cross-entropy (optionally label-smoothed), top-1/top-5 with torchmetrics, the optimizer and LR
+schedule of ``cfg.train``, and one complexity record (params, GMACs) logged when fitting starts.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from ablations.config import ExperimentConfig, TrainConfig
+from ablations.metrics import GMACS, PARAMS, TRAIN_LOSS, VAL_LOSS, VAL_TOP1, VAL_TOP1_BEST, VAL_TOP5
+from senet import build_model
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the run is recorded as failed with this reason."""
+
+
+class SEClassifier(pl.LightningModule):
+    """Image classification with a registry model, configured by one ``ExperimentConfig`` dict.
+
+    Args:
+        config: ``ExperimentConfig.to_dict()``; ``model`` is built with ``senet.build_model`` and ``train``
+            sets the loss, optimizer and schedule.
+        input_size: (C, H, W) for the complexity count; ``None`` takes the datamodule's ``input_size`` at fit
+            start, or ``(model.in_chans, data.image_size, data.image_size)``.
+    """
+
+    def __init__(self, config: dict, input_size: tuple[int, int, int] | None = None) -> None:
+        super().__init__()
+        # logger=False: the loggers get the flattened config from run.py (dotted keys), not a nested dict.
+        self.save_hyperparameters(logger=False)
+        self.cfg = ExperimentConfig.from_dict(config)
+        self.model = build_model(self.cfg.model)
+        if self.cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.cfg.train.label_smoothing)
+        n = self.cfg.model.num_classes
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.val_top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
+        self.val_top1_best = MaxMetric()
+        # The running best must survive a resume, so it is part of the checkpoint's state_dict.
+        self.val_top1_best.persistent(True)
+        self.complexity: Any | None = None  # senet.complexity.Complexity, set at fit start
+
+    # ---- forward and steps ---- #
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, num_classes) logits."""
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.criterion(self(x), y)
+        # Fail fast: a NaN loss poisons every later step, so a sweep should record it and move on.
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at epoch {self.current_epoch}, step {self.global_step}")
+        self.train_loss(loss.detach(), weight=y.numel())
+        self.log(TRAIN_LOSS, self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_loss(self.criterion(logits, y), weight=y.numel())
+        self.val_top1(logits, y)
+        self.val_top5(logits, y)
+        # Metric objects: Lightning computes them once per epoch, synchronised over all DDP ranks.
+        self.log(VAL_LOSS, self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(VAL_TOP1, self.val_top1, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(VAL_TOP5, self.val_top5, on_step=False, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # two batches of an untrained net are not a "best"
+            return
+        self.val_top1_best(self.val_top1.compute())
+        self.log(VAL_TOP1_BEST, self.val_top1_best.compute(), prog_bar=True)
+
+    # ---- complexity, once ---- #
+
+    def on_fit_start(self) -> None:
+        if self.complexity is None:
+            self.complexity = self.measure_complexity()
+        record = {PARAMS: float(self.complexity.params), GMACS: float(self.complexity.gmacs)}
+        for logger in self.loggers:
+            logger.log_metrics(record, step=self.global_step)
+
+    def measure_complexity(self) -> Any:
+        """Params and MACs of the network at the run's input size (``senet.complexity``, paper convention)."""
+        from senet.complexity import complexity
+
+        input_size = self.hparams.get("input_size")
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if input_size is None and datamodule is not None:
+            input_size = getattr(datamodule, "input_size", None)
+        if input_size is None:
+            input_size = (self.cfg.model.in_chans, self.cfg.data.image_size, self.cfg.data.image_size)
+        # The counter runs on meta tensors in eval mode; the RNG is forked as well, because counting must
+        # not move the random stream, or a resumed run would diverge from an uninterrupted one.
+        with torch.random.fork_rng(devices=[]):
+            return complexity(self.model, input_size=tuple(input_size))
+
+    # ---- optimisation ---- #
+
+    def configure_optimizers(self) -> Any:
+        t = self.cfg.train
+        if t.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
+                                  weight_decay=t.weight_decay)
+        else:
+            opt = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        if t.schedule == "plateau":
+            # The paper's ablation schedule: divide by 10 whenever the validation loss plateaus (Sec. 6).
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=t.gamma,
+                                                               patience=t.plateau_patience)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": VAL_LOSS, "interval": "epoch"}}
+        sched = build_scheduler(opt, t)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def build_scheduler(opt: torch.optim.Optimizer, t: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-epoch LR schedule of ``t`` (step, multistep, cosine, constant), after ``t.warmup_epochs`` of linear warm-up."""
+    sch = torch.optim.lr_scheduler
+    main_epochs = max(1, t.epochs - t.warmup_epochs)
+    if t.schedule == "step":
+        main = sch.StepLR(opt, step_size=t.step_size, gamma=t.gamma)
+    elif t.schedule == "multistep":
+        main = sch.MultiStepLR(opt, milestones=[m - t.warmup_epochs for m in t.milestones], gamma=t.gamma)
+    elif t.schedule == "cosine":
+        main = sch.CosineAnnealingLR(opt, T_max=main_epochs)
+    elif t.schedule == "constant":
+        main = sch.ConstantLR(opt, factor=1.0, total_iters=0)
+    else:
+        raise ValueError(f"train.schedule={t.schedule!r} has no per-epoch scheduler here")
+    if t.warmup_epochs <= 0:
+        return main
+    warm = sch.LinearLR(opt, start_factor=1.0 / (t.warmup_epochs + 1), total_iters=t.warmup_epochs)
+    return sch.SequentialLR(opt, [warm, main], milestones=[t.warmup_epochs])

@@ -1,0 +1,92 @@
+"""Weights & Biases conventions for every run (DESIGN: W&B dashboards): config keys, names, groups, offline default.
+
+One W&B run per experiment, written inside its run folder (``<run_dir>/wandb/offline-run-*``), so nothing
+litters the repository and ``wandb sync <run_dir>/wandb/offline-run-*`` uploads it later. The config is the
+flattened ``ExperimentConfig`` (dotted keys such as ``model.se.reduction``), so a dashboard groups by an
+ablated factor without hand work; the run name, group and job type come from ``ablations.naming``.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ablations.config import ExperimentConfig
+from ablations.naming import group, job_type
+from senet.config import flatten
+
+_ID_FILE = "wandb_id.txt"
+
+
+def logged_in() -> bool:
+    """Whether W&B credentials exist (``WANDB_API_KEY`` or a netrc entry), without prompting or going online."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:  # wandb's own netrc reader; private API, so any failure means "no login"
+        from wandb.sdk.lib.wbauth.wbnetrc import read_netrc_auth
+
+        return bool(read_netrc_auth(host=os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def resolve_mode(cfg: ExperimentConfig) -> str:
+    """``online`` only with a login; otherwise ``offline``; ``disabled`` stays disabled."""
+    if cfg.wandb.mode == "online" and not logged_in():
+        return "offline"
+    return cfg.wandb.mode
+
+
+def run_id(run_dir: Path, is_writer: bool = True) -> str:
+    """The W&B run id of this run folder, created once, so a resumed run continues the same W&B run."""
+    path = run_dir / _ID_FILE
+    if path.exists():
+        return path.read_text().strip()
+    rid = uuid.uuid4().hex[:8]
+    if is_writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(rid + "\n")
+    return rid
+
+
+def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, is_writer: bool = True) -> Any | None:
+    """A Lightning ``WandbLogger`` for ``cfg`` writing into ``run_dir``, or ``None`` if W&B is disabled.
+
+    Args:
+        cfg: the resolved experiment; its flattened dict is the W&B config.
+        name: the run name (``naming.run_name``).
+        run_dir: the run folder; W&B writes ``run_dir/wandb``.
+        is_writer: whether this process may create files (global rank 0).
+    """
+    mode = resolve_mode(cfg)
+    if mode == "disabled":
+        return None
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(
+        name=name,
+        save_dir=str(run_dir),
+        id=run_id(run_dir, is_writer),
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
+        group=group(cfg),
+        job_type=job_type(cfg),
+        config=flatten(cfg.to_dict()),
+        mode=mode,  # passed to wandb.init; Lightning's offline=True would set WANDB_MODE for the whole process
+        log_model=False,
+        settings=wandb.Settings(silent=True, console="off"),
+    )
+
+
+def finish(logger: Any | None, summary: dict[str, Any], failed: bool) -> str | None:
+    """Write ``summary`` into the W&B run and finish it (also after errors); returns its local folder."""
+    if logger is None or getattr(logger, "_experiment", None) is None:
+        return None
+    run = logger.experiment
+    try:
+        run.summary.update(summary)
+        return str(Path(run.dir).parent) if getattr(run, "dir", None) else None
+    finally:
+        run.finish(exit_code=1 if failed else 0)
