@@ -63,6 +63,7 @@ def test_variant_merges_and_names_the_study():
     ({"space": {"model.se.reductoin": [4]}}, r"space.model.se.reductoin: value 4 gives no valid config: unknown key"),
     ({"space": {"model.se.reduction": [0]}}, r"se.reduction=0 is not allowed"),
     ({"space": {"model.se.stages": [[7]]}}, r"stages contains 7"),
+    ({"space": {"model.se.reduction": [8, 32]}}, r"an arm of resnet20_cifar cannot be built: se.reduction=32 leaves 0"),
     ({"space": {"train.lr": {"type": "normal", "low": 1}}}, r"space.train.lr.type='normal' is not allowed; choose one of: categorical, int, float, log"),
     ({"space": {"train.lr": {"type": "log", "low": 0, "high": 1}}}, r"a log distribution needs low > 0"),
     ({"space": {"train.lr": {"type": "float", "low": 1, "high": 0.1}}}, r"it must be below high"),

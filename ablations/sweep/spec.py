@@ -384,7 +384,33 @@ def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = No
         hashes = {c.hash() for c in configs}
         if len(hashes) != len(configs):
             raise ValueError("space: two grid cells give the same config; every arm must differ")
+        models = [c.model for c in configs]
+    else:
+        models = [base.model] + [base.override({p.key: v}).model for p in space if p.key.startswith("model.")
+                                 for v in (p.values if p.type == "categorical" else (p.low, p.high))]
+    _check_buildable(models)
     return spec
+
+
+def _check_buildable(models: list) -> None:
+    """Build every distinct network of the sweep on the meta device (no memory, no weights), so an arm that
+    cannot exist (an r that leaves zero channels) fails now instead of in a worker hours later."""
+    import torch
+
+    from senet import build_model
+    from senet.config import config_hash
+
+    seen = set()
+    for model in models:
+        key = config_hash(model)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            with torch.device("meta"):
+                build_model(model)
+        except ValueError as exc:
+            raise ValueError(f"space: an arm of {model.arch} cannot be built: {exc}") from None
 
 
 def load_spec(path: str | Path, *, variant: str | None = None, overrides: dict[str, Any] | None = None) -> SweepSpec:
