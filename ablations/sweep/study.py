@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import tempfile
 import warnings
+from pathlib import Path
 
 import optuna
 import sqlalchemy
@@ -76,7 +78,11 @@ class StudyLock:
         self._conn = self._engine = self._file = None
         if url.startswith("sqlite"):
             path = sqlalchemy.engine.make_url(url).database
-            self._path = None if not path or path == ":memory:" else f"{path}.lock"
+            # SQLite serves one machine, so a lock file in its temp folder is shared by every worker,
+            # and nothing is left beside the database.
+            digest = hashlib.sha256(f"{Path(path).resolve()}:{study_name}".encode()).hexdigest()[:16] if path else ""
+            self._path = None if not path or path == ":memory:" else \
+                str(Path(tempfile.gettempdir()) / f"senet-ablate-{digest}.lock")
         else:
             self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **engine_kwargs(url))
 
