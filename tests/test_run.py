@@ -1,0 +1,121 @@
+"""run_experiment: one JSON result row per run, failures recorded with their reason, config errors before any work."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from ablations.config import ExperimentConfig
+from ablations.metrics import RESULT_METRICS
+from ablations.naming import run_name
+from ablations.run import RESULT_FILE, Result, claim_run_dir, git_commit, run_experiment
+from senet import build_model, model_config
+from senet.complexity import complexity
+
+FIELDS = {"config", "config_hash", "seed", "git_commit", "params", "gmacs", "metrics", "epochs", "wall_time_s",
+          "status", "reason", "run_dir"}
+
+
+def tiny(tmp_path, **overrides) -> ExperimentConfig:
+    cfg = ExperimentConfig(model=model_config("se_resnet20_cifar", **{"se.reduction": 4}), output_dir=str(tmp_path))
+    return cfg.override({"data.name": "synthetic", "data.image_size": 8, "data.num_samples": 48, "data.num_classes": 4,
+                         "data.batch_size": 16, "train.epochs": 2, "wandb.mode": "disabled", **overrides})
+
+
+def test_writes_one_complete_result_row(tmp_path):
+    cfg = tiny(tmp_path)
+    result = run_experiment(cfg, progress_bar=False, quiet=True)
+    run_dir = tmp_path / run_name(cfg)
+    assert result.status == "complete" and result.reason is None
+    assert Path(result.run_dir) == run_dir
+    row = json.loads((run_dir / RESULT_FILE).read_text())
+    assert FIELDS <= set(row)
+    assert row == json.loads(json.dumps(result.to_dict()))
+    # The data decides the head: 4 synthetic classes, whatever the registry's default of 10 said.
+    assert row["config"]["model"]["num_classes"] == 4
+    resolved = ExperimentConfig.from_dict(row["config"])
+    assert row["config_hash"] == resolved.hash() and row["seed"] == 0 and row["epochs"] == 2
+    assert set(row["metrics"]) == set(RESULT_METRICS)
+    cx = complexity(build_model(resolved.model), input_size=(3, 8, 8))
+    assert (row["params"], row["gmacs"]) == (cx.params, pytest.approx(cx.gmacs))
+    assert row["git_commit"] == git_commit() and row["wall_time_s"] > 0
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "config.yaml").exists()
+    assert Result.load(run_dir) == result
+
+
+def test_a_complete_run_is_reused_not_retrained(tmp_path):
+    cfg = tiny(tmp_path, **{"train.epochs": 1})
+    first = run_experiment(cfg, progress_bar=False, quiet=True)
+    mtime = (Path(first.run_dir) / RESULT_FILE).stat().st_mtime_ns
+    again = run_experiment(cfg, progress_bar=False, quiet=True)
+    assert again == first and (Path(first.run_dir) / RESULT_FILE).stat().st_mtime_ns == mtime
+
+
+def test_a_different_config_never_overwrites_a_run_folder(tmp_path):
+    a = tiny(tmp_path, **{"train.epochs": 1})
+    b = a.override({"train.lr": 0.05})  # same run name (the lr is not an SE field), different experiment
+    ra = run_experiment(a, progress_bar=False, quiet=True)
+    name, folder = claim_run_dir(b, run_name(b))
+    assert name == f"{run_name(b)}-{b.hash()[:8]}" and folder != Path(ra.run_dir)
+    with pytest.raises(ValueError, match="holds a different experiment"):
+        claim_run_dir(b.replace(name=ra.name), ra.name)
+
+
+class PoisonWeights(pl.Callback):
+    """Turns a weight into NaN at the second step, as a diverging run would."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 1:
+            with torch.no_grad():
+                pl_module.model.fc.weight.fill_(float("nan"))
+
+
+class Crash(pl.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        raise RuntimeError("worker lost")
+
+
+def test_a_nan_loss_is_a_failed_run_with_its_reason(tmp_path):
+    result = run_experiment(tiny(tmp_path), callbacks=[PoisonWeights()], progress_bar=False, quiet=True)
+    assert result.status == "failed" and result.reason.startswith("non-finite loss")
+    assert json.loads((Path(result.run_dir) / RESULT_FILE).read_text())["status"] == "failed"
+    assert result.params > 0  # the cost of the arm is known even when training fails
+
+
+def test_an_exception_inside_training_is_recorded_not_raised(tmp_path):
+    result = run_experiment(tiny(tmp_path), callbacks=[Crash()], progress_bar=False, quiet=True)
+    assert (result.status, result.reason, result.epochs) == ("failed", "RuntimeError: worker lost", 0)
+
+
+@pytest.mark.parametrize(("overrides", "error", "match"), [
+    ({"data.name": "cifar10", "data.root": "/nonexistent/cifar"}, FileNotFoundError, "/nonexistent/cifar"),
+    ({"model.se.reduction": 1000}, ValueError, "reduction"),
+    ({"train.schedule": "plateau", "train.warmup_epochs": 2}, ValueError, "warmup_epochs"),
+])
+def test_config_errors_raise_before_any_work(tmp_path, overrides, error, match):
+    with pytest.raises(error, match=match):
+        run_experiment(tiny(tmp_path, **overrides))
+    assert not any(tmp_path.iterdir())  # no run folder, nothing trained
+
+
+def test_wandb_offline_run_lives_in_the_run_folder_and_is_finished(tmp_path, monkeypatch):
+    import wandb
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+
+    out = tmp_path / "runs"
+    result = run_experiment(tiny(out, **{"wandb.mode": "offline", "train.epochs": 1}), progress_bar=False,
+                            quiet=True)
+    runs = list((Path(result.run_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and runs[0].is_dir() and list(runs[0].glob("run-*.wandb"))
+    assert result.wandb_dir == str(runs[0])
+    assert wandb.run is None  # finished
+    failed = run_experiment(tiny(out, **{"wandb.mode": "offline", "seed": 1}), callbacks=[Crash()],
+                            progress_bar=False, quiet=True)
+    assert failed.status == "failed" and wandb.run is None  # finished on errors too
+    assert not any(cwd.iterdir())  # nothing littered where the command ran
