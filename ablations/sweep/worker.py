@@ -28,12 +28,12 @@ log = logging.getLogger(__name__)
 def _next_step(study: optuna.Study, spec: SweepSpec, n_trials: int | None) -> str:
     """``run`` (a trial can be claimed), ``wait`` (others still run trials that may fail) or ``stop``."""
     count = progress(study)
-    if count["waiting"]:
-        return "run"
     # Everything that ran or runs counts against the budget, except failed trials that were re-queued.
     used = count["complete"] + count["pruned"] + count["fail"] + count["running"]
     budget = spec.n_trials if n_trials is None else n_trials
-    if not spec.is_grid and (budget is None or used < budget):
+    if budget is not None and used >= budget:
+        return "wait" if count["running"] else "stop"
+    if count["waiting"] or not spec.is_grid:
         return "run"
     return "wait" if count["running"] else "stop"
 
