@@ -13,7 +13,8 @@ from typing import Any
 import optuna
 import yaml
 
-from ablations.sweep.spec import PRIMITIVES, Param, SweepSpec, is_se_key
+from ablations.sweep.fields import PRIMITIVES, Param
+from ablations.sweep.spec import SweepSpec, is_se_key
 
 
 def encode(value: Any) -> Any:

@@ -16,66 +16,25 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ablations.metrics import GMACS, PARAMS, RESULT_METRICS
+from ablations.sweep.fields import (
+    PRUNERS,
+    SAMPLERS,
+    Objective,
+    Param,
+    check_buildable,
+    fail,
+    keys,
+    named,
+    parse_objectives,
+    parse_param,
+)
 from ablations.sweep.storage import check_storage_url
 
 if TYPE_CHECKING:  # the config pulls in torch; imported lazily so a bad spec or storage fails in a second
     from ablations.config import ExperimentConfig
 
-METRICS = RESULT_METRICS + (PARAMS, GMACS)
-DIRECTIONS = {"maximize": "maximize", "maximise": "maximize", "max": "maximize",
-              "minimize": "minimize", "minimise": "minimize", "min": "minimize"}
-SAMPLERS = ("grid", "random", "tpe", "nsga2")
-PRUNERS = ("none", "median", "hyperband")
-PARAM_TYPES = ("categorical", "int", "float", "log")
 TOP_KEYS = ("name", "description", "paper", "base", "baseline", "space", "objectives", "sampler", "pruner",
             "budget", "seeds", "storage", "heartbeat", "wandb", "variants")
-PRIMITIVES = (type(None), bool, int, float, str)
-
-
-def _fail(where: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{where}={value!r} is not allowed; {allowed}")
-
-
-def _keys(where: str, data: Any, allowed: tuple[str, ...]) -> dict:
-    if not isinstance(data, dict):
-        raise _fail(where, data, f"expected a mapping with keys: {', '.join(allowed)}")
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ValueError(f"unknown key {prefix}{unknown[0]}; allowed keys: {', '.join(prefix + k for k in allowed)}")
-    return data
-
-
-@dataclass(frozen=True)
-class Param:
-    """One dimension of the search space: a dotted ``ExperimentConfig`` key and its distribution."""
-
-    key: str
-    type: str
-    values: tuple = ()  # categorical choices, as the config takes them
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    log: bool = False
-
-    @property
-    def grid_values(self) -> tuple:
-        """The values a grid sweep enumerates (categorical choices, or an int range with its step)."""
-        if self.type == "categorical":
-            return self.values
-        if self.type == "int" and not self.log:
-            return tuple(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        raise ValueError(f"space.{self.key}: a grid sweep needs categorical values or an int range; "
-                         f"type {self.type!r} is continuous (use sampler: random, tpe or nsga2)")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A metric of the result row and whether the study maximizes or minimizes it."""
-
-    metric: str
-    direction: str
 
 
 @dataclass(frozen=True)
@@ -176,100 +135,6 @@ def build_base(base_raw: dict) -> ExperimentConfig:
     return cfg.override(overrides)
 
 
-def _param(key: str, raw: Any, base: ExperimentConfig) -> Param:
-    where = f"space.{key}"
-    if key in ("se", "seed", "name", "output_dir") or key.startswith("wandb."):
-        raise ValueError(f"{where} cannot be searched: seeds go under seeds:, the no-SE arm under baseline: true, "
-                         "and name, output_dir and wandb.* do not define an arm")
-    if isinstance(raw, list):
-        raw = {"type": "categorical", "values": raw}
-    raw = _keys(where, raw, ("type", "values", "low", "high", "step", "log"))
-    kind = raw.get("type", "categorical" if "values" in raw else None)
-    if kind not in PARAM_TYPES:
-        raise _fail(f"{where}.type", kind, f"choose one of: {', '.join(PARAM_TYPES)}")
-    if kind == "categorical":
-        values = raw.get("values")
-        if not isinstance(values, list) or not values:
-            raise _fail(f"{where}.values", values, "give a non-empty list of values")
-        extra = sorted(set(raw) - {"type", "values"})
-        if extra:
-            raise ValueError(f"{where}.{extra[0]} does not apply to a categorical parameter; give only values")
-        values = tuple(tuple(v) if isinstance(v, list) else v for v in values)
-        if len(set(map(repr, values))) != len(values):
-            raise _fail(f"{where}.values", list(values), "values must be distinct")
-        for v in values:
-            _check_value(base, key, v)
-        return Param(key, kind, values=values)
-    if "values" in raw:
-        raise ValueError(f"{where}.values does not apply to type {kind!r}; give low and high")
-    low, high, step = raw.get("low"), raw.get("high"), raw.get("step")
-    for name, v in (("low", low), ("high", high)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _fail(f"{where}.{name}", v, "it must be a number")
-    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
-        raise _fail(where, [low, high], "an int parameter needs integer low and high")
-    log = bool(raw.get("log", kind == "log"))
-    if low >= high:
-        raise _fail(f"{where}.low", low, f"it must be below high={high}")
-    if log and low <= 0:
-        raise _fail(f"{where}.low", low, "a log distribution needs low > 0")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0 or log):
-        raise _fail(f"{where}.step", step, "it must be a positive number, and not combined with log")
-    kind = "float" if kind == "log" else kind
-    if kind == "int":
-        low, high, step = int(low), int(high), None if step is None else int(step)
-    for v in (low, high):
-        _check_value(base, key, v)
-    return Param(key, kind, low=low, high=high, step=step, log=log)
-
-
-def _check_value(base: ExperimentConfig, key: str, value: Any) -> None:
-    if not isinstance(value, PRIMITIVES + (tuple,)):
-        raise _fail(f"space.{key}", value, "values must be numbers, strings, booleans, null or lists")
-    try:
-        base.override({key: list(value) if isinstance(value, tuple) else value})
-    except ValueError as exc:
-        raise ValueError(f"space.{key}: value {value!r} gives no valid config: {exc}") from None
-
-
-def _objectives(raw: Any) -> tuple[Objective, ...]:
-    if isinstance(raw, (str, dict)):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw:
-        raise _fail("objectives", raw, f"give a list like [{{val/top1_best: maximize}}]; metrics: {', '.join(METRICS)}")
-    out = []
-    for i, item in enumerate(raw):
-        where = f"objectives[{i}]"
-        if isinstance(item, str):
-            item = {"metric": item, "direction": "maximize" if item.startswith("val/top") else "minimize"}
-        if isinstance(item, dict) and set(item) - {"metric", "direction"} and len(item) == 1:
-            (metric, direction), = item.items()
-            item = {"metric": metric, "direction": direction}
-        item = _keys(where, item, ("metric", "direction"))
-        if item.get("metric") not in METRICS:
-            raise _fail(f"{where}.metric", item.get("metric"), f"choose one of: {', '.join(METRICS)}")
-        if item.get("direction") not in DIRECTIONS:
-            raise _fail(f"{where}.direction", item.get("direction"), "choose one of: maximize, minimize")
-        out.append(Objective(item["metric"], DIRECTIONS[item["direction"]]))
-    if len({o.metric for o in out}) != len(out):
-        raise _fail("objectives", [o.metric for o in out], "each metric may appear once")
-    return tuple(out)
-
-
-def _named(where: str, raw: Any, allowed: tuple[str, ...], default: str) -> dict:
-    """``sampler: tpe`` or ``sampler: {type: tpe, seed: 1}`` -> ``{"type": "tpe", ...}``."""
-    if raw is None:
-        return {"type": default}
-    if isinstance(raw, str):
-        if raw not in allowed:
-            raise _fail(where, raw, f"choose one of: {', '.join(allowed)}")
-        return {"type": raw}
-    if not isinstance(raw, dict) or raw.get("type") not in allowed:
-        got = raw.get("type") if isinstance(raw, dict) else raw
-        raise _fail(f"{where}.type", got, f"choose one of: {', '.join(allowed)}")
-    return dict(raw)
-
-
 def _merge(a: dict, b: dict) -> dict:
     out = copy.deepcopy(a)
     for k, v in b.items():
@@ -282,15 +147,15 @@ def preflight(raw: Any, variant: str | None = None) -> tuple[str, str, str]:
 
     Returns (study name, the spec's storage URL or ``""``, the base's output_dir).
     """
-    raw = _keys("", raw, TOP_KEYS)
+    raw = keys("", raw, TOP_KEYS)
     variants = raw.get("variants") or {}
     if variant is not None:
         if not isinstance(variants, dict) or variant not in variants:
-            raise _fail("--variant", variant, f"this spec has: {', '.join(variants) or 'no variants'}")
-        raw = _merge(raw, _keys(f"variants.{variant}", variants[variant], tuple(k for k in TOP_KEYS if k != "variants")))
+            raise fail("--variant", variant, f"this spec has: {', '.join(variants) or 'no variants'}")
+        raw = _merge(raw, keys(f"variants.{variant}", variants[variant], tuple(k for k in TOP_KEYS if k != "variants")))
     name = raw.get("name")
     if not isinstance(name, str) or not name or any(c in name for c in " /\\:"):
-        raise _fail("name", name, "give the study a name without spaces, slashes or colons")
+        raise fail("name", name, "give the study a name without spaces, slashes or colons")
     study = f"{variant}-{name}" if variant else name
     base = raw.get("base") if isinstance(raw.get("base"), dict) else {}
     storage = raw.get("storage")
@@ -324,13 +189,13 @@ def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = No
         raw = _merge(raw, raw["variants"][variant])
     base_raw = raw.get("base") or {}
     if not isinstance(base_raw, dict):
-        raise _fail("base", base_raw, "give the base experiment as a mapping (model, data, train, ...)")
-    wandb = _keys("wandb", raw.get("wandb") or {}, ("project", "mode", "entity"))
+        raise fail("base", base_raw, "give the base experiment as a mapping (model, data, train, ...)")
+    wandb = keys("wandb", raw.get("wandb") or {}, ("project", "mode", "entity"))
     try:
         base = build_base(base_raw).override({f"wandb.{k}": v for k, v in wandb.items()})
     except ValueError as exc:
         raise ValueError(f"base: {exc}") from None
-    budget = _keys("budget", raw.get("budget") or {}, ("n_trials", "epochs"))
+    budget = keys("budget", raw.get("budget") or {}, ("n_trials", "epochs"))
     if budget.get("epochs") is not None:
         base = base.override({"train.epochs": budget["epochs"]})
     if overrides:
@@ -340,17 +205,17 @@ def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = No
             raise ValueError(f"--set: {exc}") from None
     space_raw = raw.get("space")
     if not isinstance(space_raw, dict) or not space_raw:
-        raise _fail("space", space_raw, "give a mapping of dotted config keys to values, e.g. {model.se.reduction: [4, 16]}")
-    space = tuple(_param(k, v, base) for k, v in space_raw.items())
-    objectives = _objectives(raw.get("objectives", ["val/top1_best"]))
-    sampler = _named("sampler", raw.get("sampler"), SAMPLERS, "grid")
-    pruner = _named("pruner", raw.get("pruner"), PRUNERS, "none")
+        raise fail("space", space_raw, "give a mapping of dotted config keys to values, e.g. {model.se.reduction: [4, 16]}")
+    space = tuple(parse_param(k, v, base) for k, v in space_raw.items())
+    objectives = parse_objectives(raw.get("objectives", ["val/top1_best"]))
+    sampler = named("sampler", raw.get("sampler"), SAMPLERS, "grid")
+    pruner = named("pruner", raw.get("pruner"), PRUNERS, "none")
     if len(objectives) > 1 and pruner["type"] != "none":
-        raise _fail("pruner.type", pruner["type"], "a multi-objective study cannot prune (Optuna's Trial.report "
+        raise fail("pruner.type", pruner["type"], "a multi-objective study cannot prune (Optuna's Trial.report "
                     "is single-objective); use pruner: none")
     n_trials = budget.get("n_trials")
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
-        raise _fail("budget.n_trials", n_trials, "it must be an integer >= 1")
+        raise fail("budget.n_trials", n_trials, "it must be an integer >= 1")
     if sampler["type"] != "grid" and n_trials is None:
         raise ValueError(f"budget.n_trials is required with sampler {sampler['type']!r} (only a grid knows its size)")
     seeds = raw.get("seeds", 1)
@@ -359,20 +224,20 @@ def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = No
     elif isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         seeds = tuple(seeds)
     else:
-        raise _fail("seeds", seeds, "give a count >= 1 or a list of integer seeds")
+        raise fail("seeds", seeds, "give a count >= 1 or a list of integer seeds")
     storage = raw.get("storage")
     if storage is not None:
         check_storage_url(storage)
-    hb = _keys("heartbeat", raw.get("heartbeat") or {}, ("interval", "grace_period", "max_retry"))
+    hb = keys("heartbeat", raw.get("heartbeat") or {}, ("interval", "grace_period", "max_retry"))
     interval, grace, retry = hb.get("interval", 60), hb.get("grace_period"), hb.get("max_retry", 3)
     grace = 3 * interval if grace is None else grace
     if not (isinstance(interval, int) and interval >= 1 and isinstance(grace, int) and grace > interval):
-        raise _fail("heartbeat", hb, "interval must be an integer >= 1 s and grace_period an integer above it")
+        raise fail("heartbeat", hb, "interval must be an integer >= 1 s and grace_period an integer above it")
     if not isinstance(retry, int) or retry < 0:
-        raise _fail("heartbeat.max_retry", retry, "it must be an integer >= 0")
+        raise fail("heartbeat.max_retry", retry, "it must be an integer >= 0")
     baseline = raw.get("baseline", False)
     if not isinstance(baseline, bool):
-        raise _fail("baseline", baseline, "choose true (add the no-SE arm) or false")
+        raise fail("baseline", baseline, "choose true (add the no-SE arm) or false")
     spec = SweepSpec(name=study_name, base=base, space=space, objectives=objectives,
                      baseline=baseline, sampler=sampler, pruner=pruner, n_trials=n_trials, seeds=seeds,
                      storage=storage, heartbeat_interval=interval, grace_period=grace, max_retry=retry,
@@ -388,29 +253,8 @@ def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = No
     else:
         models = [base.model] + [base.override({p.key: v}).model for p in space if p.key.startswith("model.")
                                  for v in (p.values if p.type == "categorical" else (p.low, p.high))]
-    _check_buildable(models)
+    check_buildable(models)
     return spec
-
-
-def _check_buildable(models: list) -> None:
-    """Build every distinct network of the sweep on the meta device (no memory, no weights), so an arm that
-    cannot exist (an r that leaves zero channels) fails now instead of in a worker hours later."""
-    import torch
-
-    from senet import build_model
-    from senet.config import config_hash
-
-    seen = set()
-    for model in models:
-        key = config_hash(model)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            with torch.device("meta"):
-                build_model(model)
-        except ValueError as exc:
-            raise ValueError(f"space: an arm of {model.arch} cannot be built: {exc}") from None
 
 
 def load_spec(path: str | Path, *, variant: str | None = None, overrides: dict[str, Any] | None = None) -> SweepSpec:
