@@ -54,6 +54,20 @@ def test_bad_sweeps_stop_fast_with_one_message(tmp_path, case, extra, message):
     assert not (tmp_path / "runs").exists()  # nothing was created
 
 
+@pytest.mark.parametrize("extra, message", [
+    ({"base": {"train": {"lrr": 0.1}}}, "base: unknown key train.lrr; allowed keys: train.recipe"),
+    ({"space": {"model.se.reductoin": [4]}}, "space.model.se.reductoin: value 4 gives no valid config: unknown key"),
+])
+def test_nested_typos_stop_before_any_work(tmp_path, extra, message):
+    # These need the config classes (and so torch): still one line, still before anything is created.
+    spec = {"name": "nested", "space": {"model.se.reduction": [4, 8]}, **extra}
+    spec["base"] = {**TINY, "output_dir": str(tmp_path / "runs"), **spec.get("base", {})}
+    proc, _ = sweep_cli(str(write(tmp_path, **spec)))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.fixture
 def one_thread():
     """Trials in this process train with one thread (several test processes share the CPU)."""

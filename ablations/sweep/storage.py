@@ -7,6 +7,7 @@ is reported with what to check.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -38,11 +39,10 @@ def check_reachable(url: str) -> None:
     if url.startswith("sqlite"):
         path = sqlalchemy.engine.make_url(url).database
         if path and path != ":memory:":
-            parent = Path(path).resolve().parent
-            try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ValueError(f"storage {url}: cannot create {parent}: {exc.strerror}") from None
+            folder = Path(path).resolve().parent
+            existing = next(p for p in (folder, *folder.parents) if p.exists())
+            if not os.access(existing, os.W_OK):
+                raise ValueError(f"storage {url}: cannot create the database under {existing} (not writable)")
         return
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **engine_kwargs(url))
     try:
@@ -88,6 +88,14 @@ def resolve_storage(url: str, workers: int = 1, cluster: bool = False) -> str:
                          "out and shared filesystems lose its locks); use PostgreSQL: "
                          "--storage postgresql://USER:PASSWORD@HOST:5432/DB (see README, Sweeps: storage)")
     return url
+
+
+def make_sqlite_folder(url: str) -> None:
+    """Create the folder of an SQLite database (after every check passed, so a refused sweep leaves nothing)."""
+    if url.startswith("sqlite"):
+        path = sqlalchemy.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
 
 
 def wait_reachable(url: str, timeout_s: float = 30) -> None:

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from ablations.sweep.space import encode_params
 from ablations.sweep.spec import SweepSpec, make_config
-from ablations.sweep.storage import engine_kwargs, masked
+from ablations.sweep.storage import engine_kwargs, make_sqlite_folder, masked
 
 __all__ = ["StudyLock", "enqueue_grid", "load_study", "make_pruner", "make_sampler", "make_storage", "masked",
            "progress", "setup_study"]
@@ -152,6 +152,7 @@ def setup_study(spec: SweepSpec, url: str, study_name: str, *, retry_failed: boo
     skips every config hash the study already holds (waiting, running, complete, pruned; failed ones
     too unless ``retry_failed``), so re-running a sweep resumes it instead of repeating arms.
     """
+    make_sqlite_folder(url)
     lock = StudyLock(url, study_name)
     try:
         with lock:
