@@ -20,6 +20,7 @@ COMMANDS = {
     "wandb-sweep": ("ablations.commands.wandb_sweep", "write (and optionally create) the equivalent W&B sweep"),
     "report": ("ablations.commands.report", "turn a study into the paper's table layout and plots"),
     "excitation": ("ablations.commands.excitation", "record and plot the excitation of a trained model (Sec. 7.2)"),
+    "dashboard": ("ablations.dashboards", "print or create the W&B workspace for SE ablations"),
 }
 
 
