@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
 import yaml
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
@@ -86,24 +88,23 @@ class RNGStateCallback(Callback):
     """Keeps the global RNG streams (torch, numpy, random) in the checkpoint, for exact resumes.
 
     Shuffling and augmentation draw from the global generators, so a resumed run must continue from the
-    state the interrupted run had. The state is captured when the epoch-end checkpoint is written and
-    put back at the start of the next training epoch, after Lightning's resume-time sanity check (whose
-    data loader iteration draws a seed of its own).
+    state the interrupted run had when its epoch-end checkpoint was written. Lightning restores callback
+    state before fitting starts; its sanity check runs under ``isolate_rng``, so the next draw after the
+    restore is the next epoch's data loader, exactly as in the uninterrupted run.
     """
 
-    def __init__(self) -> None:
-        self._pending: dict | None = None
-
     def state_dict(self) -> dict:
-        return {"rng": _collect_rng_states()}
+        states = _collect_rng_states()
+        # numpy's state holds an ndarray, which torch.load(weights_only=True) refuses; store a tensor instead.
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
+        return {"rng": states}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._pending = state_dict.get("rng")
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._pending is not None:
-            _set_rng_states(self._pending)
-            self._pending = None
+        states = state_dict.get("rng")
+        if states is not None:
+            name, keys, pos, has_gauss, cached = states["numpy"]
+            _set_rng_states({**states, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)})
 
 
 def git_commit() -> str | None:
