@@ -101,7 +101,9 @@ def test_hopeless_arm_is_pruned(tmp_path, one_thread):
                                                  "optuna_parallel_coordinate.html", "optuna_history.html"}
     runs = (out / "runs.csv").read_text().splitlines()
     assert len(runs) == 3 and sum(",pruned," in line for line in runs) == 1
-    assert "| lr=0.1 | 1 |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| lr=0.1 | 1 |" in report and "nan" not in report
+    assert "## Runs that did not complete" in report and "| lr=1e-05 | 0 | pruned |" in report
 
 
 def dominates(a, b, directions) -> bool:

@@ -200,11 +200,17 @@ def write_report(study: optuna.Study, out: Path, *, command: str = "", html: boo
         ("Errors are 1 - accuracy of the last epoch on the validation split, in %, mean ± sample std over seeds; "
          "Δ against the no-SE baseline; GMACs are multiply-accumulates per image (the paper's \"GFLOPs\")."), "",
     ]
-    body = ["## All arms", "", compare.format_markdown(arms)]
+    ran = [a for a in arms if a.seeds]  # arms with no complete run have no error to show
+    body = ["## All arms", "", compare.format_markdown(ran)]
+    unfinished = [r for r in rows if r["status"] != "complete"]
+    if unfinished:
+        body += ["## Runs that did not complete", "", "| arm | seed | status | epochs | reason |", "|---|---|---|---|---|"]
+        body += [f"| {arm_label(r['config'], factors)} | {r['seed']} | {r['status']} | {r['epochs']} | "
+                 f"{(r.get('reason') or '').replace('|', '/')} |" for r in unfinished]
+        body.append("")
     if len(factors) > 1:
         for factor in factors:
             body += [f"## By {factor}", "", _factor_table(arms, rows, factor)]
-    ran = [a for a in arms if a.seeds]
     front = [ran[i] for i in pareto([(a.top1_err_mean, a.gmacs) for a in ran])]
     body += ["## Pareto front (top-1 error against GMACs)", "",
              ", ".join(f"{a.label} ({a.top1_err_mean:.2f} %, {a.gmacs:.4f} GMACs)" for a in front), ""]
