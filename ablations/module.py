@@ -86,7 +86,8 @@ class SEClassifier(pl.LightningModule):
         if self.trainer.sanity_checking:  # two batches of an untrained net are not a "best"
             return
         self.val_top1_best(self.val_top1.compute())
-        self.log(VAL_TOP1_BEST, self.val_top1_best.compute(), prog_bar=True)
+        # Equal on every rank (val_top1 is synchronised); sync_dist only states that for Lightning.
+        self.log(VAL_TOP1_BEST, self.val_top1_best.compute(), prog_bar=True, sync_dist=True)
 
     # ---- complexity, once ---- #
 
