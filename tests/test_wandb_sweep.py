@@ -17,7 +17,7 @@ SPECS = sorted((ROOT / "sweeps").glob("*/*.yaml"))
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import sweeps
-from wandb.sdk.launch.sweeps.utils import create_sweep_command_args  # noqa: E402  (what wandb agent runs)
+from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 BASE = {"model": {"arch": "resnet20_cifar", "se": {"reduction": 16, "bias": False}},
         "data": {"name": "digits", "image_size": 16}, "train": {"recipe": "quick", "lr": 0.05},
@@ -79,3 +79,22 @@ def test_the_hyphenated_form_works_too_where_no_model_se_value_is_passed():
     assert config["command"][-1] == "${args_no_hyphens}"
     expected = sorted(make_config(spec, cell).hash() for cell in spec.grid())
     assert sorted(c.hash() for c in agent_configs(config, "args")) == expected
+
+
+def test_command_writes_valid_yaml_and_create_without_login_says_what_to_do(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "netrc"), PYTHONPATH=str(ROOT))
+    out = tmp_path / "sweep.yaml"
+    proc = subprocess.run([sys.executable, "-m", "ablations.cli", "wandb-sweep", "sweeps/paper/integration.yaml",
+                           "--variant", "digits", "-o", str(out), "--create"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "--create needs a W&B login" in proc.stderr.strip().splitlines()[-1]
+    config = yaml.safe_load(out.read_text())
+    assert out.read_text().startswith("# W&B sweep written by: senet-ablate wandb-sweep sweeps/paper/integration.yaml")
+    validate(config)
+    assert config["name"] == "digits-integration" and config["method"] == "grid"
+    assert config["parameters"]["model.se"]["values"][0] is None  # the no-SE baseline arm
