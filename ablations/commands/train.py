@@ -70,6 +70,7 @@ def resolve_config(config_file: str | None = None, model: str | None = None,
     from senet import model_config
 
     explicit: dict[str, Any] = {}
+    cfg = ExperimentConfig()
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
@@ -77,19 +78,21 @@ def resolve_config(config_file: str | None = None, model: str | None = None,
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"--config {config_file}: expected a mapping of experiment fields, got {type(data).__name__}")
-        ExperimentConfig.from_dict(data)  # unknown keys and bad values fail here, named as in the file
+        cfg = ExperimentConfig.from_dict(data)  # a file is a whole experiment: what it omits takes the defaults
         explicit = flatten(data)
         if model is not None:
             explicit = {k: v for k, v in explicit.items() if k != "model" and not k.startswith("model.")}
-    explicit.update({_canonical(k): v for k, v in (overrides or {}).items()})
+    flags = {_canonical(k): v for k, v in (overrides or {}).items()}
+    explicit.update(flags)
     recipe = explicit.pop("train.recipe", None)
-    cfg = ExperimentConfig()
+    flags.pop("train.recipe", None)
     if model is not None:
         cfg = cfg.replace(model=model_config(model))
-    cfg = cfg.override(explicit)
+    cfg = cfg.override(flags)
     if recipe is not None:
         batch = explicit.get("data.batch_size")
         total = None if batch is None else cfg.data.batch_size * cfg.train.devices * cfg.train.num_nodes
+        # The recipe goes under everything explicit: re-apply the file's and the flags' values on top.
         cfg = apply_recipe(cfg, recipe, total).override(explicit)
     return cfg
 

@@ -1,0 +1,111 @@
+"""``senet-ablate train``: dotted overrides, config files and recipes resolve as documented; user mistakes end in
+one ``error:`` line with exit code 2 and no traceback."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ablations.cli import main
+from ablations.commands.train import config_keys, resolve_config
+from ablations.recipes import get_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_unknown_model_name_is_one_error_line(capsys):
+    assert main(["train", "--model", "se_resnet_nope", "--data", "digits"]) == 2
+    line = error_line(capsys)
+    assert line.startswith("senet-ablate train: error: model='se_resnet_nope' is not registered")
+    assert "se_resnet20_cifar" in line  # the allowed names are listed
+
+
+def test_missing_cifar_folder_is_one_error_line(capsys, tmp_path):
+    missing = tmp_path / "no-cifar-here"
+    assert main(["train", "--data", "cifar10", "--data.root", str(missing), "--output-dir", str(tmp_path)]) == 2
+    line = error_line(capsys)
+    assert line.startswith("senet-ablate train: error:") and str(missing) in line
+    assert not (tmp_path / "resnet20_cifar_cifar10_s0").exists()
+
+
+def test_unknown_key_in_a_config_file_is_one_error_line(capsys, tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"model": {"arch": "resnet20_cifar", "se": None}, "train": {"lr": 0.1, "lr_decay": 2}}))
+    assert main(["train", "--config", str(path)]) == 2
+    assert error_line(capsys) == ("senet-ablate train: error: unknown key train.lr_decay; allowed keys: "
+                                  + ", ".join(k for k in config_keys() if k.startswith("train.")))
+
+
+def test_unknown_dotted_override_is_one_error_line(capsys):
+    assert main(["train", "model.se.ratio=8"]) == 2
+    assert "unknown key model.se.ratio" in error_line(capsys)
+
+
+def test_print_config_resolves_aliases_recipe_and_data(capsys):
+    assert main(["train", "--model", "se_resnet20_cifar", "--se.reduction", "8", "--se.placement", "pre",
+                 "--data", "synthetic", "--data.num_classes", "3", "--recipe", "quick", "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["se"]["reduction"] == 8 and cfg["model"]["se"]["placement"] == "pre"
+    assert cfg["model"]["num_classes"] == 3  # the data decides the head
+    assert cfg["train"]["recipe"] == "quick" and cfg["train"]["lr"] == get_recipe("quick").lr
+
+
+def test_precedence_defaults_recipe_file_model_flags(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"model": {"arch": "resnet50"}, "train": {"recipe": "cifar", "epochs": 3},
+                                    "data": {"image_size": 24}}))
+    cfg = resolve_config(str(path), None, {"train.lr": 0.05})
+    cifar = get_recipe("cifar")
+    assert cfg.model.arch == "resnet50" and cfg.model.se is not None  # the file's model section
+    assert (cfg.train.recipe, cfg.train.milestones) == ("cifar", cifar.milestones)  # the recipe under the file
+    assert (cfg.train.epochs, cfg.train.lr, cfg.data.image_size) == (3, 0.05, 24)  # file, then flags win
+    named = resolve_config(str(path), "resnet20_cifar", {"se.reduction": 4})
+    assert named.model.arch == "resnet20_cifar" and named.model.se.reduction == 4  # --model replaces the section
+    # An explicit per-device batch rescales the recipe's lr linearly (global batch = batch x devices).
+    scaled = resolve_config(None, None, {"train.recipe": "paper-imagenet", "data.batch_size": 64, "train.devices": 4})
+    assert scaled.train.lr == pytest.approx(get_recipe("paper-imagenet").lr * 256 / 1024)
+
+
+def test_wandb_agent_style_arguments_are_accepted(capsys):
+    # `wandb agent` passes --key=value for every swept parameter.
+    assert main(["train", "--model.se.reduction=2", "--train.lr=0.01", "--data.name=synthetic", "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["se"]["reduction"] == 2 and cfg["train"]["lr"] == 0.01
+
+
+def test_train_runs_and_reports(tmp_path, capsys):
+    rc = main(["train", "--model", "se_resnet20_cifar", "--data", "synthetic", "--data.image_size", "8",
+               "--data.num_samples", "32", "--epochs", "1", "--wandb", "disabled", "--output-dir", str(tmp_path),
+               "--no-progress", "--name", "cli-run"])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert out.out.startswith("complete: cli-run (1 epochs")
+    assert "# resolved config" in out.err
+    assert json.loads((tmp_path / "cli-run" / "result.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [
+    ["--model", "nope"],
+    ["--data", "cifar100", "--data.root", "/nonexistent/cifar-100"],
+    ["train.bogus=1"],
+])
+def test_errors_from_the_real_command_line_have_no_traceback(args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "ablations.cli", "train", *args], check=False, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("senet-ablate train: error:"), proc.stderr
