@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ class Result:
     run_dir: str
     name: str = ""
     wandb_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -230,6 +229,7 @@ _BENIGN_WARNINGS = (
     ".*The number of training batches .* is smaller than the logging interval.*",
     ".*Experiment logs directory .* exists and is not empty.*",
     ".*The `srun` command is available on your system but is not used.*",  # submitit launches SLURM jobs
+    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",  # inside Lightning 2.6 on torch >= 2.10
 )
 
 

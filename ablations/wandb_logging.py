@@ -65,7 +65,7 @@ def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, is_writer: bool
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(
+    logger = WandbLogger(
         name=name,
         save_dir=str(run_dir),
         id=run_id(run_dir, is_writer),
@@ -78,6 +78,9 @@ def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, is_writer: bool
         log_model=False,
         settings=wandb.Settings(silent=True, console="off"),
     )
+    # Lightning passes anonymous=None, which wandb >= 0.22 answers with a deprecation warning on every run.
+    getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+    return logger
 
 
 def finish(logger: Any | None, summary: dict[str, Any], failed: bool) -> str | None:
