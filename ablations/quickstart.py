@@ -8,8 +8,11 @@ table of top-1 error, params and GMACs with deltas to the baseline and mean ± s
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,26 +75,69 @@ def experiments(q: QuickstartConfig) -> list[tuple[str, ExperimentConfig]]:
     return [(label, base.override(changes).replace(seed=seed)) for label, changes in q.arms for seed in q.seeds]
 
 
-def run_quickstart(q: QuickstartConfig, runner: Callable | None = None,
+def run_quickstart(q: QuickstartConfig, runner: Callable | None = None, workers: int = 1,
                    on_result: Callable[[int, int, str, dict], None] | None = None) -> list[dict]:
-    """Run every arm and seed; returns the result rows (``Result.to_dict()``), complete runs reused.
+    """Run every arm and seed; returns the result rows (``Result.to_dict()``) in ``experiments`` order.
 
     Args:
         q: what to run.
-        runner: ``run_experiment`` by default (injectable for tests).
+        runner: ``run_experiment`` by default (injectable for tests; runs in this process).
+        workers: runs at a time. With more than one, each run gets its own process and an equal share of the
+            cores as torch threads: small nets scale badly over threads (OpenMP barriers per op), and threads
+            that spin at barriers collapse on a shared machine, while one process per core does neither.
         on_result: called after each run with ``(index, total, label, row)`` (progress lines).
     """
-    if runner is None:
-        from ablations.run import run_experiment as runner
     todo = experiments(q)
-    rows = []
-    for i, (label, cfg) in enumerate(todo, 1):
-        row = runner(cfg, progress_bar=False, quiet=True).to_dict()
-        row["arm_label"] = label
-        rows.append(row)
+    rows: list[dict | None] = [None] * len(todo)
+
+    def done(i: int, row: dict) -> None:
+        row["arm_label"] = todo[i][0]
+        rows[i] = row
         if on_result is not None:
-            on_result(i, len(todo), label, row)
+            on_result(sum(r is not None for r in rows), len(todo), todo[i][0], row)
+
+    if runner is not None or workers <= 1:
+        run = runner or _run_one
+        for i, (_, cfg) in enumerate(todo):
+            done(i, _as_row(run(cfg, progress_bar=False, quiet=True)))
+        return rows
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn, not fork: a forked child inherits the parent's OpenMP state, which can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_run_one, cfg): i for i, (_, cfg) in enumerate(todo)}
+        for future in as_completed(futures):
+            done(futures[future], future.result())
     return rows
+
+
+def _run_one(cfg: ExperimentConfig, **kw) -> dict:
+    from ablations.run import run_experiment
+
+    return run_experiment(cfg, progress_bar=False, quiet=True).to_dict()
+
+
+def _as_row(result) -> dict:
+    return result if isinstance(result, dict) else result.to_dict()
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    quiet_lightning()
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-run banners and version-compatibility warnings (many short runs)."""
+    import logging
+    import warnings
+
+    import lightning.pytorch  # noqa: F401  (first: importing it resets its loggers' levels)
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def write_outputs(q: QuickstartConfig, rows: Sequence[dict], wall_time_s: float, command: str,

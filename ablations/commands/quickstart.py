@@ -1,22 +1,15 @@
 """``senet-ablate quickstart``: the README's first job; no-SE baseline vs SE variants on the embedded digits.
 
-Trains every arm and seed of ``ablations.quickstart`` (about two minutes on two CPU cores), prints the
+Trains every arm and seed of ``ablations.quickstart`` (one run per core at a time), prints the
 comparison table and writes ``table.md``, ``runs.csv``, ``summary.json`` and ``plot.png`` to
 ``results/quickstart/``; each run keeps its folder, result row and W&B offline run under ``runs/quickstart/``.
 """
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shlex
 import time
-import warnings
-
-# Sleep, don't spin, while waiting at OpenMP barriers. Read when torch loads (this module is imported first).
-# On an idle 2-core machine this costs ~25 % per step; on a shared one, spinning threads fight each other and a
-# step measured 5-10x slower (resnet20, batch 64, 16 px: 2.0 s active vs 0.2-0.4 s passive at load 7).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=16, help="side of the upsampled digits (default: 16)")
     parser.add_argument("--output-dir", default="runs/quickstart", help="run folders (default: runs/quickstart)")
     parser.add_argument("--results-dir", default="results/quickstart", help="table and plot (default: results/quickstart)")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="runs at a time, one process each, the cores shared out (default: min(2, cores))")
     parser.add_argument("--wandb", default="offline", choices=("offline", "online", "disabled"),
                         help="W&B mode (default: offline; online needs a login)")
 
@@ -48,15 +43,14 @@ def _defaults() -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     from ablations import compare
-    from ablations.quickstart import QuickstartConfig, relabel, run_quickstart, write_outputs
+    from ablations.quickstart import QuickstartConfig, quiet_lightning, relabel, run_quickstart, write_outputs
     from ablations.run import git_commit
 
     q = QuickstartConfig(seeds=tuple(args.seeds), epochs=args.epochs, image_size=args.image_size,
                          output_dir=args.output_dir, results_dir=args.results_dir, wandb_mode=args.wandb)
-    # Eight short runs: Lightning's per-run banners would drown the progress lines.
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if args.workers < 1:
+        raise ValueError(f"--workers={args.workers} is not allowed; it must be an integer >= 1")
+    quiet_lightning()  # eight short runs: Lightning's per-run banners would drown the progress lines
 
     def progress(i: int, total: int, label: str, row: dict) -> None:
         top1 = row["metrics"].get("val/top1")
@@ -66,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     print(f"quickstart: {len(q.arms)} arms x {len(q.seeds)} seeds, ResNet-20 on digits {q.image_size}px, "
-          f"{q.epochs} epochs each", flush=True)
-    rows = run_quickstart(q, on_result=progress)
+          f"{q.epochs} epochs each, {args.workers} at a time", flush=True)
+    rows = run_quickstart(q, workers=args.workers, on_result=progress)
     wall = time.perf_counter() - started
     paths = write_outputs(q, rows, wall, _command(args), git_commit())
     print()
