@@ -43,7 +43,7 @@ class QuickstartConfig:
         wandb_mode: ``offline`` (default), ``online`` (with a login) or ``disabled``.
     """
 
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 6
     image_size: int = 16
     output_dir: str = "runs/quickstart"

@@ -17,7 +17,7 @@ FIELDS = {"config", "config_hash", "seed", "git_commit", "params", "gmacs", "met
 
 def test_arms_are_the_baseline_and_three_se_variants():
     todo = experiments(QuickstartConfig())
-    assert len(todo) == 8 and len({run_name(c) for _, c in todo}) == 8
+    assert len(todo) == 12 and len({run_name(c) for _, c in todo}) == 12
     by_label = {label: cfg for label, cfg in todo if cfg.seed == 0}
     assert by_label["no SE"].model.se is None
     assert (by_label["SE r=16"].model.se.reduction, by_label["SE r=16"].model.se.placement) == (16, "standard")

@@ -13,7 +13,7 @@ import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], metavar="SEED", help="seeds per arm (default: 0 1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED", help="seeds per arm (default: 0 1 2)")
     parser.add_argument("--epochs", type=int, default=6, help="epochs per run (default: 6)")
     parser.add_argument("--image-size", type=int, default=16, help="side of the upsampled digits (default: 16)")
     parser.add_argument("--output-dir", default="runs/quickstart", help="run folders (default: runs/quickstart)")
