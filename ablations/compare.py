@@ -192,12 +192,17 @@ def format_text(summaries: Sequence[ArmSummary]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows: Iterable[dict], path: str | Path) -> Path:
-    """One line per run (not per arm): arm, seed, status, errors, params, GMACs, wall time, config hash, commit."""
+def write_csv(rows: Iterable[dict], path: str | Path, comment: str | None = None) -> Path:
+    """One line per run (not per arm): arm, seed, status, errors, params, GMACs, wall time, config hash, commit.
+
+    ``comment`` becomes a first ``# ...`` line (provenance: the command that made the file).
+    """
     path = Path(path)
     fields = ["arm", "name", "seed", "status", "top1_err", "top5_err", "params", "gmacs", "epochs", "wall_time_s",
               "config_hash", "git_commit", "reason"]
     with path.open("w", newline="") as fh:
+        if comment:
+            fh.write(f"# {comment}\n")
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for r in rows:
@@ -218,7 +223,7 @@ def _wrap(label: str) -> str:
     return label.replace(": ", "\n", 1) if ": " in label else label.replace("-", "\n-", 1)
 
 
-def plot(summaries: Sequence[ArmSummary], path: str | Path, title: str = "") -> Path:
+def plot(summaries: Sequence[ArmSummary], path: str | Path, title: str = "", footer: str = "") -> Path:
     """Two panels: top-1 error per arm (mean ± std, seeds as dots) and top-1 error against parameters."""
     import matplotlib
 
@@ -251,6 +256,8 @@ def plot(summaries: Sequence[ArmSummary], path: str | Path, title: str = "") -> 
     ax2.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=11)
+    if footer:
+        fig.text(0.995, 0.005, footer, ha="right", va="bottom", fontsize=7, color="#666666")
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
