@@ -219,8 +219,11 @@ def write_csv(rows: Iterable[dict], path: str | Path, comment: str | None = None
 
 
 def _wrap(label: str) -> str:
-    """Two-line tick labels: ``SE r=4\nse_resnet20_cifar-r4`` or ``se_resnet20_cifar\n-r4``."""
-    return label.replace(": ", "\n", 1) if ": " in label else label.replace("-", "\n-", 1)
+    """Tick labels of at most ~20 characters a line: ``SE r=4\nse_resnet20_cifar\n-r4``."""
+    head, _, tail = label.rpartition(": ")
+    lines = [head] if head else []
+    lines += tail.replace("-", "\n-", 1).splitlines() if len(tail) > 20 else [tail]
+    return "\n".join(lines)
 
 
 def plot(summaries: Sequence[ArmSummary], path: str | Path, title: str = "", footer: str = "") -> Path:
@@ -243,7 +246,7 @@ def plot(summaries: Sequence[ArmSummary], path: str | Path, title: str = "", foo
         if s.is_baseline:
             ax1.axhline(s.top1_err_mean, color="#4d4d4d", ls="--", lw=1, label=f"{s.label} (mean)")
     if any(s.is_baseline for s in arms):
-        ax1.legend(fontsize=8, loc="upper right")
+        ax1.legend(fontsize=8, loc="upper left")
     ax1.set_ylabel("validation top-1 error (%)")
     ax1.set_title("top-1 error per arm (bar: mean ± std; dots: seeds)", fontsize=10)
     for s, c in zip(arms, colors):
@@ -256,8 +259,8 @@ def plot(summaries: Sequence[ArmSummary], path: str | Path, title: str = "", foo
     ax2.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=11)
-    if footer:
-        fig.text(0.995, 0.005, footer, ha="right", va="bottom", fontsize=7, color="#666666")
+    if footer:  # a figure-level x label, so that constrained layout makes room for it
+        fig.supxlabel(footer, x=0.995, ha="right", fontsize=7, color="#666666")
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
