@@ -30,6 +30,7 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ablations import wandb_logging
 from ablations.config import ExperimentConfig
@@ -176,13 +177,11 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
         earlier_wall = old.wall_time_s  # an interrupted run's time counts towards the resumed one
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last_ckpt) if (resume and last_ckpt.exists()) else None
-    if is_writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SEClassifier(cfg.to_dict(), input_size=tuple(dm.input_size))
-    wandb_logger = wandb_logging.make_logger(cfg, name, run_dir, is_writer)
+    wandb_id = wandb_logging.run_id(run_dir)
+    wandb_logger = wandb_logging.make_logger(cfg, name, run_dir, wandb_id)
     loggers = [CSVLogger(save_dir=str(run_dir), name="", version="csv")]
     if wandb_logger is not None:
         loggers.append(wandb_logger)
@@ -192,9 +191,15 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
     pruning = _pruning_callback(trial)
     cbs += [c for c in (pruning,) if c is not None] + list(callbacks or [])
 
-    t = cfg.train
     with _benign_warnings_off():
-        trainer = _trainer(t, loggers, cbs, run_dir, progress_bar, quiet)
+        try:
+            trainer = _trainer(cfg.train, loggers, cbs, run_dir, progress_bar, quiet)
+        except MisconfigurationException as exc:  # e.g. precision=16-mixed on a CPU, accelerator=gpu without one
+            raise ValueError(f"train.accelerator/devices/strategy/precision: {exc}") from None
+    if is_writer:  # nothing was written before this point: a refused config leaves no folder behind
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        wandb_logging.save_run_id(run_dir, wandb_id)
     status, reason, started = "complete", None, time.perf_counter()
     try:
         with _benign_warnings_off():

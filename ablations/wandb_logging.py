@@ -38,26 +38,25 @@ def resolve_mode(cfg: ExperimentConfig) -> str:
     return cfg.wandb.mode
 
 
-def run_id(run_dir: Path, is_writer: bool = True) -> str:
-    """The W&B run id of this run folder, created once, so a resumed run continues the same W&B run."""
+def run_id(run_dir: Path) -> str:
+    """The W&B run id of this run folder (a new one if it has none yet), so a resumed run continues its W&B run."""
     path = run_dir / _ID_FILE
-    if path.exists():
-        return path.read_text().strip()
-    rid = uuid.uuid4().hex[:8]
-    if is_writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(rid + "\n")
-    return rid
+    return path.read_text().strip() if path.exists() else uuid.uuid4().hex[:8]
 
 
-def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, is_writer: bool = True) -> Any | None:
+def save_run_id(run_dir: Path, rid: str) -> None:
+    """Keep ``rid`` in the run folder (global rank 0 only)."""
+    (run_dir / _ID_FILE).write_text(rid + "\n")
+
+
+def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, rid: str) -> Any | None:
     """A Lightning ``WandbLogger`` for ``cfg`` writing into ``run_dir``, or ``None`` if W&B is disabled.
 
     Args:
         cfg: the resolved experiment; its flattened dict is the W&B config.
         name: the run name (``naming.run_name``).
         run_dir: the run folder; W&B writes ``run_dir/wandb``.
-        is_writer: whether this process may create files (global rank 0).
+        rid: the W&B run id (``run_id(run_dir)``).
     """
     mode = resolve_mode(cfg)
     if mode == "disabled":
@@ -68,7 +67,7 @@ def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, is_writer: bool
     logger = WandbLogger(
         name=name,
         save_dir=str(run_dir),
-        id=run_id(run_dir, is_writer),
+        id=rid,
         project=cfg.wandb.project,
         entity=cfg.wandb.entity,
         group=group(cfg),

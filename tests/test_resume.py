@@ -32,8 +32,8 @@ class Interrupt(pl.Callback):
 
 def config(out: Path) -> ExperimentConfig:
     cfg = ExperimentConfig(model=model_config("se_resnet20_cifar", **{"se.reduction": 4}), output_dir=str(out))
-    return cfg.override({"data.image_size": 8, "data.batch_size": 128, "train.epochs": 4, "wandb.mode": "disabled",
-                         "train.schedule": "step", "train.step_size": 2, "train.gamma": 0.5})
+    return cfg.override({"data.image_size": 8, "data.batch_size": 128, "train.epochs": 3, "wandb.mode": "disabled",
+                         "train.schedule": "step", "train.step_size": 1, "train.gamma": 0.5})
 
 
 def weights(result: Result) -> dict[str, torch.Tensor]:
@@ -49,12 +49,11 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     resumed = run_experiment(config(tmp_path / "b"), progress_bar=False, quiet=True)
 
     assert straight.status == resumed.status == "complete"
-    assert resumed.epochs == straight.epochs == 4
+    assert resumed.epochs == straight.epochs == 3
     assert resumed.metrics == straight.metrics  # bit-for-bit: same batches, same augmentation, same updates
     assert resumed.config_hash == straight.config_hash
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert Result.load(Path(resumed.run_dir) / RESULT_FILE).status == "complete"
-    # A sanity check that the test can fail: a fresh run with another seed ends elsewhere.
-    other = run_experiment(config(tmp_path / "c").replace(seed=1), progress_bar=False, quiet=True)
-    assert other.metrics != straight.metrics
+    # The comparison can fail: the resumed epoch moved the metrics away from where the cut run stopped.
+    assert cut.metrics != resumed.metrics

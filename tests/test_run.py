@@ -119,3 +119,23 @@ def test_wandb_offline_run_lives_in_the_run_folder_and_is_finished(tmp_path, mon
                             progress_bar=False, quiet=True)
     assert failed.status == "failed" and wandb.run is None  # finished on errors too
     assert not any(cwd.iterdir())  # nothing littered where the command ran
+
+
+def test_online_without_a_login_falls_back_to_offline(monkeypatch, tmp_path):
+    from ablations import wandb_logging
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    assert not wandb_logging.logged_in()
+    assert wandb_logging.resolve_mode(ExperimentConfig().override({"wandb.mode": "online"})) == "offline"
+    assert wandb_logging.resolve_mode(ExperimentConfig().override({"wandb.mode": "disabled"})) == "disabled"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_logging.resolve_mode(ExperimentConfig().override({"wandb.mode": "online"})) == "online"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_trainer_misconfiguration_is_a_value_error_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="train.accelerator.*gpu"):
+        run_experiment(tiny(tmp_path, **{"train.accelerator": "gpu"}))
+    assert not any(tmp_path.iterdir())
