@@ -24,6 +24,10 @@ SHORTCUTS = {
     "output-dir": "output_dir", "name": "name", "wandb": "wandb.mode", "devices": "train.devices",
     "strategy": "train.strategy", "accelerator": "train.accelerator", "precision": "train.precision",
 }
+_SHORTCUT_HELP = {
+    "seed": "the seed (weights, data order, the digits split)", "output-dir": "where run folders go (default: runs)",
+    "name": "the run folder's name (default: derived from the config's diff to its no-SE baseline)",
+}
 
 
 def config_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
@@ -48,11 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Lightning's progress bar (default: on when stderr is a terminal)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=0.05")
     for flag, key in SHORTCUTS.items():
-        parser.add_argument(f"--{flag}", dest=key, default=argparse.SUPPRESS, metavar="VALUE", help=f"= --{key}")
-    group = parser.add_argument_group("config keys (values parsed as YAML: 8, true, null, [3, 4])")
+        parser.add_argument(f"--{flag}", dest=key, default=argparse.SUPPRESS, metavar="VALUE",
+                            help=_SHORTCUT_HELP.get(flag, f"= --{key}"))
+    parser.epilog = ("Every config key is an option too (values parsed as YAML: 8, true, null, [3, 4]); "
+                     "--se.X is short for --model.se.X: " + ", ".join(f"--{k}" for k in config_keys()))
+    group = parser.add_argument_group("config keys")
     for key in config_keys():
-        if key in SHORTCUTS.values() and "." not in key:
-            continue  # seed, name: already a shortcut
+        if key in SHORTCUTS:
+            continue  # --seed, --name: the shortcut is the same option
         names = [f"--{key}"] + ([f"--{key[len('model.'):]}"] if key.startswith("model.se.") else [])
         group.add_argument(*names, dest=key, default=argparse.SUPPRESS, metavar="VALUE", help=argparse.SUPPRESS)
 
