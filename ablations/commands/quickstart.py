@@ -67,5 +67,6 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(compare.format_text(relabel(compare.aggregate(rows), rows)))
     print(f"wall time {wall:.0f} s; wrote " + ", ".join(str(p) for p in paths.values()))
-    print(f"W&B offline runs: {q.output_dir}/*/wandb/offline-run-*  (upload: wandb sync <folder>)" if q.wandb_mode != "disabled" else "")
+    if q.wandb_mode != "disabled":
+        print(f"W&B runs: {q.output_dir}/*/wandb/offline-run-*  (upload: wandb sync <folder>)")
     return 0 if all(r["status"] == "complete" for r in rows) else 1
