@@ -156,10 +156,6 @@ def _delta(value: float, delta: float | None, fmt: str) -> str:
     return f"{delta:+{fmt}} ({100.0 * delta / base if base else 0.0:+.1f} %)"
 
 
-def _gmacs(value: float) -> str:
-    return f"{value:.5f}" if value < 1 else f"{value:.3f}"  # CIFAR-size nets differ in the 5th decimal
-
-
 def table_rows(summaries: Sequence[ArmSummary]) -> list[list[str]]:
     """The table as strings, one list per arm, in ``COLUMNS`` order."""
     rows = []
@@ -170,7 +166,7 @@ def table_rows(summaries: Sequence[ArmSummary]) -> list[list[str]]:
             "–" if s.d_top1_err is None or s.is_baseline else f"{s.d_top1_err:+.2f}",
             _pm(s.top5_err_mean, s.top5_err_std), f"{s.params:,}",
             "–" if s.is_baseline else _delta(s.params, s.d_params, ","),
-            _gmacs(s.gmacs), "–" if s.is_baseline else _delta(s.gmacs, s.d_gmacs, ".5f" if s.gmacs < 1 else ".4f"),
+            f"{s.gmacs:.4f}", "–" if s.is_baseline else _delta(s.gmacs, s.d_gmacs, ".5f"),
             f"{s.wall_time_s:.1f}",
         ])
     return rows
