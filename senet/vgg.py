@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from senet.blocks import init_weights
 from senet.config import ModelConfig
 from senet.registry import register_arch
 from senet.se import make_se
@@ -55,15 +56,9 @@ class VGG(nn.Module):
             nn.Linear(4096, cfg.num_classes),
         )
         self.num_features = 512
-        for m in self.modules():  # torchvision's VGG init
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
+        init_weights(self)
+        for m in self.modules():  # torchvision's VGG init for the classifier
+            if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
