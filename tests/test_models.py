@@ -23,13 +23,7 @@ from senet.se import SqueezeExcite
 HEAVY = {"resnet101", "resnet152", "resnext101_32x4d", "vgg16_bn", "inception_resnet_v2", "resnet164_cifar"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small CPU graphs on a shared machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def small_input(arch: str, batch: int = 2) -> torch.Tensor:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 
 from ablations.sweep.spec import load_spec
@@ -66,15 +65,6 @@ def test_nested_typos_stop_before_any_work(tmp_path, extra, message):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
     assert not (tmp_path / "runs").exists()
-
-
-@pytest.fixture
-def one_thread():
-    """Trials in this process train with one thread (several test processes share the CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.slow

@@ -14,13 +14,7 @@ from torch import nn
 from senet import build_model
 from senet.weights import LEGACY_MODELS, convert_legacy_state_dict, legacy_key, load_legacy_weights, read_state_dict
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def legacy(name: str, seed: int = 0) -> nn.Module:
