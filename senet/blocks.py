@@ -148,6 +148,23 @@ def unit_se(cfg: SEConfig | None, stage: int, block: int, cin: int, width: int, 
     return (None, se) if cfg.placement == "after_3x3" else (se, None)
 
 
+class PooledClassifier(nn.Module):
+    """Base of the zoo's networks: ``forward_features``, global average pooling, one linear classifier."""
+
+    def finish(self, num_features: int, num_classes: int) -> None:
+        """Add the head (``avgpool``, ``fc``) after the trunk, then initialise every layer."""
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(num_features, num_classes)
+        self.num_features = num_features
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
 def init_weights(model: nn.Module) -> None:
     """He init for convs (paper Sec. 5.1, ref. [66]), unit BN, as torchvision's ResNets."""
     for m in model.modules():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from senet.blocks import init_weights
+from senet.blocks import PooledClassifier
 from senet.config import ModelConfig
 from senet.registry import register_arch
 from senet.se import SqueezeExcite
@@ -81,7 +81,7 @@ class SEInceptionModule(nn.Module):
         return x if self.se is None else self.se(x)
 
 
-class BNInception(nn.Module):
+class BNInception(PooledClassifier):
     """BN-Inception (Ioffe & Szegedy 2015, Caffe layout) with an optional SE block after every module.
 
     Args:
@@ -107,10 +107,7 @@ class BNInception(nn.Module):
             if cfg.se is not None and cfg.se.applies_to(stage, index[stage]):
                 se = SqueezeExcite(cin, cfg.se, tag=f"SE_{name}")
             self.add_module(f"inception_{name}", SEInceptionModule(module, se))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, cfg.num_classes)
-        self.num_features = cin
-        init_weights(self)
+        self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.conv1(x))
@@ -118,9 +115,6 @@ class BNInception(nn.Module):
         for name, *_ in MODULES:
             x = getattr(self, f"inception_{name}")(x)
         return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
 register_arch("bn_inception", stages=STAGES, depths=DEPTHS, placements=("standard",), family="inception")(BNInception)

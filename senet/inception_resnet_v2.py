@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from senet.blocks import ResidualUnit, init_weights, unit_se
+from senet.blocks import PooledClassifier, ResidualUnit, unit_se
 from senet.config import ModelConfig
 from senet.registry import register_arch
 
@@ -75,7 +75,7 @@ def block8() -> tuple[Concat, int, int]:
                                                  conv(224, 256, (3, 1), padding=(1, 0)))), 448, 2080
 
 
-class InceptionResNetV2(nn.Module):
+class InceptionResNetV2(PooledClassifier):
     """Inception-ResNet-v2; ``cfg.se`` adds SE to every Inception-ResNet-A/B/C block."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -99,10 +99,7 @@ class InceptionResNetV2(nn.Module):
                                nn.MaxPool2d(3, 2))
         self.stage5 = self._stage(cfg, 5, block8, 0.20)
         self.conv_7b = conv(2080, 1536)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(1536, cfg.num_classes)
-        self.num_features = 1536
-        init_weights(self)
+        self.finish(1536, cfg.num_classes)
 
     @staticmethod
     def _stage(cfg: ModelConfig, stage: int, make, scale: float) -> nn.Sequential:
@@ -121,9 +118,6 @@ class InceptionResNetV2(nn.Module):
         x = self.stage3(self.stem(x))
         x = self.stage4(self.mixed_6a(x))
         return self.conv_7b(self.stage5(self.mixed_7a(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
 register_arch("inception_resnet_v2", stages=STAGES, depths=DEPTHS, placements=PLACEMENTS, family="inception",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from senet.blocks import init_weights
+from senet.blocks import PooledClassifier
 from senet.config import ModelConfig
 from senet.registry import register_arch
 from senet.se import make_se
@@ -49,7 +49,7 @@ class DepthwiseSeparable(nn.Sequential):
         super().__init__(*layers, *([se] if se is not None else []))
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(PooledClassifier):
     """MobileNet v1 at width multiplier 1.0; ``cfg.se`` adds SE after every depthwise-separable block."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -63,19 +63,13 @@ class MobileNetV1(nn.Module):
                 units.append(DepthwiseSeparable(cin, cout, stride, make_se(cout, cfg.se, stage, b)))
                 cin = cout
             self.add_module(f"stage{stage}", nn.Sequential(*units))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, cfg.num_classes)
-        self.num_features = cin
-        init_weights(self)
+        self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for stage in STAGES:
             x = getattr(self, f"stage{stage}")(x)
         return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
 register_arch("mobilenet_v1", stages=STAGES, depths=DEPTHS, placements=("standard",), family="mobilenet")(MobileNetV1)

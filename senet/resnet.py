@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from senet.blocks import BasicBranch, BottleneckBranch, ResidualUnit, conv1x1, init_weights, unit_se
+from senet.blocks import BasicBranch, BottleneckBranch, PooledClassifier, ResidualUnit, conv1x1, unit_se
 from senet.config import ModelConfig
 from senet.registry import register_arch
 
@@ -18,7 +18,7 @@ STAGES = (2, 3, 4, 5)
 PLANES = (64, 128, 256, 512)
 
 
-class ResNet(nn.Module):
+class ResNet(PooledClassifier):
     """ResNet-18..152 and ResNeXt with an optional SE block in every residual unit.
 
     Args:
@@ -57,17 +57,11 @@ class ResNet(nn.Module):
                 units.append(ResidualUnit(branch, shortcut, se, cfg.se.placement if cfg.se else "none"))
                 cin = cout
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, cfg.num_classes)
-        self.num_features = cin
-        init_weights(self)
+        self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
 def _resnet(depths: tuple[int, ...], bottleneck: bool, **kw):

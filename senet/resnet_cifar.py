@@ -12,7 +12,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from senet.blocks import PreActBasicBranch, PreActBottleneckBranch, ResidualUnit, conv1x1, conv3x3, init_weights, unit_se
+from senet.blocks import (
+    PooledClassifier,
+    PreActBasicBranch,
+    PreActBottleneckBranch,
+    ResidualUnit,
+    conv1x1,
+    conv3x3,
+    unit_se,
+)
 from senet.config import ModelConfig
 from senet.registry import register_arch
 
@@ -20,7 +28,7 @@ STAGES = (2, 3, 4)
 WIDTHS = (16, 32, 64)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(PooledClassifier):
     """Pre-activation ResNet of depth 6n+2 (basic units) or 9n+2 (bottleneck units)."""
 
     def __init__(self, cfg: ModelConfig, depth: int, bottleneck: bool) -> None:
@@ -47,17 +55,11 @@ class CifarResNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
         self.bn = nn.BatchNorm2d(cin)
         self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, cfg.num_classes)
-        self.num_features = cin
-        init_weights(self)
+        self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
         return self.relu(self.bn(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
 for _depth in (20, 32, 56, 110, 164):

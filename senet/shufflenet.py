@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from senet.blocks import ResidualUnit, init_weights, unit_se
+from senet.blocks import PooledClassifier, ResidualUnit, unit_se
 from senet.config import ModelConfig
 from senet.registry import register_arch
 
@@ -80,7 +80,7 @@ class ConcatUnit(nn.Module):
         return self.act(torch.cat([self.shortcut(x), self.branch(x)], dim=1))
 
 
-class ShuffleNetV1(nn.Module):
+class ShuffleNetV1(PooledClassifier):
     """ShuffleNet v1 1x, g = 3; ``cfg.se`` adds SE to the residual (stride-1) units."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -105,17 +105,11 @@ class ShuffleNetV1(nn.Module):
                     units.append(ResidualUnit(branch, None, se, placement))
                 cin = cout
             self.add_module(f"stage{stage}", nn.Sequential(*units))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, cfg.num_classes)
-        self.num_features = cin
-        init_weights(self)
+        self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.stage4(self.stage3(self.stage2(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
 register_arch("shufflenet_v1_g3", stages=STAGES, depths=DEPTHS, family="shufflenet")(ShuffleNetV1)
