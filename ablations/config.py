@@ -96,6 +96,9 @@ class TrainConfig:
     deterministic: bool = True
     limit_train_batches: Optional[float] = None
     limit_val_batches: Optional[float] = None
+    # torch intra-op threads for the run. Float results depend on the thread count (how reductions are split),
+    # so sweeps and the quickstart pin it; None leaves torch's default (one per core), recorded in result.json.
+    threads: Optional[int] = None
 
     def __post_init__(self) -> None:
         # Lazy: the recipes module builds its presets from this class, so it may be mid-import here.
@@ -109,6 +112,8 @@ class TrainConfig:
         _choice("train.precision", self.precision, PRECISIONS)
         _positive("train.lr", self.lr, 0)
         _positive("train.devices", self.devices)
+        if self.threads is not None:
+            _positive("train.threads", self.threads)
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"train.label_smoothing={self.label_smoothing!r} is not allowed; it must be in [0, 1)")
         object.__setattr__(self, "milestones", tuple(self.milestones))
@@ -156,6 +161,8 @@ class ExperimentConfig:
         d = self.to_dict()
         for k in ("output_dir", "name", "wandb"):
             d.pop(k)
+        if d["train"].get("threads") is None:
+            d["train"].pop("threads", None)  # unpinned: hashes stay those of the runs made before the field existed
         return d
 
     def hash(self) -> str:
