@@ -51,14 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(commands[name][0])
         parser = argparse.ArgumentParser(prog=f"senet-ablate {name}", description=commands[name][1])
         module.add_arguments(parser)
-        args = parser.parse_args(argv[1:])
+        # Intermixed: KEY=VALUE arguments may sit between options (train --data digits train.lr=0.05 --epochs 2).
+        args = parser.parse_intermixed_args(argv[1:])
     else:
         args = build_parser().parse_args(argv)
         module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        print(f"senet-ablate {argv[0] if argv else ''}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the exception's text held
+        print(f"senet-ablate {argv[0] if argv else ''}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -20,6 +20,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "multistep", "cosine", "plateau", "constant")
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
 WANDB_MODES = ("offline", "online", "disabled")
+SEED_MAX = 2**32 - 1
 
 
 def _choice(where: str, value: Any, allowed: tuple) -> None:
@@ -144,6 +145,11 @@ class ExperimentConfig:
     output_dir: str = "runs"
     name: Optional[str] = None
     wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        # numpy and scikit-learn take 32-bit unsigned seeds; say so here rather than in their words mid-setup.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed={self.seed!r} is not allowed; it must be an integer in [0, {SEED_MAX}]")
 
     def to_dict(self) -> dict:
         return to_dict(self)

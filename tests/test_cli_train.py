@@ -44,7 +44,7 @@ def test_unknown_key_in_a_config_file_is_one_error_line(capsys, tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump({"model": {"arch": "resnet20_cifar", "se": None}, "train": {"lr": 0.1, "lr_decay": 2}}))
     assert main(["train", "--config", str(path)]) == 2
-    assert error_line(capsys) == ("senet-ablate train: error: unknown key train.lr_decay; allowed keys: "
+    assert error_line(capsys) == (f"senet-ablate train: error: --config {path}: unknown key train.lr_decay; allowed keys: "
                                   + ", ".join(k for k in config_keys() if k.startswith("train.")))
 
 

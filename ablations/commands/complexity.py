@@ -115,16 +115,11 @@ def generate(selection: list[str], data: dict | None = None, measure=T.default_m
 
 
 def _run_model(args) -> int:
+    from ablations.resolve import parse_assignments
     from senet.complexity import complexity
-    from senet.config import parse_value
     from senet.registry import build_model, get_arch
 
-    overrides = {}
-    for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r} is not KEY=VALUE, e.g. --set se.reduction=8")
-        overrides[key] = parse_value(text)
+    overrides = parse_assignments(args.set, "--set", "se.reduction=8")
     import torch
 
     with torch.device("meta"):

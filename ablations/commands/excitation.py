@@ -53,15 +53,25 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     return ckpt, run_dir
 
 
-def _data_overrides(items: list[str], batch_size: int | None) -> dict:
-    from senet.config import parse_value
+def load_module(ckpt: Path):
+    """The ``SEClassifier`` of a checkpoint; a truncated or foreign file is one line naming it, not a traceback."""
+    from ablations.module import SEClassifier
 
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--data {item!r} is not allowed; use KEY=VALUE, e.g. --data root=/data/cifar10")
-        out["data." + key.removeprefix("data.")] = parse_value(value)
+    try:
+        # weights_only=False: the training run keeps its RNG streams (numpy arrays) in the checkpoint for exact
+        # resumes; like any pickle, only load checkpoints you trust (your own runs).
+        return SEClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 (torch.load and Lightning raise anything from EOFError to KeyError)
+        reason = (str(exc).splitlines() or [""])[0][:120]
+        raise ValueError(f"checkpoint {ckpt} cannot be read ({type(exc).__name__}: {reason}); it is truncated or "
+                         "not a checkpoint of senet-ablate train; give a complete .ckpt or its run folder") from None
+
+
+def _data_overrides(items: list[str], batch_size: int | None) -> dict:
+    from ablations.resolve import parse_assignments
+
+    given = parse_assignments(items, "--data", "root=/data/cifar10")
+    out = {"data." + k.removeprefix("data."): v for k, v in given.items()}
     if batch_size is not None:
         out["data.batch_size"] = batch_size
     return out
@@ -97,7 +107,6 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
     from ablations.data import build_datamodule
     from ablations.excitation import class_index, record_excitation, se_blocks
     from ablations.excitation_summary import summarize
-    from ablations.module import SEClassifier
 
     if args.channels < 1:
         raise ValueError(f"--channels={args.channels} is not allowed; it must be >= 1")
@@ -110,9 +119,7 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
 
         torch.set_num_threads(args.threads)
     ckpt, run_dir = resolve_checkpoint(checkpoint)
-    # weights_only=False: the training run keeps its RNG streams (numpy arrays) in the checkpoint for exact
-    # resumes; like any pickle, only load checkpoints you trust (your own runs).
-    module = SEClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    module = load_module(ckpt)
     cfg = module.cfg.override(_data_overrides(args.data, args.batch_size))
     names = list(se_blocks(module.model))
     if not names:

@@ -6,6 +6,7 @@ that is still running, on one from a cluster's PostgreSQL, or on a copied SQLite
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -18,6 +19,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-html", action="store_true", help="skip Optuna's HTML plots")
 
 
+def _check_study_file(url: str, path: Path) -> None:
+    """Refuse an SQLite file that holds no Optuna study, before Optuna opens it and writes its tables there."""
+    import sqlite3
+
+    hint = "pass the study.db that senet-ablate sweep wrote (it prints the --storage to use)"
+    with path.open("rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise ValueError(f"storage {url}: {path} is not an SQLite database; {hint}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"storage {url}: {path} cannot be read as an SQLite database ({exc}); {hint}") from None
+    if "studies" not in tables:
+        raise ValueError(f"storage {url}: {path} is an SQLite database without Optuna studies; {hint}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ablations.sweep.storage import check_reachable, check_storage_url, default_storage
 
@@ -28,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         path = sqlalchemy.engine.make_url(url).database
         if not path or not Path(path).is_file():
             raise FileNotFoundError(f"storage {url}: no such database file; pass the --storage the sweep printed")
+        _check_study_file(url, Path(path))
     check_reachable(url)
     import optuna
 

@@ -40,15 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sets(items: list[str]) -> dict:
-    from senet.config import parse_value
+    from ablations.resolve import parse_assignments
 
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r} is not KEY=VALUE (e.g. --set train.epochs=2)")
-        out[key] = parse_value(value)
-    return out
+    return parse_assignments(items, "--set", "train.epochs=2")
 
 
 def _spawn_args(args: argparse.Namespace, url: str, study_name: str) -> list[str]:
@@ -71,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers={args.workers} is not allowed; it must be >= 1")
     if args.n_trials is not None and args.n_trials < 1:
         raise ValueError(f"--n-trials={args.n_trials} is not allowed; it must be >= 1")
-    # The cheap checks first (no torch yet): spec keys, storage choice, storage reachable.
+    # The cheap checks first (no torch yet): --set values, spec keys, storage choice, storage reachable.
+    sets = _sets(args.sets)
     raw = read_yaml(args.spec)
     try:
         name, spec_url, output_dir = preflight(raw, args.variant)
@@ -83,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         check_reachable(url)
     try:
-        spec = parse_spec(raw, variant=args.variant, source=args.spec, overrides=_sets(args.sets))
+        spec = parse_spec(raw, variant=args.variant, source=args.spec, overrides=sets)
     except ValueError as exc:
         raise ValueError(f"{args.spec}: {exc}") from None
     if args.slurm:

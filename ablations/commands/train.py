@@ -1,8 +1,9 @@
 """``senet-ablate train``: one arm, one seed (DESIGN: Training); also the W&B agent's entry point.
 
 Every ``ExperimentConfig`` field is an option under its dotted key (``--train.lr 0.05``,
-``--model.se.reduction=8``, the form ``wandb agent`` passes), with ``--se.X`` short for ``--model.se.X``.
-Precedence, later wins: defaults, ``--config file.yaml``, ``--recipe``, ``--model``, ``--data``, dotted keys.
+``--model.se.reduction=8``, the form ``wandb agent`` passes), with ``--se.X`` short for ``--model.se.X``,
+and a ``KEY=VALUE`` argument anywhere on the line. ``ablations.resolve`` turns them into the experiment
+(and states the precedence, the one order for every path).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 import yaml
 
 from ablations.config import ExperimentConfig
-from senet.config import _unwrap_optional, flatten, parse_value
+from ablations.resolve import canonical, parse_assignments, resolve_config
+from senet.config import _unwrap_optional, parse_value
 
 # Short flags for the keys people type most; each is also reachable under its dotted key.
 SHORTCUTS = {
@@ -64,69 +66,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(*names, dest=key, default=argparse.SUPPRESS, metavar="VALUE", help=argparse.SUPPRESS)
 
 
-def resolve_config(config_file: str | None = None, model: str | None = None,
-                   overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """The experiment the flags describe; raises ``ValueError`` naming any unknown key or bad value.
-
-    Precedence, later wins: defaults, the recipe (``train.recipe``, from the file or the flags, via
-    ``recipes.apply_recipe``: its optimisation fields, global batch and image size), ``config_file``,
-    ``model`` (the registered model replaces the file's model section), dotted ``overrides``. An explicit
-    ``data.batch_size`` rescales the recipe's lr linearly (global batch = per-device batch x devices).
-    """
-    from ablations.recipes import apply_recipe
-    from senet import model_config
-
-    explicit: dict[str, Any] = {}
-    cfg = ExperimentConfig()
-    if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config {config_file}: no such file")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"--config {config_file}: expected a mapping of experiment fields, got {type(data).__name__}")
-        cfg = ExperimentConfig.from_dict(data)  # a file is a whole experiment: what it omits takes the defaults
-        explicit = flatten(data)
-        if model is not None:
-            explicit = {k: v for k, v in explicit.items() if k != "model" and not k.startswith("model.")}
-    flags = {_canonical(k): v for k, v in (overrides or {}).items()}
-    explicit.update(flags)
-    recipe = explicit.pop("train.recipe", None)
-    flags.pop("train.recipe", None)
-    if model is not None:
-        cfg = cfg.replace(model=model_config(model))
-    cfg = cfg.override(flags)
-    if recipe is not None:
-        batch = explicit.get("data.batch_size")
-        total = None if batch is None else cfg.data.batch_size * cfg.train.devices * cfg.train.num_nodes
-        # The recipe goes under everything explicit: re-apply the file's and the flags' values on top.
-        cfg = apply_recipe(cfg, recipe, total).override(explicit)
-    return cfg
-
-
-def _canonical(key: str) -> str:
-    key = key.lstrip("-").replace("-", "_") if key.startswith("--") else key
-    if key.startswith("se.") or key == "se":
-        return "model." + key
-    return key
-
-
 def _parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted keys given as ``--key value`` options and ``KEY=VALUE`` arguments (later wins)."""
     known = set(config_keys())
-    out = {k: parse_value(v) for k, v in vars(args).items() if k in known}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not KEY=VALUE (e.g. train.lr=0.05)")
-        out[_canonical(key)] = parse_value(value)
+    out = {k: parse_value(v, k) for k, v in vars(args).items() if k in known}
+    out.update({canonical(k): v for k, v in parse_assignments(args.overrides).items()})
     return out
+
+
+def _check_data_fields(overrides: dict[str, Any], resolved: ExperimentConfig) -> None:
+    """Refuse ``model.num_classes`` / ``model.in_chans`` flags that the data overrules (``prepare`` sets them)."""
+    data = resolved.data
+    for key, what in (("num_classes", "classes"), ("in_chans", "image channels")):
+        given, actual = overrides.get(f"model.{key}"), getattr(resolved.model, key)
+        if given is not None and given != actual:
+            hint = f" or set data.num_classes={given!r}" if key == "num_classes" and data.name == "synthetic" else ""
+            raise ValueError(f"model.{key}={given!r} is not allowed with data {data.name!r}, which has {actual} {what}: "
+                             f"the data sets it; drop model.{key}{hint}")
 
 
 def run(args: argparse.Namespace) -> int:
     from ablations.run import prepare, run_experiment
 
-    cfg = resolve_config(args.config, args.model, _parse_overrides(args))
+    overrides = _parse_overrides(args)
+    cfg = resolve_config(args.config, args.model, overrides)
     resolved, dm = prepare(cfg)  # fails here, before any training, on a bad config or data folder
+    _check_data_fields(overrides, resolved)
     if args.print_config:
         print(yaml.safe_dump(resolved.to_dict(), sort_keys=False), end="")
         return 0

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from ablations.sweep.fields import (
     PRUNERS,
     SAMPLERS,
@@ -109,30 +107,11 @@ def make_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None
 
 
 def build_base(base_raw: dict) -> ExperimentConfig:
-    """The base experiment as ``senet-ablate train`` resolves it: a ``train.recipe`` expands to its preset
-    first (then the explicit ``train`` fields), ``model`` may be a registered model name, the rest are
-    (nested or dotted) config keys over the defaults."""
-    import dataclasses
+    """The base experiment, resolved exactly as ``senet-ablate train`` resolves the same keys given as flags
+    (``ablations.resolve``: the recipe with its batch, image size and lr scaling; ``model`` may be a name)."""
+    from ablations.resolve import resolve_base
 
-    from ablations.config import ExperimentConfig
-    from senet.config import flatten
-
-    fields = [f.name for f in dataclasses.fields(ExperimentConfig)]
-    for key in base_raw:
-        if str(key).split(".")[0] not in fields:
-            raise ValueError(f"unknown key {key}; allowed keys: {', '.join(fields)}")
-    overrides = flatten({k: v for k, v in base_raw.items() if k != "model" or isinstance(v, dict)})
-    cfg = ExperimentConfig()
-    if isinstance(base_raw.get("model"), str):
-        from senet import model_config
-
-        cfg = cfg.replace(model=model_config(base_raw["model"]))
-    recipe = overrides.pop("train.recipe", None)
-    if recipe is not None:
-        from ablations.recipes import get_recipe
-
-        cfg = cfg.replace(train=get_recipe(recipe))
-    return cfg.override(overrides)
+    return resolve_base(base_raw)
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -163,14 +142,10 @@ def preflight(raw: Any, variant: str | None = None) -> tuple[str, str, str]:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """The raw spec mapping of a YAML file, with file and syntax errors as one-line messages."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sweep spec {path} does not exist")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    """The raw spec mapping of a YAML file, with file, encoding and syntax errors as one-line messages."""
+    from ablations.resolve import read_yaml as read
+
+    return read(path, "sweep spec")
 
 
 def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = None,
