@@ -109,3 +109,57 @@ def test_errors_from_the_real_command_line_have_no_traceback(args):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("senet-ablate train: error:"), proc.stderr
+
+
+def readme_train_commands() -> list[list[str]]:
+    """The ``senet-ablate train`` lines of README.md's code blocks (continuations joined, comments dropped),
+    without the ``...`` placeholder line."""
+    import re
+    import shlex
+
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    commands = [shlex.split(line, comments=True) for line in lines if line.startswith("senet-ablate train ")]
+    return [c[2:] for c in commands if "..." not in c]
+
+
+def _image_folder(root: Path) -> Path:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("n01", "n02"):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (80 * i, 0, 0)).save(folder / f"{i}.png")
+    return root
+
+
+def test_readme_train_examples_run_as_written(tmp_path, monkeypatch, capsys):
+    import ablations.run
+
+    commands = readme_train_commands()
+    assert len(commands) == 3, commands  # the README's three runnable train lines
+    monkeypatch.chdir(tmp_path)
+    # Their inputs: the run folder that --config names, and a tiny ImageFolder for data.root=/data/imagenet.
+    Path("runs/NAME").mkdir(parents=True)
+    Path("runs/NAME/config.yaml").write_text(yaml.safe_dump(resolve_config(None, "se_resnet20_cifar").to_dict()))
+    imagenet = _image_folder(tmp_path / "imagenet")
+    # The ImageNet line is for an 8-GPU machine; this machine's device count is tested in test_bad_input.py.
+    monkeypatch.setattr(ablations.run, "_check_devices", lambda train: None, raising=False)
+    before = sorted(tmp_path.rglob("*"))
+    configs = []
+    for argv in commands:
+        argv = [f"data.root={imagenet}" if a.startswith("data.root=") else a for a in argv]
+        assert main(["train", *argv, "--print-config"]) == 0, (argv, capsys.readouterr().err)
+        configs.append(yaml.safe_load(capsys.readouterr().out))
+    assert sorted(tmp_path.rglob("*")) == before  # --print-config writes nothing
+    quick, from_file, imagenet_cfg = configs
+    assert quick["model"]["se"]["reduction"] == 8 and quick["model"]["se"]["placement"] == "pre"
+    assert from_file["model"]["arch"] == "resnet20_cifar" and from_file["train"]["epochs"] == 10
+    assert imagenet_cfg["model"]["arch"] == "resnet50" and imagenet_cfg["model"]["num_classes"] == 2
+    assert imagenet_cfg["data"]["root"] == str(imagenet) and imagenet_cfg["data"]["image_size"] == 224
+    t = imagenet_cfg["train"]
+    assert (t["recipe"], t["devices"], t["strategy"], t["precision"], t["channels_last"]) == \
+        ("paper-imagenet", 8, "ddp", "bf16-mixed", True)
+    assert imagenet_cfg["data"]["batch_size"] == 1024 // 8 and t["lr"] == get_recipe("paper-imagenet").lr

@@ -118,9 +118,10 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
         import torch
 
         torch.set_num_threads(args.threads)
+    data = _data_overrides(args.data, args.batch_size)  # a typo fails before the checkpoint loads
     ckpt, run_dir = resolve_checkpoint(checkpoint)
     module = load_module(ckpt)
-    cfg = module.cfg.override(_data_overrides(args.data, args.batch_size))
+    cfg = module.cfg.override(data)
     names = list(se_blocks(module.model))
     if not names:
         raise ValueError(f"{ckpt} is a no-SE baseline (model.se=null): there is no excitation to record")
