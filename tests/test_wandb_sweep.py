@@ -19,8 +19,10 @@ with warnings.catch_warnings():
     import sweeps
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
+# No train.lr: the recipe's lr scaled to the global batch (256 x 2 devices) must come out the same on the
+# Optuna path (the spec) and the agent's (train's flags); a pinned lr hid that they once differed (0.1 vs 0.8).
 BASE = {"model": {"arch": "resnet20_cifar", "se": {"reduction": 16, "bias": False}},
-        "data": {"name": "digits", "image_size": 16}, "train": {"recipe": "quick", "lr": 0.05},
+        "data": {"name": "digits", "image_size": 16, "batch_size": 256}, "train": {"recipe": "quick", "devices": 2},
         "wandb": {"mode": "disabled"}}
 
 
