@@ -56,8 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
         module = importlib.import_module(args._module)
+    from ablations.interrupts import RunInterrupted
+
     try:
         return int(module.run(args) or 0)
+    except RunInterrupted as exc:  # recorded as "interrupted" where a run was training; 128 + signal, as a shell does
+        print(f"senet-ablate {argv[0] if argv else ''}: {exc}; rerun the same command to resume", file=sys.stderr)
+        return exc.exit_code
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the exception's text held
         print(f"senet-ablate {argv[0] if argv else ''}: error: {message}", file=sys.stderr)

@@ -4,8 +4,12 @@ The one plain function that the CLI, the quickstart, the Optuna objective and th
 It validates everything before any work (bad config, missing data folder: ``ValueError`` /
 ``FileNotFoundError``), seeds, trains with Lightning (checkpoints, resume, DDP, mixed precision),
 and writes one JSON result row to ``<output_dir>/<run_name>/result.json``, independent of W&B.
-A failure inside training (NaN loss, out of memory, ...) becomes ``status="failed"`` with its reason.
+A failure inside training (NaN loss, out of memory, ...) becomes ``status="failed"`` with its reason; a
+signal (Ctrl-C, SIGTERM, SIGUSR1) becomes ``status="interrupted"`` and ``RunInterrupted`` is raised;
+``complete`` means training reached its last epoch. The run folder's lock, attempts and resumable
+history live in ``ablations.run_folder``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +19,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,19 +30,33 @@ import numpy as np
 import torch
 import yaml
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from ablations import wandb_logging
+from ablations import interrupts, provenance, wandb_logging
 from ablations.config import ExperimentConfig
+from ablations.interrupts import RunInterrupted
 from ablations.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
 from ablations.module import NonFiniteLossError, SEClassifier
 from ablations.naming import run_name
+from ablations.run_folder import (
+    CHECKPOINTS,
+    AtomicCheckpoint,
+    AttemptCallback,
+    Attempts,
+    HistoryCSVLogger,
+    RunFolderBusy,
+    RunLock,
+    resume_point,
+    start_over,
+)
+
+__all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "claim_run_dir", "prepare",
+           "run_experiment"]
 
 RESULT_FILE = "result.json"
-STATUSES = ("complete", "failed", "pruned")
+STATUSES = ("complete", "failed", "pruned", "interrupted")
 
 
 @dataclass
@@ -60,6 +77,8 @@ class Result:
     run_dir: str
     name: str = ""
     wandb_dir: str | None = None
+    attempts: int = 1  # training attempts (the first run and every resume); wall_time_s is their sum
+    env: dict = dataclasses.field(default_factory=dict)  # provenance.collect(): what changes the digits
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -132,6 +151,7 @@ def prepare(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Any]:
 
     if cfg.train.schedule == "plateau" and cfg.train.warmup_epochs:
         raise ValueError("train.warmup_epochs is not allowed with train.schedule='plateau'; use 0, or another schedule")
+    _check_devices(cfg.train)
     dm = build_datamodule(cfg.data, seed=cfg.seed)
     dm.prepare_data()
     dm.setup("fit")  # a missing or malformed data folder fails here, with its path
@@ -142,6 +162,15 @@ def prepare(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Any]:
 
     build_model(cfg.model)
     return cfg, dm
+
+
+def _check_devices(t: Any) -> None:
+    """One CPU process per device: more processes than cores only slows a run down and hides a typo."""
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if on_cpu and t.num_nodes == 1 and t.devices > cores:
+        raise ValueError(f"train.devices={t.devices} is not allowed on this machine: it has no GPU and {cores} CPU "
+                         f"cores; use train.devices between 1 and {cores} (one DDP process per device)")
 
 
 def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | None = None, trial: Any = None,
@@ -155,57 +184,76 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
         trial: an Optuna trial; adds the pruning callback on ``MONITOR`` (single-objective studies). A pruned
             run returns ``status="pruned"``; the caller raises ``optuna.TrialPruned``.
         baseline: what the run name is relative to (``naming.run_name``).
-        resume: reuse the run folder: return a complete result of the same config as is, and continue an
-            unfinished run from ``checkpoints/last.ckpt``. ``False`` starts over.
+        resume: reuse the run folder: return a complete result of the same config as is, and continue any
+            other run from ``checkpoints/last.ckpt``. ``False`` empties the folder and starts over.
         progress_bar: Lightning's progress bar; ``None`` shows it when stderr is a terminal.
         quiet: no model summary table (the quickstart runs many small jobs).
         datamodule: the datamodule ``prepare(cfg)`` returned for this (resolved) ``cfg``, to skip loading twice.
 
     Returns:
-        The ``Result``; ``status`` is ``complete``, ``failed`` (``reason`` says why) or ``pruned``.
-    """
-    cfg, dm = prepare(cfg) if datamodule is None else (cfg, datamodule)
-    chash = cfg.hash()
-    name, run_dir = claim_run_dir(cfg, run_name(cfg, baseline))
-    is_writer = rank_zero_only.rank == 0
-    previous = run_dir / RESULT_FILE
-    earlier_wall = 0.0
-    if previous.exists() and resume:
-        old = Result.load(previous)
-        if old.status == "complete":
-            return old
-        earlier_wall = old.wall_time_s  # an interrupted run's time counts towards the resumed one
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last_ckpt) if (resume and last_ckpt.exists()) else None
+        The ``Result``; ``status`` is ``complete`` (training reached ``train.epochs``), ``failed`` (``reason``
+        says why) or ``pruned``.
 
+    Raises:
+        RunInterrupted: Ctrl-C, SIGTERM or SIGUSR1 (or Lightning's ``SystemExit``) stopped training; the row
+            says ``interrupted`` and ``checkpoints/last.ckpt`` resumes it.
+        RunFolderBusy: another live process trains the same experiment in this folder.
+    """
+    with interrupts.guard(), _pinned_threads(cfg.train.threads):
+        cfg, dm = prepare(cfg) if datamodule is None else (cfg, datamodule)
+        name, run_dir = claim_run_dir(cfg, run_name(cfg, baseline))
+        with _benign_warnings_off():
+            try:  # a dry build: a refused Trainer setting leaves no folder behind
+                _trainer(cfg.train, False, [], run_dir, False, True)
+            except MisconfigurationException as exc:  # e.g. precision=16-mixed on a CPU, accelerator=gpu without one
+                raise ValueError(f"train.accelerator/devices/strategy/precision: {exc}") from None
+        if rank_zero_only.rank != 0:  # DDP followers: rank 0 owns the folder, its lock and its files
+            return _train(cfg, name, run_dir, dm, callbacks, trial, resume, progress_bar, quiet, None)
+        with RunLock(run_dir):
+            previous = run_dir / RESULT_FILE
+            if not resume:
+                start_over(run_dir)
+            elif previous.exists():
+                old = Result.load(previous)
+                if old.status == "complete":
+                    return old
+            return _train(cfg, name, run_dir, dm, callbacks, trial, resume, progress_bar, quiet, Attempts(run_dir))
+
+
+def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: Sequence[Callback] | None,
+           trial: Any, resume: bool, progress_bar: bool | None, quiet: bool, attempts: Attempts | None) -> Result:
+    """Fit once (a first attempt or a resume) and record the outcome; ``attempts`` is ``None`` off rank 0."""
+    last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
+    resume_from = resume_point(last_ckpt) if resume and last_ckpt.exists() else None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SEClassifier(cfg.to_dict(), input_size=tuple(dm.input_size))
     wandb_id = wandb_logging.run_id(run_dir)
     wandb_logger = wandb_logging.make_logger(cfg, name, run_dir, wandb_id)
-    loggers = [CSVLogger(save_dir=str(run_dir), name="", version="csv")]
+    loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="csv", resume_from=resume_from)]
     if wandb_logger is not None:
         loggers.append(wandb_logger)
-    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=MONITOR,
-                                 mode=MONITOR_MODE, save_last=True, save_top_k=1)
-    cbs: list[Callback] = [checkpoint, RNGStateCallback(), LearningRateMonitor(logging_interval="epoch")]
+    # No version counter: the files stay last.ckpt / best.ckpt, which resume and the analysis tools read.
+    checkpoint = AtomicCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="best", monitor=MONITOR,
+                                  mode=MONITOR_MODE, save_last=True, save_top_k=1, enable_version_counter=False)
+    cbs: list[Callback] = [checkpoint, RNGStateCallback(), LearningRateMonitor(logging_interval="epoch"),
+                           AttemptCallback(attempts)]
     pruning = _pruning_callback(trial)
     cbs += [c for c in (pruning,) if c is not None] + list(callbacks or [])
-
     with _benign_warnings_off():
-        try:
-            trainer = _trainer(cfg.train, loggers, cbs, run_dir, progress_bar, quiet)
-        except MisconfigurationException as exc:  # e.g. precision=16-mixed on a CPU, accelerator=gpu without one
-            raise ValueError(f"train.accelerator/devices/strategy/precision: {exc}") from None
-    if is_writer:  # nothing was written before this point: a refused config leaves no folder behind
+        trainer = _trainer(cfg.train, loggers, cbs, run_dir, progress_bar, quiet)
+    if attempts is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         wandb_logging.save_run_id(run_dir, wandb_id)
-    status, reason, started = "complete", None, time.perf_counter()
+        attempts.begin(None if resume_from is None else resume_from["epoch"] + 1)
+    status, reason, stop = "complete", None, None
     try:
         with _benign_warnings_off():
-            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last_ckpt) if resume_from else None)
         if pruning is not None:
             pruning.check_pruned()
+        if trainer.current_epoch < cfg.train.epochs:  # fit returned early without an error: not a finished run
+            status, reason = "interrupted", f"training stopped at epoch {trainer.current_epoch} of {cfg.train.epochs}"
     except NonFiniteLossError as exc:
         status, reason = "failed", f"non-finite loss: {exc}"
     except Exception as exc:  # noqa: BLE001 (a failed trial is recorded, and the sweep goes on)
@@ -213,18 +261,48 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
             status, reason = "pruned", str(exc) or f"pruned at epoch {trainer.current_epoch}"
         else:
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
-    except KeyboardInterrupt:
-        status, reason = "failed", "interrupted"
-        raise
+    except BaseException as exc:  # Ctrl-C, SIGTERM, SIGUSR1, Lightning's sys.exit: unfinished, resumable
+        stop = interrupts.as_interrupt(exc)
+        if stop is None:
+            raise
+        status, reason = "interrupted", (f"{stop} during epoch {trainer.current_epoch + 1} of {cfg.train.epochs}; "
+                                         "rerun the same command to resume from checkpoints/last.ckpt")
     finally:
-        wall = earlier_wall + time.perf_counter() - started
-        result = _result(cfg, chash, name, run_dir, module, trainer, status, reason, wall)
-        summary = {PARAMS: result.params, GMACS: result.gmacs, "status": status, "epochs": result.epochs,
-                   **result.metrics}
-        result.wandb_dir = wandb_logging.finish(wandb_logger, summary, failed=status == "failed")
-        if is_writer:
-            result.save()
+        with interrupts.deferred():  # a second Ctrl-C must not cut the result row in half
+            result = _record(cfg, name, run_dir, module, trainer, status, reason, attempts, wandb_logger, stop)
+    if stop is not None:
+        raise stop from None
     return result
+
+
+def _record(cfg: ExperimentConfig, name: str, run_dir: Path, module: SEClassifier, trainer: pl.Trainer, status: str,
+            reason: str | None, attempts: Attempts | None, wandb_logger: Any, stop: RunInterrupted | None) -> Result:
+    """The result row of this attempt: W&B finished with the matching exit code, ``result.json`` written (rank 0)."""
+    if attempts is not None:
+        attempts.update(epochs=int(trainer.current_epoch), status=status)
+    wall = attempts.wall_time_s if attempts is not None else 0.0
+    result = _result(cfg, cfg.hash(), name, run_dir, module, trainer, status, reason, wall)
+    result.attempts = len(attempts.entries) if attempts is not None else 1
+    result.env = provenance.collect(trainer)
+    summary = {PARAMS: result.params, GMACS: result.gmacs, "status": result.status, "epochs": result.epochs,
+               **result.metrics}
+    exit_code = stop.exit_code if stop is not None else (0 if result.status in ("complete", "pruned") else 1)
+    result.wandb_dir = wandb_logging.finish(wandb_logger, summary, exit_code=exit_code)
+    if attempts is not None:
+        result.save()
+    return result
+
+
+@contextlib.contextmanager
+def _pinned_threads(threads: int | None):
+    """``train.threads`` for the duration of a run (float results depend on it); torch's default when ``None``."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # Lightning hints that do not apply to these runs (small in-memory data sets, resumed folders).

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ablations import provenance
 from ablations.config import ExperimentConfig
 from ablations.naming import group, job_type
 from senet.config import flatten
@@ -72,7 +73,8 @@ def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, rid: str) -> An
         entity=cfg.wandb.entity,
         group=group(cfg),
         job_type=job_type(cfg),
-        config=flatten(cfg.to_dict()),
+        # env.*: the software and hardware behind the digits (provenance.collect), beside the experiment's keys
+        config={**flatten(cfg.to_dict()), **{f"env.{k}": v for k, v in provenance.collect().items()}},
         mode=mode,  # passed to wandb.init; Lightning's offline=True would set WANDB_MODE for the whole process
         log_model=False,
         settings=wandb.Settings(silent=True, console="off"),
@@ -82,8 +84,9 @@ def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, rid: str) -> An
     return logger
 
 
-def finish(logger: Any | None, summary: dict[str, Any], failed: bool) -> str | None:
-    """Write ``summary`` into the W&B run and finish it (also after errors); returns its local folder."""
+def finish(logger: Any | None, summary: dict[str, Any], exit_code: int) -> str | None:
+    """Write ``summary`` into the W&B run and finish it with ``exit_code`` (non-zero: W&B shows the run as not
+    finished; an interrupted run passes ``128 + signal``); returns its local folder."""
     if logger is None or getattr(logger, "_experiment", None) is None:
         return None
     run = logger.experiment
@@ -91,4 +94,4 @@ def finish(logger: Any | None, summary: dict[str, Any], failed: bool) -> str | N
         run.summary.update(summary)
         return str(Path(run.dir).parent) if getattr(run, "dir", None) else None
     finally:
-        run.finish(exit_code=1 if failed else 0)
+        run.finish(exit_code=exit_code)

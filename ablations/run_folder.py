@@ -1,0 +1,218 @@
+"""A run folder and its one writer (DESIGN: Training): lock, fresh start, resume checkpoint, history across attempts.
+
+A run folder (``<output_dir>/<run name>``) belongs to one experiment and, while it trains, to one process:
+``RunLock`` is an ``flock`` on ``run.lock`` whose file names the holder (PID, host, start), so a second
+identical command refuses with one line, and the kernel drops the lock when its holder dies, so a crashed
+run's lock is taken over without a stale-lock heuristic (``flock`` also works on NFSv4, where Linux maps
+it to POSIX locks). Each training attempt (first run, every resume) is one entry in ``attempts.json``,
+updated at every epoch end, so the wall time of an attempt killed by SIGKILL still counts up to its last
+epoch. ``HistoryCSVLogger`` keeps the per-epoch rows of earlier attempts in ``csv/metrics.csv`` when a run
+resumes (Lightning's CSV writer deletes the file). ``AtomicCheckpoint`` writes ``last.ckpt``/``best.ckpt``
+to a temporary name and renames it, holding interrupts meanwhile, so a checkpoint is whole or absent.
+Written by hand: Lightning has no run-folder lock, attempt record or resumable CSV history.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from ablations import interrupts
+
+LOCK_FILE = "run.lock"
+ATTEMPTS_FILE = "attempts.json"
+CHECKPOINTS = "checkpoints"
+
+
+class RunFolderBusy(ValueError):
+    """Another live process is writing this run folder."""
+
+
+class RunLock:
+    """Exclusive ownership of a run folder for one process (global rank 0 under DDP)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._file = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = _describe_holder(f.read())
+            f.close()
+            raise RunFolderBusy(f"run folder {self.path.parent} is in use by {holder}: the same experiment is "
+                                "already running; wait for it to finish or stop it (a dead holder frees it at once)") from None
+        f.seek(0)
+        f.truncate()
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}) + "\n")
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            # The file stays: unlinking a locked file lets a waiter lock an orphaned inode.
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> RunLock:  # noqa: PYI034
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        h = json.loads(text)
+        return f"pid {h['pid']} on {h['host']} (since {h['started']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def start_over(run_dir: Path) -> None:
+    """Empty a run folder for ``--no-resume``: old checkpoints, logs, results and W&B files go, the lock stays."""
+    for entry in Path(run_dir).iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def resume_point(ckpt: Path) -> dict[str, int]:
+    """``{"epoch", "global_step"}`` of a checkpoint to resume from; ``ValueError`` naming the file if unreadable."""
+    hint = "rerun with --no-resume (resume=False) to start this run over"
+    if not zipfile.is_zipfile(ckpt):  # torch.save writes a zip whose directory is at the end: truncation shows here
+        raise ValueError(f"checkpoint {ckpt} is truncated or not a checkpoint (was the run killed while saving?); {hint}")
+    try:
+        state = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
+        return {"epoch": int(state["epoch"]), "global_step": int(state["global_step"])}
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
+        raise ValueError(f"checkpoint {ckpt} cannot be read ({type(exc).__name__}: {exc}); {hint}") from None
+
+
+class Attempts:
+    """The training attempts of a run (``attempts.json``); the run's wall time is their sum."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ATTEMPTS_FILE
+        self.entries: list[dict] = json.loads(self.path.read_text()) if self.path.exists() else []
+        self._started = time.perf_counter()
+
+    def begin(self, resumed_from_epoch: int | None) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.entries.append({"started": now, "host": socket.gethostname(), "pid": os.getpid(),
+                             "resumed_from_epoch": resumed_from_epoch, "wall_time_s": 0.0, "epochs": None,
+                             "status": "running"})
+        self._started = time.perf_counter()
+        self.save()
+
+    def update(self, epochs: int | None = None, status: str | None = None) -> None:
+        entry = self.entries[-1]
+        entry["wall_time_s"] = round(time.perf_counter() - self._started, 3)
+        if epochs is not None:
+            entry["epochs"] = epochs
+        if status is not None:
+            entry["status"] = status
+        self.save()
+
+    @property
+    def wall_time_s(self) -> float:
+        return round(sum(e["wall_time_s"] for e in self.entries), 3)
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.entries, indent=1) + "\n")
+        os.replace(tmp, self.path)
+
+
+class AttemptCallback(Callback):
+    """Updates the current attempt's wall time and epoch count at every epoch end (rank 0 writes).
+
+    It also writes the CSV rows of the finished epoch at the next epoch's start (Lightning buffers 100 steps),
+    so a SIGKILL loses at most the epoch it interrupts, which the resume trains again.
+    """
+
+    def __init__(self, attempts: Attempts | None) -> None:
+        self.attempts = attempts
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            with interrupts.deferred():
+                for logger in trainer.loggers:
+                    if isinstance(logger, CSVLogger):
+                        logger.save()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.attempts is not None and trainer.is_global_zero:
+            with interrupts.deferred():
+                self.attempts.update(epochs=trainer.current_epoch + 1)
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose files are written to ``<name>.part`` and renamed, with interrupts held meanwhile."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        with interrupts.deferred():
+            part = filepath + ".part"
+            super()._save_checkpoint(trainer, part)
+            if trainer.is_global_zero:
+                os.replace(part, filepath)
+            self._last_checkpoint_saved = filepath
+
+
+class HistoryCSVLogger(CSVLogger):
+    """``CSVLogger`` that keeps the rows of earlier attempts up to the resume point in ``metrics.csv``.
+
+    Rows of the epoch the interrupted attempt did not finish are dropped: the resumed attempt logs them again.
+    """
+
+    def __init__(self, *args: Any, resume_from: dict[str, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume_from = resume_from
+
+    @property
+    def experiment(self):
+        if self._experiment is not None:
+            return self._experiment
+        kept = self._kept_rows()
+        writer = super().experiment  # deletes the old metrics.csv
+        if writer is not None and kept:
+            writer.metrics = kept + writer.metrics
+        return writer
+
+    def _kept_rows(self) -> list[dict]:
+        path = Path(self.log_dir) / "metrics.csv"
+        if self._resume_from is None or not path.is_file():
+            return []
+        epoch, step = self._resume_from["epoch"], self._resume_from["global_step"]
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+
+        def keep(row: dict) -> bool:
+            if row.get("epoch") not in (None, ""):
+                return int(float(row["epoch"])) <= epoch
+            return row.get("step") not in (None, "") and int(float(row["step"])) < step  # e.g. the epoch's lr
+
+        return [{k: v for k, v in row.items() if v != ""} for row in rows if keep(row)]

@@ -1,0 +1,133 @@
+"""A run's recorded status is the truth under real signals (DESIGN: Training; issue 9).
+
+``senet-ablate train`` runs as a real process; after its first checkpoint it gets SIGINT, SIGTERM, SIGUSR1 or
+SIGKILL. Then: status ``interrupted`` (no row for SIGKILL), exit code 128 + signal, a rerun of the same command
+resumes and ends bit-equal to an uninterrupted run, ``csv/metrics.csv`` holds every epoch once, and the wall
+time is the sum of the attempts. Two identical commands at once: one trains, the other refuses in one line.
+``--no-resume`` empties the folder and keeps the checkpoint names. One tiny model on 8x8 digits throughout.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+ARGS = ["--model", "se_resnet20_cifar", "--data", "digits", "data.image_size=8", "data.batch_size=32",
+        f"train.epochs={EPOCHS}", "train.threads=1", "--no-progress"]
+RUN = "se_resnet20_cifar_digits_s0"
+
+
+def train(out: Path, *extra: str, wandb: str = "disabled") -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ablations.cli", "train", *ARGS, "--wandb", wandb, "--output-dir", str(out), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before {path} existed: {proc.stderr.read()}")
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def row(out: Path) -> dict:
+    return json.loads((out / RUN / "result.json").read_text())
+
+
+def val_epochs(out: Path) -> list[int]:
+    with (out / RUN / "csv" / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(None not in r for r in rows), "a row has more fields than the header"
+    return [int(float(r["epoch"])) for r in rows if r.get("val/top1")]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> dict:
+    """The uninterrupted run every interrupted one must end equal to."""
+    out = tmp_path_factory.mktemp("straight")
+    rc, _, err = finish(train(out))
+    assert rc == 0, err
+    return row(out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGKILL],
+                         ids=lambda s: signal.Signals(s).name)
+def test_signal_after_first_checkpoint_then_resume(tmp_path, straight, sig):
+    proc = train(tmp_path)
+    wait_for(tmp_path / RUN / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(sig)
+    rc, _, err = finish(proc)
+
+    if sig == signal.SIGKILL:
+        assert rc == -signal.SIGKILL and not (tmp_path / RUN / "result.json").exists()
+    else:
+        assert rc == 128 + sig, err
+        cut = row(tmp_path)
+        assert cut["status"] == "interrupted" and signal.Signals(sig).name in cut["reason"]
+        assert cut["epochs"] < EPOCHS
+        assert f"interrupted by {signal.Signals(sig).name}; rerun the same command to resume" in err
+        assert "Traceback" not in err
+    first = json.loads((tmp_path / RUN / "attempts.json").read_text())
+    assert len(first) == 1 and first[0]["wall_time_s"] > 0
+
+    rc, out, err = finish(train(tmp_path))
+    assert rc == 0, err
+    done = row(tmp_path)
+    assert done["status"] == "complete" and done["epochs"] == EPOCHS and done["attempts"] == 2
+    assert done["metrics"] == straight["metrics"]  # bit-equal: resumed from the epoch-end checkpoint with its RNG
+    attempts = json.loads((tmp_path / RUN / "attempts.json").read_text())
+    assert attempts[0]["wall_time_s"] >= first[0]["wall_time_s"]
+    assert done["wall_time_s"] == pytest.approx(sum(a["wall_time_s"] for a in attempts), abs=1e-3)
+    assert val_epochs(tmp_path) == list(range(EPOCHS))  # the history survives the resume, each epoch once
+    assert sorted(p.name for p in (tmp_path / RUN / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+    rc, out, _ = finish(train(tmp_path))  # only a complete run is reused
+    assert rc == 0 and out.startswith("complete:") and row(tmp_path)["attempts"] == 2
+
+
+def test_two_identical_commands_one_trains_one_refuses(tmp_path):
+    first = train(tmp_path)
+    wait_for(tmp_path / RUN / "attempts.json", first)
+    rc, out, err = finish(train(tmp_path), timeout=120)
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"pid {first.pid}" in lines[0] and "already running" in lines[0], err
+    rc, _, err = finish(first)
+    assert rc == 0, err
+    assert row(tmp_path)["status"] == "complete" and val_epochs(tmp_path) == list(range(EPOCHS))
+
+
+def test_no_resume_starts_a_clean_folder(tmp_path):
+    proc = train(tmp_path, wandb="offline")
+    wait_for(tmp_path / RUN / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc)[0] == 128 + signal.SIGTERM
+    summary = next((tmp_path / RUN / "wandb").glob("offline-run-*/files/wandb-summary.json"))
+    assert json.loads(summary.read_text())["status"] == "interrupted"
+    old_id = (tmp_path / RUN / "wandb_id.txt").read_text()
+
+    rc, _, err = finish(train(tmp_path, "--no-resume"))
+    assert rc == 0, err
+    done = row(tmp_path)
+    assert done["status"] == "complete" and done["attempts"] == 1
+    assert sorted(p.name for p in (tmp_path / RUN / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert not (tmp_path / RUN / "wandb").exists()  # W&B disabled this time; the old offline run went with the folder
+    assert not (tmp_path / RUN / "wandb_id.txt").exists() or (tmp_path / RUN / "wandb_id.txt").read_text() != old_id
+    assert val_epochs(tmp_path) == list(range(EPOCHS))
