@@ -70,7 +70,7 @@ def parse_assignments(items: list[str], option: str = "", example: str = "train.
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{where}{item!r} is not allowed; give KEY=VALUE, e.g. {where}{example}")
+            raise ValueError(f"{where}{item!r} is not allowed; use KEY=VALUE, e.g. {where}{example}")
         out[key.strip()] = parse_value(text, f"{where}{key.strip()}")
     return out
 
