@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -139,3 +142,44 @@ def test_trainer_misconfiguration_is_a_value_error_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="train.accelerator.*gpu"):
         run_experiment(tiny(tmp_path, **{"train.accelerator": "gpu"}))
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_more_cpu_devices_than_cores_is_refused_before_any_work(tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match=rf"train.devices={cores + 6} is not allowed.*between 1 and {cores}"):
+        run_experiment(tiny(tmp_path, **{"train.devices": cores + 6, "train.strategy": "ddp"}))
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_truncated_checkpoint_names_the_file_and_the_way_out(tmp_path):
+    cfg = tiny(tmp_path, **{"train.epochs": 1})
+    first = run_experiment(cfg, callbacks=[Crash()], progress_bar=False, quiet=True)  # unfinished: resumable
+    ckpt = Path(first.run_dir) / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(exist_ok=True)
+    ckpt.write_bytes(torch.save.__name__.encode() * 100)  # not a zip: a checkpoint cut short
+    with pytest.raises(ValueError, match=rf"checkpoint {ckpt} is truncated.*--no-resume"):
+        run_experiment(cfg, progress_bar=False, quiet=True)
+    again = run_experiment(cfg, resume=False, progress_bar=False, quiet=True)
+    assert again.status == "complete" and again.attempts == 1
+
+
+def test_a_held_run_folder_is_refused_in_one_line_and_taken_over_when_its_holder_dies(tmp_path):
+    from ablations.run import RunFolderBusy
+    from ablations.run_folder import RunLock
+
+    cfg = tiny(tmp_path, **{"train.epochs": 1})
+    folder = tmp_path / run_name(cfg)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ablations.run_folder import RunLock; "
+                               f"lock = RunLock({str(folder)!r}); lock.acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderBusy, match=rf"in use by pid {holder.pid} on .*already running"):
+            run_experiment(cfg, progress_bar=False, quiet=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(folder):  # the kernel dropped the dead holder's lock: no stale-lock heuristics
+        pass
+    assert run_experiment(cfg, progress_bar=False, quiet=True).status == "complete"
