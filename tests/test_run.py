@@ -170,9 +170,9 @@ def test_a_held_run_folder_is_refused_in_one_line_and_taken_over_when_its_holder
 
     cfg = tiny(tmp_path, **{"train.epochs": 1})
     folder = tmp_path / run_name(cfg)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ablations.run_folder import RunLock; "
-                               f"lock = RunLock({str(folder)!r}); lock.acquire(); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    script = (f"import time; from ablations.run_folder import RunLock; lock = RunLock({str(folder)!r}); "
+              "lock.acquire(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunFolderBusy, match=rf"in use by pid {holder.pid} on .*already running"):
