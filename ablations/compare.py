@@ -1,22 +1,27 @@
-"""Arms against their no-SE baseline: aggregate result rows over seeds, deltas, table and plot (paper Tables 10-16 layout).
+"""Arms against their no-SE baseline: aggregate result rows over seeds, test the deltas, tables (paper Tables 10-16 layout).
 
 Pure functions over ``Result.to_dict()`` rows (the ``result.json`` files), so the quickstart, sweep reports
 and notebooks build the same table. An arm is a config up to its seed; its baseline is the same config with
 ``model.se=None`` (DESIGN: "the baseline is the same model code with SE off"), found among the rows.
 Errors are ``1 - accuracy`` of the final epoch, in percent; ± is the sample standard deviation over seeds.
+Each Δ carries a 95 % CI, a t-test across seeds (paired by seed where possible), Holm's correction over the
+arms of one baseline, a verdict, and the seeds 80 % power would need (``ablations.stats``).
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from ablations import provenance, stats
 from ablations.config import ExperimentConfig
 from ablations.metrics import VAL_TOP1, VAL_TOP5
 from ablations.naming import arm_name, default_baseline, model_name, se_tokens
+from ablations.stats import NONE, Test, verdict, with_holm
 from senet.config import config_hash
 
 
@@ -38,6 +43,13 @@ class ArmSummary:
     d_top1_err: float | None = None  # percentage points (arm mean - baseline mean)
     d_params: int | None = None
     d_gmacs: float | None = None
+    top1_test: Test | None = None  # against the baseline; None for a baseline or an arm without one
+    top5_test: Test | None = None
+
+    @property
+    def verdict(self) -> str:
+        """``better``/``worse`` (top-1 error, Holm-adjusted p < 0.05), ``n.s.``, or ``–`` with nothing to test."""
+        return "–" if self.top1_test is None or self.top1_test.test == NONE else verdict(self.top1_test)
 
     @property
     def n(self) -> int:
@@ -90,8 +102,10 @@ def short_label(config: dict) -> str:
     return "-".join([model_name(cfg), *se_tokens(cfg.model.se)])
 
 
-def aggregate(rows: Iterable[dict]) -> list[ArmSummary]:
+def aggregate(rows: Iterable[dict], min_effect: float | None = None) -> list[ArmSummary]:
     """Group result rows by arm (in first-seen order), average over seeds, add deltas to each arm's baseline.
+
+    ``min_effect`` (percentage points) is the Δ the seeds-needed count refers to; ``None``: each arm's own Δ.
 
     Only ``complete`` rows enter the means; the others are counted in ``failed``. Labels are
     ``short_label`` unless two arms share one, then ``naming.arm_name`` against the first arm's baseline.
@@ -116,29 +130,44 @@ def aggregate(rows: Iterable[dict]) -> list[ArmSummary]:
             params=int(rs[0]["params"]), gmacs=float(rs[0]["gmacs"]),
             wall_time_s=_mean([r["wall_time_s"] for r in done]), failed=len(rs) - len(done),
         ))
-    return with_deltas(summaries)
+    return with_deltas(summaries, min_effect)
 
 
-def with_deltas(summaries: Sequence[ArmSummary]) -> list[ArmSummary]:
-    """Fill ``d_top1_err``, ``d_params``, ``d_gmacs`` from each arm's baseline, where the baseline was run."""
+def with_deltas(summaries: Sequence[ArmSummary], min_effect: float | None = None) -> list[ArmSummary]:
+    """Fill the deltas and tests from each arm's baseline, where the baseline was run.
+
+    Holm's correction runs over the arms of one baseline: those are the comparisons a reader makes at once.
+    """
     by_key = {s.key: s for s in summaries}
+    tests: dict[str, tuple[Test, Test | None]] = {}
+    for s in summaries:
+        base = by_key.get(s.baseline_key)
+        if base is not None and base.seeds and not s.is_baseline:
+            top5 = stats.compare(s.top5_err, base.top5_err, s.seeds, base.seeds) \
+                if len(s.top5_err) == s.n and len(base.top5_err) == base.n else None
+            tests[s.key] = (stats.compare(s.top1_err, base.top1_err, s.seeds, base.seeds), top5)
+    for baseline in {s.baseline_key for s in summaries}:  # Holm within each baseline's family of arms
+        keys = [s.key for s in summaries if s.key in tests and s.baseline_key == baseline]
+        top1 = with_holm([tests[k][0] for k in keys], min_effect)
+        five = [k for k in keys if tests[k][1] is not None]
+        top5 = dict(zip(five, with_holm([tests[k][1] for k in five])))  # min_effect is a top-1 Δ
+        tests.update({k: (t1, top5.get(k)) for k, t1 in zip(keys, top1)})
     out = []
     for s in summaries:
         base = by_key.get(s.baseline_key)
         if base is None or not base.seeds:
             out.append(s)
             continue
-        values = asdict(s)
-        values.update(d_top1_err=s.top1_err_mean - base.top1_err_mean, d_params=s.params - base.params,
-                      d_gmacs=s.gmacs - base.gmacs)
-        values["seeds"], values["top1_err"], values["top5_err"] = s.seeds, s.top1_err, s.top5_err
-        out.append(ArmSummary(**values))
+        t1, t5 = tests.get(s.key, (None, None))
+        out.append(dataclasses.replace(s, d_top1_err=s.top1_err_mean - base.top1_err_mean, d_params=s.params - base.params,
+                                       d_gmacs=s.gmacs - base.gmacs, top1_test=t1, top5_test=t5))
     return out
 
 
 # ---- presentation ---- #
 
-COLUMNS = ("arm", "seeds", "top-1 err (%)", "Δ top-1 (pp)", "top-5 err (%)", "params", "Δ params",
+COLUMNS = ("arm", "seeds", "top-1 err (%)", "Δ top-1 (pp) [95 % CI]", "test", "p", "p Holm", "verdict",
+           "seeds for 80 % power", "top-5 err (%)", "Δ top-5 (pp) [95 % CI], p Holm", "params", "Δ params",
            "GMACs", "Δ GMACs", "s / run")
 
 
@@ -156,16 +185,41 @@ def _delta(value: float, delta: float | None, fmt: str) -> str:
     return f"{delta:+{fmt}} ({100.0 * delta / base if base else 0.0:+.1f} %)"
 
 
+def _p(p: float) -> str:
+    return "–" if math.isnan(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2f}")
+
+
+def _signed(x: float) -> str:
+    return f"{round(x, 2) + 0.0:+.2f}"  # + 0.0: no "-0.00" for a float32 difference of -1e-6
+
+
+def _ci(t: Test | None) -> str:
+    """``-0.46 [-1.21, +0.29]``: Δ and its 95 % CI; the Δ alone when no test was possible."""
+    if t is None:
+        return "–"
+    return _signed(t.delta) + ("" if math.isnan(t.ci_low) else f" [{_signed(t.ci_low)}, {_signed(t.ci_high)}]")
+
+
+def _needed(t: Test | None) -> str:
+    """``34 (for 0.30 pp)``: seeds per arm for 80 % power at the effect named in parentheses."""
+    if t is None or t.test == NONE or math.isnan(t.effect):
+        return "–"
+    n = "> 10,000" if t.seeds_needed is None else f"{t.seeds_needed:,}"
+    return f"{n} (for {t.effect:.2f} pp)" if t.effect >= 0.005 else "– (Δ ≈ 0)"
+
+
 def table_rows(summaries: Sequence[ArmSummary]) -> list[list[str]]:
     """The table as strings, one list per arm, in ``COLUMNS`` order."""
     rows = []
     for s in summaries:
         seeds = f"{s.n}" + (f" (+{s.failed} failed)" if s.failed else "")
+        t1, t5 = s.top1_test, s.top5_test
         rows.append([
             s.label + (" (baseline)" if s.is_baseline else ""), seeds, _pm(s.top1_err_mean, s.top1_err_std),
-            "–" if s.d_top1_err is None or s.is_baseline else f"{s.d_top1_err:+.2f}",
-            _pm(s.top5_err_mean, s.top5_err_std), f"{s.params:,}",
-            "–" if s.is_baseline else _delta(s.params, s.d_params, ","),
+            "–" if s.is_baseline else _ci(t1) if t1 else ("–" if s.d_top1_err is None else f"{s.d_top1_err:+.2f}"),
+            t1.test if t1 else "–", _p(t1.p) if t1 else "–", _p(t1.p_holm) if t1 else "–", s.verdict, _needed(t1),
+            _pm(s.top5_err_mean, s.top5_err_std), "–" if t5 is None else f"{_ci(t5)}, {_p(t5.p_holm)}",
+            f"{s.params:,}", "–" if s.is_baseline else _delta(s.params, s.d_params, ","),
             f"{s.gmacs:.4f}", "–" if s.is_baseline else _delta(s.gmacs, s.d_gmacs, ".5f"),
             f"{s.wall_time_s:.1f}",
         ])
@@ -188,14 +242,22 @@ def format_text(summaries: Sequence[ArmSummary]) -> str:
     return "\n".join(lines) + "\n"
 
 
+STATS_NOTE = ("Δ: arm mean - baseline mean in percentage points, with its 95 % confidence interval; test: a paired "
+              "t-test on the per-seed differences when both arms ran the same seeds, Welch's t-test otherwise "
+              "(scipy.stats); p Holm: Holm-adjusted over the arms compared with one baseline; verdict: `better` / "
+              "`worse` where p Holm < 0.05, else `n.s.` (not distinguishable from seed noise); seeds for 80 % "
+              "power: seeds per arm a two-sided test at 0.05 needs to detect the Δ in parentheses, from the "
+              "observed spread of the per-seed differences (of the two arms, for Welch; noncentral t).")
+
+
 def write_csv(rows: Iterable[dict], path: str | Path, comment: str | None = None) -> Path:
-    """One line per run (not per arm): arm, seed, status, errors, params, GMACs, wall time, config hash, commit.
+    """One line per run (not per arm): arm, seed, status, errors, params, GMACs, wall time, config hash, commit, env.
 
     ``comment`` becomes a first ``# ...`` line (provenance: the command that made the file).
     """
     path = Path(path)
     fields = ["arm", "name", "seed", "status", "top1_err", "top5_err", "params", "gmacs", "epochs", "wall_time_s",
-              "config_hash", "git_commit", "reason"]
+              "config_hash", "git_commit", "reason", "env"]
     with path.open("w", newline="") as fh:
         if comment:
             fh.write(f"# {comment}\n")
@@ -209,55 +271,6 @@ def write_csv(rows: Iterable[dict], path: str | Path, comment: str | None = None
                 "top5_err": f"{100 * (1 - m[VAL_TOP5]):.3f}" if VAL_TOP5 in m else "",
                 "params": r["params"], "gmacs": f"{r['gmacs']:.6f}", "epochs": r["epochs"],
                 "wall_time_s": r["wall_time_s"], "config_hash": r["config_hash"], "git_commit": r["git_commit"],
-                "reason": r.get("reason") or "",
+                "reason": r.get("reason") or "", "env": provenance.describe(r["env"]) if r.get("env") else "",
             })
-    return path
-
-
-def _wrap(label: str) -> str:
-    """Tick labels of at most ~20 characters a line: ``SE r=4\nse_resnet20_cifar\n-r4``."""
-    head, _, tail = label.rpartition(": ")
-    lines = [head] if head else []
-    lines += tail.replace("-", "\n-", 1).splitlines() if len(tail) > 20 else [tail]
-    return "\n".join(lines)
-
-
-def plot(summaries: Sequence[ArmSummary], path: str | Path, title: str = "", footer: str = "") -> Path:
-    """Two panels: top-1 error per arm (mean ± std, seeds as dots) and top-1 error against parameters."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    arms = [s for s in summaries if s.seeds]
-    colors = ["#4d4d4d" if s.is_baseline else f"C{i}" for i, s in enumerate(arms)]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    x = range(len(arms))
-    ax1.bar(x, [s.top1_err_mean for s in arms], color=colors, alpha=0.35,
-            yerr=[0 if math.isnan(s.top1_err_std) else s.top1_err_std for s in arms], capsize=4)
-    for i, s in enumerate(arms):
-        ax1.scatter([i] * s.n, s.top1_err, color=colors[i], zorder=3, s=18, label=None)
-    ax1.set_xticks(list(x), [_wrap(s.label) for s in arms], fontsize=7.5)
-    for s in arms:
-        if s.is_baseline:
-            ax1.axhline(s.top1_err_mean, color="#4d4d4d", ls="--", lw=1, label=f"{s.label} (mean)")
-    if any(s.is_baseline for s in arms):
-        ax1.legend(fontsize=8, loc="upper left")
-    ax1.set_ylabel("validation top-1 error (%)")
-    ax1.set_title("top-1 error per arm (bar: mean ± std; dots: seeds)", fontsize=10)
-    for s, c in zip(arms, colors):
-        ax2.errorbar(s.params / 1e6, s.top1_err_mean, yerr=0 if math.isnan(s.top1_err_std) else s.top1_err_std,
-                     fmt="s" if s.is_baseline else "o", color=c, capsize=4, label=s.label)
-    ax2.set_xlabel("parameters (millions)")
-    ax2.set_ylabel("validation top-1 error (%)")
-    ax2.set_title("error against model size", fontsize=10)
-    ax2.legend(fontsize=8, loc="best")
-    ax2.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    if footer:  # a figure-level x label, so that constrained layout makes room for it
-        fig.supxlabel(footer, x=0.995, ha="right", fontsize=7, color="#666666")
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -1,4 +1,4 @@
-"""compare: result rows -> arms (mean ± std over seeds), deltas to each arm's own no-SE baseline, table, CSV, plot."""
+"""compare: result rows -> arms (mean ± std over seeds), tested deltas to each arm's own no-SE baseline, table, CSV, plot."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +7,8 @@ import statistics
 
 import pytest
 
-from ablations import compare
+from ablations import compare, compare_plot, verdicts
+from ablations.compare_wandb import summary_metrics
 from ablations.config import ExperimentConfig
 from senet import model_config
 
@@ -59,11 +60,40 @@ def test_markdown_and_text_tables(rows):
     arms = compare.aggregate(rows)
     md = compare.format_markdown(arms)
     lines = md.strip().splitlines()
-    assert lines[0].startswith("| arm | seeds | top-1 err (%) | Δ top-1 (pp)") and len(lines) == 2 + len(arms)
-    assert "| se_resnet20_cifar-r4 | 2 (+1 failed) | 4.50 ± 0.71 | -4.50 |" in md
+    assert lines[0].startswith("| arm | seeds | top-1 err (%) | Δ top-1 (pp) [95 % CI] | test | p | p Holm | verdict "
+                               "| seeds for 80 % power |") and len(lines) == 2 + len(arms)
+    # seeds 0, 1 of both arms: paired; differences -5, -4 -> mean -4.5, sd 0.707, t(1) CI +- 12.706 * 0.5
+    assert "| se_resnet20_cifar-r4 | 2 (+1 failed) | 4.50 ± 0.71 | -4.50 [-10.85, +1.85] | paired t | 0.07 | 0.07 | n.s. |" in md
+    assert "| resnet32_cifar (baseline) | 1 | 20.00 | – | – | – | – | – | – |" in md
+    assert "| se_resnet32_cifar | 1 | 15.00 | -5.00 | – | – | – | – | – |" in md  # one seed: no test
     assert "+100 (+10.0 %)" in md and "resnet20_cifar (baseline)" in md
     text = compare.format_text(arms)
     assert text.splitlines()[0].split()[:2] == ["arm", "seeds"]
+
+
+def test_tests_pair_by_seed_and_holm_runs_over_the_arms_of_one_baseline():
+    base = [row(BASE.replace(seed=s), t, 1000, 0.01) for s, t in enumerate((0.90, 0.92, 0.91))]
+    better = [row(SE4.replace(seed=s), t, 1100, 0.0101) for s, t in enumerate((0.95, 0.96, 0.955))]
+    se16 = ExperimentConfig(model=model_config("se_resnet20_cifar"))
+    other = [row(se16.replace(seed=s), t, 1050, 0.0101) for s, t in zip((0, 1, 5), (0.89, 0.93, 0.92))]
+    arms = compare.aggregate(base + better + other, min_effect=0.5)
+    _, b, o = arms
+    assert b.top1_test.test == "paired t" and o.top1_test.test == "Welch t"  # seed 5 has no partner: Welch
+    assert b.verdict == "better" and o.verdict == "n.s." and b.top1_test.p_holm == pytest.approx(2 * b.top1_test.p)
+    assert b.top1_test.effect == 0.5 and b.top5_test.delta == 0.0
+    words = verdicts.conclusion(arms, "digits", 0.5)
+    assert words.startswith("se_resnet20_cifar-r4 is better than the baseline on digits (Δ top-1 error -4.50 pp")
+    assert "se_resnet20_cifar does not differ from the baseline beyond seed noise on digits" in words
+    assert "Detecting 0.5 pp at 80 % power would take about" in words
+    assert summary_metrics(arms)["compare/se_resnet20_cifar-r4/verdict"] == "better"
+
+
+def test_provenance_line_names_what_differs(rows):
+    assert verdicts.provenance_line(rows).startswith("Provenance: all 7 runs from code abc; environment not recorded")
+    env = {"torch": "2.14", "cpu": "EPYC", "isa": "AVX2", "threads": 1, "precision": "32-true", "deterministic": True}
+    mixed = [dict(r, env=dict(env, threads=1 + (i % 2)), git_commit=f"c{i % 2}") for i, r in enumerate(rows)]
+    line = verdicts.provenance_line(mixed)
+    assert "2 code commits" in line and "threads (1, 2)" in line and line.count("\n") == 0
 
 
 def test_labels_disambiguate_when_arms_share_a_model(rows):
@@ -80,5 +110,5 @@ def test_csv_has_one_line_per_run(rows, tmp_path):
 
 
 def test_plot_is_written(rows, tmp_path):
-    path = compare.plot(compare.aggregate(rows), tmp_path / "p.png", title="t")
+    path = compare_plot.plot(compare.aggregate(rows), tmp_path / "p.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

@@ -7,6 +7,7 @@ comparison table and writes ``table.md``, ``runs.csv``, ``summary.json`` and ``p
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import time
@@ -20,8 +21,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", default="results/quickstart", help="table and plot (default: results/quickstart)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="runs at a time, one process each, the cores shared out (default: min(2, cores))")
+    parser.add_argument("--data", default="digits", choices=("digits", "fashion_mnist"),
+                        help="data set (default: digits, embedded; fashion_mnist: apt-get install dataset-fashion-mnist)")
+    parser.add_argument("--arms", nargs="+", metavar="ARM", default=None,
+                        help="the arms to run, by label (default: all: " + ", ".join(repr(a) for a, _ in _arms()) + ")")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dotted key for every arm, e.g. train.limit_train_batches=0.25 (repeatable)")
+    parser.add_argument("--min-effect", type=float, metavar="PP", default=None,
+                        help="the Δ top-1 error (percentage points) that the seeds-for-80%%-power column refers to "
+                             "(default: each arm's observed Δ)")
     parser.add_argument("--wandb", default="offline", choices=("offline", "online", "disabled"),
                         help="W&B mode (default: offline; online needs a login)")
+
+
+def _arms() -> tuple:
+    from ablations.quickstart import ARMS
+
+    return ARMS
+
+
+def _pick_arms(labels: list[str] | None) -> tuple:
+    """The named arms of ``ARMS`` in their order; the baseline always runs (every delta needs it)."""
+    arms = _arms()
+    if labels is None:
+        return arms
+    unknown = [lab for lab in labels if lab not in dict(arms)]
+    if unknown:
+        raise ValueError(f"--arms {unknown[0]!r} is not allowed; choose from " + ", ".join(repr(a) for a, _ in arms))
+    return tuple(a for a in arms if a[0] in labels or not a[1])
+
+
+def _overrides(items: list[str]) -> tuple:
+    """``["train.limit_train_batches=0.25"]`` -> ``(("train.limit_train_batches", 0.25),)``; values are YAML."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r} is not allowed; give KEY=VALUE, e.g. --set train.limit_train_batches=0.25")
+        out[key.strip()] = yaml.safe_load(text)
+    return tuple(out.items())
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -47,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from ablations.run import git_commit
 
     q = QuickstartConfig(seeds=tuple(args.seeds), epochs=args.epochs, image_size=args.image_size,
-                         output_dir=args.output_dir, results_dir=args.results_dir, wandb_mode=args.wandb)
+                         output_dir=args.output_dir, results_dir=args.results_dir, wandb_mode=args.wandb,
+                         data=args.data, arms=_pick_arms(args.arms), overrides=_overrides(args.sets))
     if args.workers < 1:
         raise ValueError(f"--workers={args.workers} is not allowed; it must be an integer >= 1")
     quiet_lightning()  # eight short runs: Lightning's per-run banners would drown the progress lines
@@ -59,13 +100,14 @@ def run(args: argparse.Namespace) -> int:
               f"  {row['run_dir']}", flush=True)
 
     started = time.perf_counter()
-    print(f"quickstart: {len(q.arms)} arms x {len(q.seeds)} seeds, ResNet-20 on digits {q.image_size}px, "
+    print(f"quickstart: {len(q.arms)} arms x {len(q.seeds)} seeds, ResNet-20 on {q.data} {q.image_size}px, "
           f"{q.epochs} epochs each, {args.workers} at a time", flush=True)
     rows = run_quickstart(q, workers=args.workers, on_result=progress)
     wall = time.perf_counter() - started
-    paths = write_outputs(q, rows, wall, _command(args), git_commit())
+    paths = write_outputs(q, rows, wall, _command(args), git_commit(), min_effect=args.min_effect)
     print()
-    print(compare.format_text(relabel(compare.aggregate(rows), rows)))
+    print(compare.format_text(relabel(compare.aggregate(rows, args.min_effect), rows)))
+    print(json.loads(paths["summary"].read_text())["conclusion"] + "\n")
     print(f"wall time {wall:.0f} s; wrote " + ", ".join(str(p) for p in paths.values()))
     if q.wandb_mode != "disabled":
         print(f"W&B runs: {q.output_dir}/*/wandb/offline-run-*  (upload: wandb sync <folder>)")

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the single-worker default of senet-ablate sweep)")
     parser.add_argument("--out", help="output folder (default results/STUDY)")
     parser.add_argument("--no-html", action="store_true", help="skip Optuna's HTML plots")
+    parser.add_argument("--min-effect", type=float, metavar="PP", default=None,
+                        help="the Δ top-1 error (percentage points) that the seeds-for-80%%-power column refers to "
+                             "(default: each arm's observed Δ)")
 
 
 def _check_study_file(url: str, path: Path) -> None:
@@ -57,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from ablations.sweep.report import write_report
 
     study = optuna.load_study(study_name=args.study, storage=url)
-    command = f"senet-ablate report {args.study} --storage {url}" + (f" --out {args.out}" if args.out else "")
-    path = write_report(study, Path(args.out or Path("results") / args.study), command=command, html=not args.no_html)
+    command = f"senet-ablate report {args.study} --storage {url}" + (f" --out {args.out}" if args.out else "") \
+        + (f" --min-effect {args.min_effect:g}" if args.min_effect is not None else "")
+    path = write_report(study, Path(args.out or Path("results") / args.study), command=command, html=not args.no_html,
+                        min_effect=args.min_effect)
     print(path.read_text().split("## Pareto")[0])
     print(f"wrote {path.parent}/", file=sys.stderr)
     return 0

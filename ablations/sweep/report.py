@@ -2,7 +2,9 @@
 
 Reads the result rows that every trial keeps in its user attributes (never W&B files), aggregates
 them over seeds with ``ablations.compare`` (arm, top-1/top-5 error mean ± std, params, GMACs, deltas
-against the no-SE baseline), labels each arm by the values of the ablated factors, and writes under
+against the no-SE baseline with 95 % CIs, t-tests across seeds, Holm, verdicts and the seeds 80 % power
+needs), says what they show and where they came from (``ablations.verdicts``), labels each arm by the
+values of the ablated factors, and writes under
 ``results/<study>/``: ``report.md`` (one table per factor), ``runs.csv`` (one line per run),
 ``arms.png``, ``accuracy_vs_gmacs.png`` (one panel per factor, the Pareto front drawn) and Optuna's
 own HTML plots (parameter importances, parallel coordinates, Pareto front or optimisation history).
@@ -19,7 +21,10 @@ import optuna
 from optuna.trial import TrialState
 
 from ablations import compare
+from ablations.compare_plot import plot
+from ablations.stats import mean_ci
 from ablations.sweep.spec import is_se_key
+from ablations.verdicts import conclusion, provenance_line
 from senet.config import flatten
 
 
@@ -57,9 +62,9 @@ def arm_label(config: dict, factors: list[str]) -> str:
     return ", ".join(f"{_short(k)}={_fmt(flat.get(k))}" for k in factors) or "SE"
 
 
-def summaries(rows: list[dict], factors: list[str]) -> list[compare.ArmSummary]:
+def summaries(rows: list[dict], factors: list[str], min_effect: float | None = None) -> list[compare.ArmSummary]:
     """``compare.aggregate`` with arms labelled by their factor values, the baseline first."""
-    arms = compare.aggregate(rows)
+    arms = compare.aggregate(rows, min_effect)
     first = {compare.arm_key(r["config"]): r["config"] for r in rows}
     out = [dataclasses.replace(a, label=arm_label(first[a.key], factors)) for a in arms]
     return sorted(out, key=lambda a: not a.is_baseline)
@@ -88,7 +93,8 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 
 def plot_accuracy_vs_gmacs(arms: list[compare.ArmSummary], rows: list[dict], factors: list[str],
                            path: Path, title: str = "") -> Path:
-    """Top-1 error against GMACs, one panel per factor (colour = the factor's value), Pareto front dashed."""
+    """Top-1 error against GMACs, one panel per factor (colour = the factor's value; bars: 95 % CI of the mean over
+    seeds), Pareto front dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,14 +112,16 @@ def plot_accuracy_vs_gmacs(arms: list[compare.ArmSummary], rows: list[dict], fac
         for a in arms:
             level = "no SE" if a.is_baseline and is_se_key(factor) else _fmt(values[a.key])
             color = "#4d4d4d" if level == "no SE" else f"C{levels.index(level) % 10}"
-            std = 0 if math.isnan(a.top1_err_std) else a.top1_err_std
-            ax.errorbar(a.gmacs, a.top1_err_mean, yerr=std, fmt="s" if a.is_baseline else "o", color=color,
+            low, high = mean_ci(a.top1_err)
+            yerr = [[0.0], [0.0]] if math.isnan(low) else [[a.top1_err_mean - low], [high - a.top1_err_mean]]
+            ax.errorbar(a.gmacs, a.top1_err_mean, yerr=yerr, fmt="s" if a.is_baseline else "o", color=color,
                         capsize=3, label=level)
         ax.plot([points[i][1] for i in front], [points[i][0] for i in front], "k--o", lw=1, alpha=0.6, ms=13,
                 mfc="none", label="Pareto front")
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
-        ax.legend(unique.values(), unique.keys(), fontsize=8, title=_short(factor), title_fontsize=8)
+        ax.legend(unique.values(), unique.keys(), fontsize=8, title=f"{_short(factor)} (bars: 95 % CI)",
+                  title_fontsize=8)
         ax.set_xlabel("GMACs (multiply-accumulates, paper convention)")
         ax.set_ylabel("validation top-1 error (%)")
         ax.set_title(f"by {factor}", fontsize=10)
@@ -164,7 +172,8 @@ def _counts(study: optuna.Study) -> str:
     return ", ".join(f"{v} {k}" for k, v in progress(study).items() if v)
 
 
-def write_report(study: optuna.Study, out: Path, *, command: str = "", html: bool = True, plots: bool = True) -> Path:
+def write_report(study: optuna.Study, out: Path, *, command: str = "", html: bool = True, plots: bool = True,
+                 min_effect: float | None = None) -> Path:
     """Write the tables and plots of ``study`` under ``out``; returns the path of ``report.md``.
 
     Args:
@@ -173,6 +182,7 @@ def write_report(study: optuna.Study, out: Path, *, command: str = "", html: boo
         command: the command line that made the report, named in its first line.
         html: write Optuna's HTML plots.
         plots: write the PNG plots (off: tables only, e.g. to check a committed report).
+        min_effect: the Δ top-1 error (pp) the seeds-needed column refers to; ``None``: each arm's own Δ.
     """
     spec = study.user_attrs.get("spec") or {}
     rows = study_rows(study)
@@ -180,10 +190,10 @@ def write_report(study: optuna.Study, out: Path, *, command: str = "", html: boo
         raise ValueError(f"study {study.study_name!r} has no finished runs yet ({_counts(study)}); nothing to report")
     factors = list(spec.get("space") or sorted({k for t in study.trials for k in t.params} - {"se", "seed"}))
     out.mkdir(parents=True, exist_ok=True)
-    arms = summaries(rows, factors)
+    arms = summaries(rows, factors, min_effect)
     compare.write_csv(rows, out / "runs.csv")
     if plots:
-        compare.plot(arms, out / "arms.png", title=study.study_name)
+        plot(arms, out / "arms.png", title=study.study_name)
         plot_accuracy_vs_gmacs(arms, rows, factors, out / "accuracy_vs_gmacs.png", title=study.study_name)
     metrics = [o["metric"] for o in spec.get("objectives", [])] or ["objective"]
     written = optuna_plots(study, out, metrics) if html else []
@@ -198,10 +208,12 @@ def write_report(study: optuna.Study, out: Path, *, command: str = "", html: boo
         f"(trials: {_counts(study)}); spec `{spec.get('source', '?')}`"
         + (f" (variant `{spec['variant']}`)" if spec.get("variant") else "") + f"; code {', '.join(commits)}.",
         ("Errors are 1 - accuracy of the last epoch on the validation split, in %, mean ± sample std over seeds; "
-         "Δ against the no-SE baseline; GMACs are multiply-accumulates per image (the paper's \"GFLOPs\")."), "",
+         "GMACs are multiply-accumulates per image (the paper's \"GFLOPs\")."), "",
     ]
     ran = [a for a in arms if a.seeds]  # arms with no complete run have no error to show
-    body = ["## All arms", "", compare.format_markdown(ran)]
+    data = str(flatten(rows[0]["config"]).get("data.name", ""))
+    body = ["## All arms", "", compare.format_markdown(ran), "## What the numbers show", "",
+            conclusion(ran, data, min_effect), "", compare.STATS_NOTE, "", provenance_line(rows), ""]
     unfinished = [r for r in rows if r["status"] != "complete"]
     if unfinished:
         body += ["## Runs that did not complete", "", "| arm | seed | status | epochs | reason |", "|---|---|---|---|---|"]
