@@ -36,10 +36,12 @@ def rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_command_writes_both_figures_statistics_and_summary(runs):
+def test_command_writes_both_figures_statistics_and_summary(runs, capsys):
     run = runs[16]
     assert main(["excitation", str(run / "checkpoints" / "last.ckpt"), "--wandb-mode", "disabled",
                  "--classes", "0", "7", "3", "--channels", "20"]) == 0
+    # It says which weights it analysed, so stale or unfinished checkpoints cannot pass unnoticed.
+    assert f"checkpoint: {run / 'checkpoints' / 'last.ckpt'} (after epoch 1 of 1; run complete)" in capsys.readouterr().err
     out = run / "excitation"
     stats = ExcitationStats.load(out / "stats.npz")
     assert stats.blocks == BLOCKS  # every block recorded, named as the paper names them

@@ -8,6 +8,7 @@ has a checkpoint and no statistics yet, then tabulate specificity and saturation
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -51,6 +52,20 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
         raise FileNotFoundError(f"checkpoint {ckpt} not found; give a .ckpt file or a run folder holding "
                                 "checkpoints/last.ckpt (what `senet-ablate train` writes)")
     return ckpt, run_dir
+
+
+def describe_checkpoint(ckpt: Path, run_dir: Path) -> str:
+    """Which weights are analysed: the file, its epoch, and the run's status (an unfinished run says so)."""
+    import json
+
+    from ablations.run_folder import resume_point
+
+    text = f"{ckpt} (after epoch {resume_point(ckpt)['epoch'] + 1}"
+    result = run_dir / "result.json"
+    if result.is_file():
+        row = json.loads(result.read_text())
+        text += f" of {row['config']['train']['epochs']}; run {row['status']}"
+    return text + ")"
 
 
 def load_module(ckpt: Path):
@@ -121,6 +136,7 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
     data = _data_overrides(args.data, args.batch_size)  # a typo fails before the checkpoint loads
     ckpt, run_dir = resolve_checkpoint(checkpoint)
     module = load_module(ckpt)
+    print(f"checkpoint: {describe_checkpoint(ckpt, run_dir)}", file=sys.stderr)
     cfg = module.cfg.override(data)
     names = list(se_blocks(module.model))
     if not names:
