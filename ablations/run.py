@@ -151,7 +151,6 @@ def prepare(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Any]:
 
     if cfg.train.schedule == "plateau" and cfg.train.warmup_epochs:
         raise ValueError("train.warmup_epochs is not allowed with train.schedule='plateau'; use 0, or another schedule")
-    _check_devices(cfg.train)
     dm = build_datamodule(cfg.data, seed=cfg.seed)
     dm.prepare_data()
     dm.setup("fit")  # a missing or malformed data folder fails here, with its path
@@ -202,6 +201,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
     with interrupts.guard(), _pinned_threads(cfg.train.threads):
         cfg, dm = prepare(cfg) if datamodule is None else (cfg, datamodule)
         name, run_dir = claim_run_dir(cfg, run_name(cfg, baseline))
+        _check_devices(cfg.train)  # here, not in prepare(): --print-config checks a cluster's config on a laptop
         with _benign_warnings_off():
             try:  # a dry build: a refused Trainer setting leaves no folder behind
                 _trainer(cfg.train, False, [], run_dir, False, True)
