@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from ablations.config import ExperimentConfig
-from ablations.resolve import canonical, parse_assignments, resolve_config
-from senet.config import _unwrap_optional, parse_value
+from ablations.resolve import canonical, parse_assignments, parse_text, resolve_config, text_fields
+from senet.config import _unwrap_optional
 
 # Short flags for the keys people type most; each is also reachable under its dotted key.
 SHORTCUTS = {
@@ -68,9 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The dotted keys given as ``--key value`` options and ``KEY=VALUE`` arguments (later wins)."""
-    known = set(config_keys())
-    out = {k: parse_value(v, k) for k, v in vars(args).items() if k in known}
-    out.update({canonical(k): v for k, v in parse_assignments(args.overrides).items()})
+    known, text = set(config_keys()), text_fields()
+    out = {k: parse_text(v, k, as_text=k in text) for k, v in vars(args).items() if k in known}
+    text |= {k[len("model."):] for k in text if k.startswith("model.se.")}  # the se.X short forms
+    out.update({canonical(k): v for k, v in parse_assignments(args.overrides, text_keys=text).items()})
     return out
 
 
@@ -103,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if rank_zero_only.rank == 0:
         m = result.metrics
         scores = " ".join(f"{k}={m[k]:.4f}" for k in sorted(m))
-        print(f"{result.status}: {result.name} ({result.epochs} epochs, {result.wall_time_s:.1f} s) {scores} "
+        tries = f" over {result.attempts} attempts" if result.attempts > 1 else ""
+        print(f"{result.status}: {result.name} ({result.epochs} epochs, {result.wall_time_s:.1f} s{tries}) {scores} "
               f"params={result.params} gmacs={result.gmacs:.4f}" + (f"\n  reason: {result.reason}" if result.reason else ""))
         print(f"  result: {Path(result.run_dir) / 'result.json'}")
         if result.wandb_dir:
