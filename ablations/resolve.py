@@ -17,6 +17,7 @@ This module imports no torch, so a sweep spec can be checked before torch loads.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,8 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise ValueError(f"{what} {path}: not valid YAML: {yaml_problem(exc)}") from None
 
 
-def parse_assignments(items: list[str], option: str = "", example: str = "train.lr=0.05") -> dict[str, Any]:
+def parse_assignments(items: list[str], option: str = "", example: str = "train.lr=0.05",
+                      text_keys: Collection[str] = ()) -> dict[str, Any]:
     """``["train.lr=0.05", "model.se.stages=[2, 3]"]`` -> ``{"train.lr": 0.05, "model.se.stages": [2, 3]}``.
 
     Values are YAML (``8`` -> int, ``true`` -> bool, ``null`` -> None). The one KEY=VALUE parser of the CLI.
@@ -62,16 +64,49 @@ def parse_assignments(items: list[str], option: str = "", example: str = "train.
         items: the ``KEY=VALUE`` strings, in order (a later key wins).
         option: the flag that took them (``--set``), for the message; ``""`` for bare arguments.
         example: a valid item of this option, for the message.
+        text_keys: keys of string fields, whose value stays the text typed (``name=2024``) unless YAML reads
+            it as a string or null (``name='x'``, ``data.root=null``).
     """
-    from senet.config import parse_value
-
     where = f"{option} " if option else ""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ValueError(f"{where}{item!r} is not allowed; use KEY=VALUE, e.g. {where}{example}")
-        out[key.strip()] = parse_value(text, f"{where}{key.strip()}")
+        out[key] = parse_text(text, f"{where}{key}", as_text=key in text_keys)
+    return out
+
+
+def parse_text(text: str, key: str, as_text: bool = False) -> Any:
+    """One value typed on the command line, read as YAML (see ``parse_assignments``)."""
+    from senet.config import parse_value
+
+    if not as_text:
+        return parse_value(text, key)
+    try:
+        value = parse_value(text, key)
+    except ValueError:
+        return text
+    return value if value is None or isinstance(value, str) else text
+
+
+def text_fields(cls: type | None = None, prefix: str = "") -> set[str]:
+    """The dotted keys of string fields (``name``, ``data.root``, ``model.se.gate``, ...)."""
+    import typing
+
+    from senet.config import _unwrap_optional
+
+    if cls is None:
+        from ablations.config import ExperimentConfig as cls
+    out: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, _ = _unwrap_optional(hints[f.name])
+        if dataclasses.is_dataclass(tp):
+            out |= text_fields(tp, f"{prefix}{f.name}.")
+        elif tp is str:
+            out.add(prefix + f.name)
     return out
 
 

@@ -155,9 +155,22 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+# What a field of each type accepts, for the message (a float field takes integers too).
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_PLURALS = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+
+
+def _is_kind(tp: type, value: Any) -> bool:
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp) and (tp is bool or not isinstance(value, bool))
+
+
 def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """``value`` checked against the field type ``tp`` (lists become tuples); a wrong type is a ``ValueError``
+    naming the key, so a typo never reaches a comparison deep inside a ``__post_init__`` as a ``TypeError``."""
     tp, optional = _unwrap_optional(tp)
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
         return None
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -165,10 +178,18 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{where}={value!r} is not allowed; expected a mapping of {tp.__name__} fields")
         return from_dict(tp, value, prefix=where)
-    origin = typing.get_origin(tp)
-    if origin is tuple and isinstance(value, (list, tuple)):
+    if tp in _KINDS:
+        if not _is_kind(tp, value):
+            hint = " (quote it to keep it as text: '...')" if tp is str and isinstance(value, (int, float)) else ""
+            raise ValueError(f"{where}={value!r} is not allowed; it must be {_KINDS[tp]}{hint}")
+        return value
+    if typing.get_origin(tp) is tuple:
         args = typing.get_args(tp)
         inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if inner in _KINDS and not (isinstance(value, (list, tuple)) and all(_is_kind(inner, v) for v in value)):
+            raise ValueError(f"{where}={value!r} is not allowed; it must be a list of {_PLURALS[inner]}")
+        if not isinstance(value, (list, tuple)):
+            return value  # the class's own check names what it wants (se.skip_blocks: (stage, block) pairs)
         if inner is not None:
             return tuple(_coerce(inner, v, where) for v in value)
         return tuple(_coerce(a, v, where) for a, v in zip(args, value))

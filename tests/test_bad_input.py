@@ -54,6 +54,13 @@ CASES = [
      ["train", "--model.se.stages", "[2,"], ["model.se.stages='[2,'", "not valid YAML", "a list such as [2, 3]"]),
     ("override-not-key-value", None,
      ["train", "--data", "digits", "lr0.05"], ["'lr0.05' is not allowed", "KEY=VALUE", "train.lr=0.05"]),
+    ("override-wrong-type", None,
+     ["train", "data.val_fraction=abc"], ["data.val_fraction='abc' is not allowed", "it must be a number"]),
+    ("config-wrong-type", lambda: _write("exp.yaml", "train: {milestones: 5}\n"),
+     ["train", "--config", "exp.yaml"], ["--config exp.yaml", "train.milestones=5 is not allowed", "a list of integers"]),
+    ("sweep-base-wrong-type", lambda: _write("spec.yaml", "name: s\nbase: {model: {se: {stages: 5}}}\n"
+                                                         "space: {model.se.reduction: [4, 8]}\n"),
+     ["sweep", "spec.yaml", "--dry-run"], ["spec.yaml: base: model.se.stages=5 is not allowed", "a list of integers"]),
     ("seed-negative", None,
      ["train", "--seed", "-1"], ["seed=-1 is not allowed", "integer in [0, 4294967295]"]),
     ("num-classes-overruled-by-data", None,

@@ -78,6 +78,13 @@ def test_precedence_defaults_recipe_file_model_flags(tmp_path):
     assert scaled.train.lr == pytest.approx(get_recipe("paper-imagenet").lr * 256 / 1024)
 
 
+def test_string_fields_keep_the_text_typed(capsys):
+    # YAML would read 007 as the integer 7; a string field keeps what was typed, and null still means None.
+    assert main(["train", "--name", "007", "wandb.group=2024", "data.root=null", "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert (cfg["name"], cfg["wandb"]["group"], cfg["data"]["root"]) == ("007", "2024", None)
+
+
 def test_wandb_agent_style_arguments_are_accepted(capsys):
     # `wandb agent` passes --key=value for every swept parameter.
     assert main(["train", "--model.se.reduction=2", "--train.lr=0.01", "--data.name=synthetic", "--print-config"]) == 0
