@@ -1,8 +1,15 @@
-"""Shared test fixtures: CPU thread control for small graphs on a shared 2-core machine."""
+"""Shared test fixtures: CPU thread control for small graphs on a shared 2-core machine, and the process check.
+
+The check (``process_guard``) fails the session when a process the run started is still alive at its end.
+"""
 from __future__ import annotations
 
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    config.pluginmanager.import_plugin("process_guard")
 
 
 @pytest.fixture(scope="module")

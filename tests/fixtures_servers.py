@@ -11,6 +11,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import process_guard
 import pytest
 
 
@@ -34,8 +36,25 @@ def _pg_bin(name: str) -> str | None:
     return found[-1] if found else shutil.which(name)
 
 
-def _as_user(user: str | None, cmd: list[str]) -> list[str]:
-    return cmd if user is None else ["runuser", "-u", user, "--", *cmd]
+def _demoted(user: str | None) -> dict:
+    """Popen arguments that run the child as ``user`` (its own group, no supplementary groups)."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def _tail(*logs: Path) -> str:
+    return "".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.exists())
+
+
+def _wait_until(ready, procs: list[subprocess.Popen], what: str, logs: list[Path], timeout: float = 60) -> None:
+    """Poll ``ready()`` until true; fail with the servers' logs if one of ``procs`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline or any(process_guard.exited(p) for p in procs):
+            raise RuntimeError(f"{what} did not come up:\n{_tail(*logs)}")
+        time.sleep(0.2)
 
 
 class Postgres:
@@ -63,10 +82,14 @@ class Postgres:
 
 @contextmanager
 def postgres_server() -> Iterator[Postgres]:
-    """Start a throw-away PostgreSQL on 127.0.0.1 (trust auth, a free port); stop and delete it afterwards."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not installed: apt-get install postgresql")
+    """Start a throw-away PostgreSQL on 127.0.0.1 (trust auth, a free port); stop and delete it afterwards.
+
+    The postmaster is this process's child in its own session (not daemonized by pg_ctl), so stopping it stops
+    its whole process group, also when a test fails or the run is interrupted.
+    """
+    initdb, postgres, isready = _pg_bin("initdb"), _pg_bin("postgres"), _pg_bin("pg_isready")
+    if not initdb or not postgres or not isready:
+        pytest.skip("PostgreSQL binaries (initdb, postgres, pg_isready) not installed: apt-get install postgresql")
     user = None
     if os.geteuid() == 0:  # postgres refuses root; Debian's package creates the postgres user
         try:
@@ -76,19 +99,24 @@ def postgres_server() -> Iterator[Postgres]:
         user = "postgres"
     root = Path(tempfile.mkdtemp(prefix="senet-pg-"))
     os.chmod(root, 0o755)
-    data = root / "data"
+    data, log = root / "data", root / "log"
     if user is not None:
         shutil.chown(root, user)
     port = free_port()
-    subprocess.run(_as_user(user, [initdb, "-D", str(data), "-U", "senet", "--auth=trust", "-E", "UTF8"]),
-                   check=True, capture_output=True)
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} -c max_connections=200 -c fsync=off"
-    subprocess.run(_as_user(user, [pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "-t", "60",
-                                   "start"]), check=True, capture_output=True)
+    subprocess.run([initdb, "-D", str(data), "-U", "senet", "--auth=trust", "-E", "UTF8"], cwd=root, check=True,
+                   capture_output=True, **_demoted(user))
+    with log.open("wb") as fh:
+        server = subprocess.Popen(
+            [postgres, "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1", "-c",
+             f"unix_socket_directories={root}", "-c", "max_connections=200", "-c", "fsync=off"],
+            cwd=root, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+            **_demoted(user))
     try:
+        ping = [isready, "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "senet"]
+        _wait_until(lambda: subprocess.run(ping, check=False).returncode == 0, [server], "PostgreSQL", [log])
         yield Postgres(port, root, user)
     finally:
-        subprocess.run(_as_user(user, [pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]), check=False, capture_output=True)
+        process_guard.stop(server, signal.SIGQUIT)  # immediate shutdown: the data is thrown away anyway
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -144,7 +172,13 @@ class Slurm:
 
 @contextmanager
 def slurm_cluster(cpus: int = 2) -> Iterator[Slurm]:
-    """munged + slurmctld + slurmd on this host, configured in a temporary folder; stopped afterwards."""
+    """munged + slurmctld + slurmd on this host, configured in a temporary folder; stopped afterwards.
+
+    On the way out every job is cancelled and gone from the queue before the daemons stop: slurmstepd, which
+    runs a job's steps in its own session, outlives a stopped slurmd and ignores SIGTERM, as does ``srun``.
+    Whatever still holds files in the cluster's folder after that (slurmstepd keeps its log open), and every
+    descendant of it, gets SIGKILL; those re-parented to this process (``process_guard``) are reaped.
+    """
     missing = [b for b in SLURM_BINARIES if not (shutil.which(b) or os.path.exists(f"/usr/sbin/{b}"))]
     if missing:
         pytest.skip(f"SLURM not installed ({', '.join(missing)} missing): apt-get install slurmctld slurmd slurm-client munge")
@@ -155,47 +189,49 @@ def slurm_cluster(cpus: int = 2) -> Iterator[Slurm]:
         (root / sub).mkdir()
     host = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
-    conf.write_text(_slurm_conf(root, host, cpus, free_port(), free_port()))
     key, sock = root / "munge" / "munge.key", root / "munge" / "munge.socket"
+    conf.write_text(_slurm_conf(root, host, cpus, free_port(), free_port()) + f"AuthInfo=socket={sock}\n")
     key.write_bytes(os.urandom(1024))
     os.chmod(key, 0o400)
     env = {**os.environ, "SLURM_CONF": str(conf)}
     sbin = lambda b: shutil.which(b) or f"/usr/sbin/{b}"
-    procs = []
+    # Each daemon in the foreground, a child of this process in its own session: a Ctrl-C of the test run does
+    # not reach them before the jobs are cancelled, and stopping one stops its process group.
+    daemon = lambda *cmd: subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL, start_new_session=True)
+    munged, procs = None, []
+    logs = [root / "munge" / "log", root / "slurmctld.log", root / "slurmd.log"]
     try:
-        subprocess.run([sbin("munged"), "--force", "--key-file", str(key), "--socket", str(sock),
-                        "--pid-file", str(root / "munge" / "munged.pid"), "--log-file", str(root / "munge" / "log"),
-                        "--seed-file", str(root / "munge" / "seed")], check=True, capture_output=True)
-        # slurm reads the munge socket from its auth options
-        with conf.open("a") as fh:
-            fh.write(f"AuthInfo=socket={sock}\n")
-        procs.append(subprocess.Popen([sbin("slurmctld"), "-D", "-i", "-f", str(conf)], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen([sbin("slurmd"), "-D", "-f", str(conf)], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 60
-        while True:
+        munged = daemon(sbin("munged"), "--foreground", "--force", "--key-file", str(key), "--socket", str(sock),
+                        "--pid-file", str(root / "munge" / "munged.pid"), "--log-file", str(logs[0]),
+                        "--seed-file", str(root / "munge" / "seed"))
+        _wait_until(sock.exists, [munged], "munged", logs[:1])
+        procs = [daemon(sbin("slurmctld"), "-D", "-i", "-f", str(conf)), daemon(sbin("slurmd"), "-D", "-f", str(conf))]
+
+        def idle() -> bool:
             out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, check=False)
-            if out.returncode == 0 and out.stdout.strip() in ("idle", "mix", "alloc"):
-                break
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                logs = "".join((root / f).read_text()[-2000:] for f in ("slurmctld.log", "slurmd.log")
-                               if (root / f).exists())
-                raise RuntimeError(f"SLURM did not come up (sinfo: {out.stdout.strip()!r} {out.stderr.strip()!r}):\n{logs}")
-            time.sleep(0.5)
+            return out.returncode == 0 and out.stdout.strip() in ("idle", "mix", "alloc")
+
+        _wait_until(idle, [munged, *procs], "SLURM", logs)
         yield Slurm(root, conf)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        pid = root / "munge" / "munged.pid"
-        if pid.exists():
-            try:
-                os.kill(int(pid.read_text().strip()), 15)
-            except (ProcessLookupError, ValueError):
-                pass
+        running = process_guard.using(root)  # the jobs' processes now, to reap them once they have ended
+        if procs:
+            _cancel_all_jobs(env)
+        for p in [*reversed(procs), munged]:  # slurmd, slurmctld, munged
+            if p is not None:
+                process_guard.stop(p)
+        process_guard.kill(list({p.pid: p for p in [*running, *process_guard.using(root)]}.values()))
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _cancel_all_jobs(env: dict, timeout: float = 60) -> None:
+    """scancel every job of the cluster (all are the tests'), and wait, bounded, until the queue is empty."""
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    subprocess.run(["scancel", "--user", user], env=env, capture_output=True, check=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True, check=False)
+        if out.returncode != 0 or not out.stdout.strip():  # empty (or slurmctld gone: nothing more to wait for)
+            return
+        time.sleep(0.2)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
+import process_guard
 import pytest
 
 from ablations.config import ExperimentConfig
@@ -35,7 +35,7 @@ def test_two_process_ddp_matches_one_process_validation(tmp_path):
            "--data", "digits", "--data.image_size", "8", "--epochs", "2", "--devices", "2", "--strategy", "ddp",
            "--accelerator", "cpu", "--wandb", "disabled", "--output-dir", str(out), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = process_guard.run(cmd, cwd=tmp_path, env=env, timeout=900)  # on a timeout, rank 1 is ended too
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Starting with 2 processes" in proc.stderr + proc.stdout
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]

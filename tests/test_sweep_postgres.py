@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import optuna
+import process_guard
 import pytest
 import yaml
 from fixtures_servers import postgres_server
@@ -51,10 +52,21 @@ def write_spec(tmp_path: Path, name: str, reductions: list[int], seeds: int, epo
     return path
 
 
-def cli(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "ablations.cli", *args], cwd=ROOT, env=env,
-                            start_new_session=True, **kw)
+@pytest.fixture
+def cli():
+    """Starts ``senet-ablate`` in its own process group; at the test's end, passed or not, any still running is
+    killed with its group and its descendants (the workers ``--workers`` starts)."""
+    started = []
+
+    def start(*args: str, **kw) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        started.append(subprocess.Popen([sys.executable, "-m", "ablations.cli", *args], cwd=ROOT, env=env,
+                                        start_new_session=True, **kw))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        process_guard.stop(proc, signal.SIGKILL, timeout=5)
 
 
 def complete_by_hash(study: optuna.Study) -> collections.Counter:
@@ -62,7 +74,7 @@ def complete_by_hash(study: optuna.Study) -> collections.Counter:
                                if t.state == optuna.trial.TrialState.COMPLETE)
 
 
-def test_three_workers_run_every_arm_exactly_once(pg, tmp_path):
+def test_three_workers_run_every_arm_exactly_once(pg, tmp_path, cli):
     url = pg.new_database("three")
     path = write_spec(tmp_path, "three", [4, 8], seeds=2, epochs=1)
     proc = cli("sweep", str(path), "--storage", url, "--workers", "3", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -85,7 +97,7 @@ def test_three_workers_run_every_arm_exactly_once(pg, tmp_path):
     assert queued == 0 and len(again.trials) == 6
 
 
-def test_killed_worker_trial_is_retried_and_nothing_is_lost(pg, tmp_path):
+def test_killed_worker_trial_is_retried_and_nothing_is_lost(pg, tmp_path, cli):
     url = pg.new_database("kill")
     path = write_spec(tmp_path, "kill", [4], seeds=2, epochs=4, interval=1)
     spec = load_spec(path)

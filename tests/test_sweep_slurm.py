@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import process_guard
 import pytest
 import yaml
 from fixtures_servers import postgres_server, slurm_cluster
@@ -36,10 +37,10 @@ def sweep_on_slurm(tmp_path: Path, servers, spec: dict, *extra: str) -> tuple[st
     path.write_text(yaml.safe_dump(spec))
     url = pg.new_database(spec["name"])
     env = {**slurm.env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
+    proc = process_guard.run(
         [sys.executable, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--storage", url, "--cpus-per-task", "1",
          "--time-min", "20", "--slurm-folder", str(tmp_path / "slurm" / "%j"), "--wait", *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
+        cwd=ROOT, env=env, timeout=1200)
     logs = "\n".join(p.read_text()[-1500:] for p in sorted((tmp_path / "slurm").rglob("*.err")))
     assert proc.returncode == 0, proc.stderr[-3000:] + logs
     return url, proc
