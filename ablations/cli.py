@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunInterrupted as exc:  # recorded as "interrupted" where a run was training; 128 + signal, as a shell does
         print(f"senet-ablate {argv[0] if argv else ''}: {exc}; rerun the same command to resume", file=sys.stderr)
         return exc.exit_code
-    except (UserError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
+    # Paths the user named: missing, a file where a folder goes (or the reverse), not writable.
+    except (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
+            PermissionError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the exception's text held
         print(f"senet-ablate {argv[0] if argv else ''}: error: {message}", file=sys.stderr)
         return 2
