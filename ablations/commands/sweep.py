@@ -8,7 +8,6 @@ SLURM array elements) claim trials until none is left. See ``ablations.sweep`` a
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from ablations.sweep import study as st
     from ablations.sweep.worker import run_worker
 
-    if args.worker_only:
+    if args.worker_only:  # the launching process reports (and sets the exit code)
         run_worker(spec, url, study_name, n_trials=args.n_trials)
         return 0
     study, queued = st.setup_study(spec, url, study_name, retry_failed=args.retry_failed)
@@ -101,14 +100,31 @@ def run(args: argparse.Namespace) -> int:
     if args.workers == 1:
         run_worker(spec, url, study_name, n_trials=args.n_trials)
     else:
-        # Workers share the CPU: one thread pool each of cores/workers threads, not N oversubscribed pools.
-        threads = str(max(1, (os.cpu_count() or 1) // args.workers))
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
-        procs = [subprocess.Popen(_spawn_args(args, url, study_name), env=env) for _ in range(args.workers)]
-        codes = [p.wait() for p in procs]
+        # Each run pins its own torch threads (train.threads, 1 unless the spec sets it), so the worker
+        # count changes no number. The workers get their own session: a Ctrl-C reaches them once, from here.
+        procs = [subprocess.Popen(_spawn_args(args, url, study_name), start_new_session=True)
+                 for _ in range(args.workers)]
+        codes = _wait_workers(procs)
         if any(codes):
             print(f"warning: worker exit codes {codes}", file=sys.stderr)
-    return _summary(spec, url, study_name)
+    return _summary(spec, url, study_name, args.n_trials)
+
+
+def _wait_workers(procs: list[subprocess.Popen]) -> list[int]:
+    """Wait for the local workers; a signal to this process goes on to each (each re-queues its trial)."""
+    from ablations import interrupts
+
+    try:
+        with interrupts.guard():
+            return [p.wait() for p in procs]
+    except interrupts.RunInterrupted as stop:
+        with interrupts.guard(), interrupts.deferred():  # a second Ctrl-C must not orphan them mid-cleanup
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(stop.signum)
+            for p in procs:
+                p.wait()
+        raise
 
 
 def _submit(args: argparse.Namespace, spec, url: str, study_name: str) -> int:
@@ -148,8 +164,8 @@ def _print_plan(spec, study_name: str, url: str) -> int:
     return 0
 
 
-def _summary(spec, url: str, study_name: str) -> int:
-    from ablations.sweep.study import load_study, progress
+def _summary(spec, url: str, study_name: str, n_trials: int | None = None) -> int:
+    from ablations.sweep.study import load_study, progress, unfinished
 
     study = load_study(spec, url, study_name)
     counts = {k: v for k, v in progress(study).items() if v}
@@ -163,4 +179,13 @@ def _summary(spec, url: str, study_name: str) -> int:
             values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
             print(f"  #{t.number} {values}  {t.params}")
     print(f"report: senet-ablate report {study_name} --storage {url}")
-    return 0
+    missing = unfinished(study, spec, n_trials)
+    if not missing:
+        return 0
+    # Not done is not success: a script that chains sweep && report must not report half a study.
+    print(f"not complete: {len(missing)} " + ("arm" if spec.is_grid else "trial") + "(s):", file=sys.stderr)
+    for line in missing:
+        print(f"  {line}", file=sys.stderr)
+    print("rerun the same command to resume" + (" (--retry-failed re-queues failed arms)"
+                                                 if any(": failed" in m for m in missing) else ""), file=sys.stderr)
+    return 1

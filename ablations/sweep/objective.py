@@ -3,7 +3,8 @@
 The trial keeps its result rows in ``trial.user_attrs["results"]`` (and the one row of a single-seed
 trial in ``"result"``), so reports never depend on W&B files. A failed run is recorded with its
 reason (``user_attrs["reason"]``) and raised, so Optuna marks the trial FAIL and the worker goes on;
-a pruned run raises ``optuna.TrialPruned``. Sampled (non-grid) studies skip an arm whose config
+a pruned run raises ``optuna.TrialPruned``; an interrupted one (Ctrl-C, SIGTERM, SIGUSR1) is recorded as
+``interrupted`` and the ``RunInterrupted`` goes on to the worker, which re-queues the trial. Sampled (non-grid) studies skip an arm whose config
 hash already has a complete trial and reuse its values, so TPE's repeats cost nothing.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from ablations import interrupts
 from ablations.metrics import GMACS, MONITOR, PARAMS
 from ablations.sweep.space import suggest
 from ablations.sweep.spec import SweepSpec, make_config
@@ -50,12 +52,12 @@ class SweepObjective:
         spec: the validated sweep.
         study_name: the study (names the output folder and the W&B group).
         runner: ``run_experiment`` (injectable for the DDP follower ranks and for tests of the engine).
-        on_start: called first thing in every trial (the worker releases its claim lock there).
+        on_start: called with the trial first thing (the worker takes the trial's lease and releases its claim lock).
         on_config: called with ``(trial, cfg, baseline)`` before each run (DDP rank 0 broadcasts them there).
     """
 
     def __init__(self, spec: SweepSpec, study_name: str, runner: Callable | None = None,
-                 on_start: Callable[[], None] | None = None,
+                 on_start: Callable[[optuna.Trial], None] | None = None,
                  on_config: Callable[[optuna.Trial, Any, Any], None] | None = None) -> None:
         self.spec, self.study_name = spec, study_name
         self.runner, self.on_start, self.on_config = runner, on_start, on_config
@@ -84,7 +86,7 @@ class SweepObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         if self.on_start is not None:
-            self.on_start()
+            self.on_start(trial)
         spec = self.spec
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = suggest(trial, spec)
@@ -110,6 +112,11 @@ class SweepObjective:
             except optuna.TrialPruned:
                 trial.set_user_attr("status", "pruned")
                 raise
+            except KeyboardInterrupt as exc:  # RunInterrupted: the worker re-queues the trial
+                with interrupts.deferred():  # a second signal must not leave the reason half-written
+                    trial.set_user_attr("status", "interrupted")
+                    trial.set_user_attr("reason", _interrupt_reason(cfg, self.baseline, exc))
+                raise
             except Exception as exc:
                 trial.set_user_attr("status", "failed")
                 trial.set_user_attr("reason", f"{type(exc).__name__}: {exc}")
@@ -133,3 +140,15 @@ class SweepObjective:
             if t.user_attrs.get("arm_hash") == arm and t.number != trial.number:
                 return t
         return None
+
+
+def _interrupt_reason(cfg, baseline, exc: BaseException) -> str:
+    """The run's own account (``result.json``: signal and epoch) of an interrupt, or the exception's."""
+    try:
+        from ablations.naming import run_name
+        from ablations.run import Result, claim_run_dir
+
+        reason = Result.load(claim_run_dir(cfg, run_name(cfg, baseline.replace(seed=cfg.seed)))[1]).reason
+    except Exception:  # noqa: BLE001 - interrupted before the run wrote its row
+        reason = None
+    return reason or str(interrupts.as_interrupt(exc) or exc)

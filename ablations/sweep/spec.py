@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # the config pulls in torch; imported lazily so a bad spec or
 TOP_KEYS = ("name", "description", "paper", "base", "baseline", "space", "objectives", "sampler", "pruner",
             "budget", "seeds", "storage", "heartbeat", "wandb", "variants")
 
+#: torch threads per run when the spec's base leaves ``train.threads`` unset: one per worker process.
+SWEEP_THREADS = 1
+
 
 @dataclass(frozen=True)
 class SweepSpec:
@@ -178,6 +181,8 @@ def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = No
             base = base.override(overrides)
         except ValueError as exc:
             raise ValueError(f"--set: {exc}") from None
+    if base.train.threads is None:  # pinned (float results change with it), so --workers never changes a number
+        base = base.override({"train.threads": SWEEP_THREADS})
     space_raw = raw.get("space")
     if not isinstance(space_raw, dict) or not space_raw:
         raise fail("space", space_raw, "give a mapping of dotted config keys to values, e.g. {model.se.reduction: [4, 16]}")

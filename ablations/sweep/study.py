@@ -1,8 +1,10 @@
 """The Optuna study behind a sweep (DESIGN: Sweeps; anchors §D.1): storage, sampler, pruner, the grid queue.
 
 Storage is an ``RDBStorage`` with heartbeats and Optuna's retry callback, so a trial whose worker
-dies is failed after the grace period and re-queued for another worker. SQLite serves one worker; it
+loses the database is failed after the grace period and re-queued for another worker (a worker that
+dies is noticed at once: ``leases``). SQLite serves one worker; it
 is refused for several (its file locking breaks under concurrent writers and on shared filesystems).
+A study holds runs of one ``train.threads`` (float results change with it; see ``check_threads``).
 A grid ablation is enqueued once, deduplicated by config hash, under a database-level lock
 (``StudyLock``) that workers also hold while they claim a trial, so no arm is queued or run twice.
 """
@@ -16,15 +18,16 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from ablations.sweep.leases import Requeue
 from ablations.sweep.space import encode_params
 from ablations.sweep.spec import SweepSpec, make_config
 from ablations.sweep.storage import engine_kwargs, make_sqlite_folder, masked
 
-__all__ = ["StudyLock", "enqueue_grid", "load_study", "make_pruner", "make_sampler", "make_storage", "masked",
-           "progress", "setup_study"]
+__all__ = ["StudyLock", "check_threads", "enqueue_grid", "load_study", "make_pruner", "make_sampler", "make_storage", "masked",
+           "progress", "setup_study", "unfinished"]
 
 
 def make_storage(url: str, spec: SweepSpec) -> RDBStorage:
@@ -32,7 +35,7 @@ def make_storage(url: str, spec: SweepSpec) -> RDBStorage:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return RDBStorage(url, engine_kwargs=engine_kwargs(url), heartbeat_interval=spec.heartbeat_interval,
                       grace_period=spec.grace_period,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry))
+                      heartbeat_stale_trial_callback=Requeue(spec.max_retry))
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
@@ -163,10 +166,29 @@ def setup_study(spec: SweepSpec, url: str, study_name: str, *, retry_failed: boo
             if have != spec.directions:
                 raise ValueError(f"study {study_name!r} already exists with directions {have}, but the spec's "
                                  f"objectives give {spec.directions}; use another --study-name")
+            check_threads(study, spec)
             study.set_user_attr("spec", spec_summary(spec))
             return study, (enqueue_grid(study, spec, retry_failed=retry_failed) if spec.is_grid else 0)
     finally:
         lock.close()
+
+
+def check_threads(study: optuna.Study, spec: SweepSpec) -> None:
+    """Refuse to add runs with another ``train.threads`` to a study that holds runs: float results differ.
+
+    Sweeps pin the thread count (``spec.parse_spec``: 1 unless the spec sets it), so ``--workers`` never
+    changes a number; a study made before that, or with another ``--set train.threads``, is not mixed in.
+    """
+    if not study.get_trials(deepcopy=False):
+        return
+    stored = ((study.user_attrs.get("spec") or {}).get("base") or {}).get("train", {}).get("threads")
+    wanted = spec.base.train.threads
+    if stored != wanted:
+        made = f"train.threads={stored}" if stored is not None else "train.threads unset (torch's default, one per core)"
+        hint = f", or --set train.threads={stored} to continue it" if stored is not None else ""
+        raise ValueError(f"study {study.study_name!r} holds runs made with {made}, but this sweep runs "
+                         f"train.threads={wanted}; float results change with the thread count, so they would not "
+                         f"be comparable: use another --study-name{hint}")
 
 
 def enqueue_grid(study: optuna.Study, spec: SweepSpec, *, retry_failed: bool = False) -> int:
@@ -199,3 +221,41 @@ def progress(study: optuna.Study) -> dict[str, int]:
         else:
             out[t.state.name.lower()] += 1
     return out
+
+
+def unfinished(study: optuna.Study, spec: SweepSpec, n_trials: int | None = None) -> list[str]:
+    """What keeps the sweep from being done, one line each (empty: done).
+
+    A grid is done when every cell (or ``n_trials`` of them, where that caps it) has a COMPLETE or PRUNED
+    trial; a sampled study when its budget is spent and no trial is waiting, running, or failed unretried.
+    """
+    from ablations.naming import run_name
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    decided = (TrialState.COMPLETE, TrialState.PRUNED)
+    budget = spec.n_trials if n_trials is None else n_trials
+
+    def why(t: optuna.trial.FrozenTrial) -> str:
+        if t.state == TrialState.FAIL:
+            return f"{t.user_attrs.get('status', 'failed')}: {t.user_attrs.get('reason', '?')}"
+        before = [p for p in trials if p.number in t.system_attrs.get("retry_history", ())]
+        after = f" (re-queued after: {before[-1].user_attrs.get('reason', 'a failure')})" if before else ""
+        return t.state.name.lower() + after
+
+    if spec.is_grid:
+        by_hash: dict[str, list] = {}
+        for t in trials:
+            by_hash.setdefault(t.user_attrs.get("config_hash"), []).append(t)
+        base, cells = spec.base.override({"model.se": None}), spec.grid()
+        out = []
+        for cell in cells:
+            cfg = make_config(spec, cell)
+            mine = by_hash.get(cfg.hash(), [])
+            if not any(t.state in decided for t in mine):
+                out.append(f"{run_name(cfg, base)}: " + (why(mine[-1]) if mine else "not queued"))
+        need = len(cells) if budget is None else min(budget, len(cells))
+        return out if len(cells) - len(out) < need else []
+    out = [f"trial #{t.number}: {why(t)}" for t in trials if t.state not in decided and t.number not in retried]
+    left = (budget or 0) - sum(t.number not in retried for t in trials)
+    return out + ([f"{left} of the {budget} trials not started"] if left > 0 else [])

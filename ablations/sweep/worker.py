@@ -1,11 +1,15 @@
 """An Optuna worker (DESIGN: Sweeps; anchors §D.1, §D.4): claim a trial, run it, repeat until the study is done.
 
 Many workers share one study. A worker claims its next trial while holding the study lock, so the
-last queued grid cell goes to exactly one worker and nobody asks the sampler for a stray point; the
-trial itself runs outside the lock, under Optuna's heartbeat. Before each claim the worker fails
-stale trials (a killed worker's), which ``RetryFailedTrialCallback`` re-queues, and it does not exit
-while other workers' trials still run, so a trial lost with its worker is re-run, never dropped.
-Under DDP (a SLURM trial with several GPUs) rank 0 is the worker and the other ranks follow it.
+last queued grid cell goes to exactly one worker and nobody asks the sampler for a stray point; under
+the same lock it takes the trial's lease (``leases``), which dies with the process. The trial itself
+runs outside the lock. Before each claim the worker fails and re-queues the RUNNING trials whose lease
+is free (a killed worker's: at once) or whose heartbeat is stale (a worker cut off from the database:
+after the grace period), and it does not exit while other workers' trials still run, so a trial lost
+with its worker is re-run, never dropped. A signal (Ctrl-C, SIGTERM, SIGUSR1) stops the worker: its
+trial is failed, marked ``interrupted`` and re-queued at once, and ``RunInterrupted`` leaves with the
+exit code 128 + signal. Under DDP (a SLURM trial with several GPUs) rank 0 is the worker and the other
+ranks follow it.
 """
 from __future__ import annotations
 
@@ -17,10 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
 
+from ablations import interrupts
+from ablations.sweep.leases import Leases, Requeue
 from ablations.sweep.objective import SweepObjective
 from ablations.sweep.spec import SweepSpec
-from ablations.sweep.study import StudyLock, load_study, progress
+from ablations.sweep.study import StudyLock, check_threads, load_study, progress
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +62,93 @@ def run_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: int | 
         on_stop: called once when the worker stops (DDP rank 0 tells its followers).
     """
     study = load_study(spec, url, study_name)
-    lock = StudyLock(url, study_name)
-    objective = SweepObjective(spec, study_name, runner=runner, on_start=lock.release, on_config=on_config)
+    check_threads(study, spec)
+    lock, leases = StudyLock(url, study_name), Leases(url)
+
+    def claimed(trial: optuna.Trial) -> None:  # still under the study lock: nobody sees it RUNNING without a lease
+        leases.take(trial._trial_id)
+        lock.release()
+
+    objective = SweepObjective(spec, study_name, runner=runner, on_start=claimed, on_config=on_config)
+    dead, interrupted = Requeue(spec.max_retry), Requeue(spec.max_retry, interrupt=True)
     poll = max(1.0, min(5.0, spec.heartbeat_interval / 2))
     ran = 0
     try:
-        while max_trials is None or ran < max_trials:
-            lock.acquire()
-            try:
-                optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
-                step = _next_step(study, spec, n_trials)
-                if step == "wait":
+        with interrupts.guard():
+            while max_trials is None or ran < max_trials:
+                _stop_if_signalled()
+                lock.acquire()
+                try:
+                    leases.fail_dead(study, dead)
+                    with interrupts.deferred():  # failed but not yet re-queued would lose the arm
+                        optuna.storages.fail_stale_trials(study)  # the heartbeat fallback
+                    step = _next_step(study, spec, n_trials)
+                    if step == "wait":
+                        lock.release()
+                        time.sleep(poll)
+                        continue
+                    if step == "stop":
+                        break
+                    # ``claimed`` releases the lock as soon as Optuna has claimed the trial for us.
+                    _run_one(study, objective, leases, interrupted)
+                    ran += 1
+                finally:
                     lock.release()
-                    time.sleep(poll)
-                    continue
-                if step == "stop":
-                    break
-                # The objective releases the lock as soon as Optuna has claimed the trial for us.
-                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-                ran += 1
-            finally:
-                lock.release()
     finally:
         lock.close()
+        leases.close()
         if on_stop is not None:
             on_stop()
     return ran
+
+
+def _stop_if_signalled() -> None:
+    """Raise for a signal whose ``RunInterrupted`` was swallowed: a handler that runs inside a finalizer or a
+    weakref callback raises into code that ignores exceptions ("Exception ignored in ...")."""
+    signum = interrupts.last_signal()
+    if signum is not None:
+        raise interrupts.RunInterrupted(signum)
+
+
+def _run_one(study: optuna.Study, objective: SweepObjective, leases: Leases, requeue: Requeue) -> None:
+    """One ``study.optimize`` trial; on a signal, this worker's trial goes back to the queue before it exits."""
+    try:
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+    except UpdateFinishedTrialError as exc:  # our lease or heartbeat lapsed and another worker re-queued the trial
+        log.warning("trial finished elsewhere: %s", exc)
+    except BaseException as exc:
+        # A signal may hit Optuna's own bookkeeping too, which then raises something else: the signal decides.
+        stop = interrupts.as_interrupt(exc)
+        if stop is None and interrupts.last_signal() is not None:
+            stop = interrupts.RunInterrupted(interrupts.last_signal())
+        if stop is None:
+            raise
+        if leases.trial_id is not None:
+            with interrupts.deferred():
+                _requeue_interrupted(study, leases.trial_id, stop, requeue)
+        raise stop from None
+    finally:
+        leases.release()  # only now: the trial's final state is stored
+
+
+def _requeue_interrupted(study: optuna.Study, trial_id: int, stop: interrupts.RunInterrupted,
+                         requeue: Requeue) -> None:
+    """Fail this worker's interrupted trial (Optuna leaves it RUNNING on ``SystemExit``) and re-queue it."""
+    storage = study._storage  # as optuna.storages.fail_stale_trials does
+    trial = storage.get_trial(trial_id)
+    if trial.state == TrialState.RUNNING:
+        try:
+            if trial.user_attrs.get("status") != "interrupted":
+                storage.set_trial_user_attr(trial_id, "status", "interrupted")
+                storage.set_trial_user_attr(trial_id, "reason", str(stop))
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:  # the heartbeat check failed it and re-queued it already
+            return
+        trial = storage.get_trial(trial_id)
+    # A trial that really failed (or completed, or was pruned) before the signal keeps its outcome.
+    if trial.state == TrialState.FAIL and trial.user_attrs.get("status") not in ("failed", "pruned"):
+        requeue(study, trial)
+        log.warning("trial %d: %s; re-queued", trial.number, trial.user_attrs.get("reason") or stop)
 
 
 def distributed_rank() -> tuple[int, int]:
