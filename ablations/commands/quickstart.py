@@ -1,6 +1,6 @@
 """``senet-ablate quickstart``: the README's first job; no-SE baseline vs SE variants on the embedded digits.
 
-Trains every arm and seed of ``ablations.quickstart`` (one run per core at a time), prints the
+Trains every arm and seed of ``ablations.quickstart`` (one single-threaded run per core at a time), prints the
 comparison table and writes ``table.md``, ``runs.csv``, ``summary.json`` and ``plot.png`` to
 ``results/quickstart/``; each run keeps its folder, result row and W&B offline run under ``runs/quickstart/``.
 """
@@ -19,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=16, help="side of the upsampled digits (default: 16)")
     parser.add_argument("--output-dir", default="runs/quickstart", help="run folders (default: runs/quickstart)")
     parser.add_argument("--results-dir", default="results/quickstart", help="table and plot (default: results/quickstart)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="runs at a time, one process each, the cores shared out (default: min(2, cores))")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="runs at a time, one process and one torch thread each; the results do not depend "
+                             "on it (default: one per core)")
     parser.add_argument("--data", default="digits", choices=("digits", "fashion_mnist"),
                         help="data set (default: digits, embedded; fashion_mnist: apt-get install dataset-fashion-mnist)")
     parser.add_argument("--arms", nargs="+", metavar="ARM", default=None,
