@@ -1,7 +1,9 @@
 """Sweeps on a real PostgreSQL server started by the test (DESIGN: Sweeps; anchors §D.1, §E.3/6/7).
 
 Three workers in parallel finish every grid arm exactly once; a worker killed with SIGKILL in the
-middle of a trial loses nothing: its trial is failed by the heartbeat check and re-run by another worker.
+middle of a trial loses nothing: its trial lease drops with it, so the next claim fails and re-queues
+the trial at once (not after the heartbeat grace); SIGTERM to the sweep re-queues every running trial
+and exits 143, and a rerun finishes every arm exactly once.
 """
 from __future__ import annotations
 
@@ -97,36 +99,88 @@ def test_three_workers_run_every_arm_exactly_once(pg, tmp_path, cli):
     assert queued == 0 and len(again.trials) == 6
 
 
-def test_killed_worker_trial_is_retried_and_nothing_is_lost(pg, tmp_path, cli):
+def worker_pids(parent: subprocess.Popen) -> list[int]:
+    """The local workers ``sweep --workers N`` spawned (children of the launching process)."""
+    return [int(p) for p in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()]
+
+
+def test_killed_and_interrupted_workers_lose_nothing_and_wait_for_no_heartbeat(pg, tmp_path, cli):
+    # The default heartbeat (60 s, grace 180 s): a dead worker's trial must be retried long before the grace.
     url = pg.new_database("kill")
-    path = write_spec(tmp_path, "kill", [4], seeds=2, epochs=4, interval=1)
+    path = write_spec(tmp_path, "kill", [4], seeds=2, epochs=2)
     spec = load_spec(path)
-    setup_study(spec, url, "kill")
-    victim = cli("sweep", str(path), "--storage", url, "--worker-only", stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL)
-    # Wait until the victim is inside a trial (its run folder exists: training has started), then kill it.
-    study = load_study(spec, url, "kill")
+    proc = cli("sweep", str(path), "--storage", url, "--workers", "3", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+               text=True)
+    runs = tmp_path / "runs" / "kill"
     deadline = time.monotonic() + 300
-    while True:
+    while True:  # a worker in the middle of training (a checkpoint exists) and its RUNNING trial
+        study = load_study(spec, url, "kill") if (runs.exists()) else None
         running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING
-                   and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
-        if running and any((tmp_path / "runs" / "kill").glob("*/config.yaml")):
+                   and "worker" in t.user_attrs] if study is not None else []
+        if running and any(runs.glob("*/checkpoints/last.ckpt")):
             break
-        assert victim.poll() is None and time.monotonic() < deadline, "the victim never started a trial"
+        assert proc.poll() is None and time.monotonic() < deadline, "no worker started a trial"
         time.sleep(0.2)
-    killed = running[0].number
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    survivor = cli("sweep", str(path), "--storage", url, "--worker-only", stdout=subprocess.PIPE,
-                   stderr=subprocess.PIPE, text=True)
-    _, err = survivor.communicate(timeout=900)
-    assert survivor.returncode == 0, err[-3000:]
+    killed, victim = running[0], int(running[0].user_attrs["worker"].rsplit(":", 1)[1])
+    assert victim in worker_pids(proc)
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    while True:  # another worker retries the arm: lease dropped, no heartbeat wait
+        retry = [t for t in study.get_trials(deepcopy=False) if killed.number in t.system_attrs.get("retry_history", ())
+                 and t.state != optuna.trial.TrialState.WAITING]
+        if retry:
+            break
+        assert time.monotonic() - killed_at < spec.grace_period / 3, "the killed worker's arm was not retried"
+        time.sleep(0.2)
+    retried_after = time.monotonic() - killed_at
+    # Now stop the sweep as SLURM or a user would: SIGTERM to the launching process, passed on to its workers.
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     study = load_study(spec, url, "kill")
-    trials = study.trials
-    assert trials[killed].state == optuna.trial.TrialState.FAIL
-    retry = [t for t in trials if killed in t.system_attrs.get("retry_history", ())]
-    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
-    assert retry[0].user_attrs["config_hash"] == trials[killed].user_attrs["config_hash"]
+    states = collections.Counter(t.state for t in study.trials)
+    assert states[optuna.trial.TrialState.RUNNING] == 0  # every claimed trial was returned to the queue
+    # Only the killed worker's trial was taken for dead; the others were interrupted by SIGTERM.
+    dead = [t.number for t in study.trials if "lease" in t.user_attrs.get("reason", "")]
+    assert dead == [killed.number], [(t.number, t.state, t.user_attrs.get("reason")) for t in study.trials]
+    retried = collections.Counter(t.system_attrs["retry_history"][-1] for t in study.trials
+                                  if t.system_attrs.get("retry_history"))
+    failed = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert retried == collections.Counter(failed)  # each failed trial re-queued exactly once
+    again = cli("sweep", str(path), "--storage", url, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    study = load_study(spec, url, "kill")
     expected = {make_config(spec, c).hash() for c in spec.grid()}
     assert complete_by_hash(study) == collections.Counter({h: 1 for h in expected})
-    assert len(trials) == len(expected) + 1  # the killed trial and its one retry; nothing else
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(study.trials) == len(expected) + len(failed)  # each failed trial has one retry; nothing else
+    print(f"killed worker's arm retried after {retried_after:.1f} s (grace {spec.grace_period} s)")
+
+
+HOLDER = """
+import sys, time
+from ablations.sweep.leases import Leases
+leases = Leases(sys.argv[1]); leases.take(int(sys.argv[2])); print("held", flush=True); time.sleep(60)
+"""
+
+
+def test_a_lease_is_held_while_its_process_lives(pg):
+    from ablations.sweep.leases import Leases
+
+    url, other = pg.new_database("lease"), pg.new_database("lease_other")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, url, "7"], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert Leases(url).alive([7, 8]) == {7}
+        assert Leases(other).alive([7]) == set()  # advisory locks belong to their database
+        holder.kill()
+        holder.wait()
+        deadline = time.monotonic() + 10  # the server notices the closed connection
+        while Leases(url).alive([7]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert Leases(url).alive([7]) == set()
+    finally:
+        holder.kill()
+        holder.wait()
