@@ -6,7 +6,10 @@ differences are inside seed noise says so, and a table that mixes code commits o
 """
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from ablations import provenance
 from ablations.compare import ArmSummary
@@ -91,3 +94,28 @@ def provenance_line(rows: Sequence[dict]) -> str:
     env = next((e for e in envs if e), None)
     code = commits[0] if commits else "unknown"
     return f"Provenance: all {len(rows)} runs from code {code}; {provenance.describe(env)}."
+
+
+#: A README block that quotes a committed result's conclusion: ``<!-- NAME-conclusion: ... -->`` to its closing tag.
+README_BLOCK = re.compile(r"(?P<open><!-- (?P<name>[\w-]+)-conclusion:[^>]*-->)\n.*?\n"
+                          r"(?P<close><!-- /(?P=name)-conclusion -->)", re.DOTALL)
+
+
+def quote_conclusions(readme: str, root: Path) -> str:
+    """``readme`` with each ``<!-- NAME-conclusion: ... -->`` block set to ``root/results/NAME/summary.json``'s conclusion.
+
+    The README quotes the committed results' computed sentences rather than paraphrasing them; a test checks
+    that this function leaves the README unchanged. Update with ``python -m ablations.verdicts``.
+    """
+    def quote(match: re.Match) -> str:
+        summary = root / "results" / match["name"] / "summary.json"
+        text = json.loads(summary.read_text())["conclusion"]
+        body = "\n>\n".join("> " + para for para in text.split("\n\n"))
+        return f"{match['open']}\n{body}\n{match['close']}"
+
+    return README_BLOCK.sub(quote, readme)
+
+
+if __name__ == "__main__":  # python -m ablations.verdicts: refresh the README's quotes of the committed results
+    readme_path = Path(__file__).resolve().parent.parent / "README.md"
+    readme_path.write_text(quote_conclusions(readme_path.read_text(), readme_path.parent))

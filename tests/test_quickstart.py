@@ -79,3 +79,24 @@ def test_quickstart_end_to_end_writes_a_result_and_a_wandb_run_per_arm(tmp_path,
     assert {p.name for p in results.iterdir()} == {"table.md", "runs.csv", "summary.json", "plot.png"}
     assert "senet-ablate quickstart --seeds 0 --epochs 1 --image-size 8" in (results / "table.md").read_text()
     assert "Δ top-1 (pp)" in out and "wall time" in out
+
+
+def test_fashion_mnist_options_and_the_command_that_reproduces_them():
+    import argparse
+
+    from ablations.commands.quickstart import _command, _overrides, _pick_arms, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--data", "fashion_mnist", "--arms", "SE r=16", "--set", "train.limit_train_batches=0.12",
+            "--set", "train.limit_val_batches=0.5", "--min-effect", "0.3"]
+    args = parser.parse_args(argv)
+    assert _command(args) == "senet-ablate quickstart " + " ".join(
+        f"'{a}'" if " " in a else a for a in argv)
+    assert [label for label, _ in _pick_arms(args.arms)] == ["no SE", "SE r=16"]  # the baseline always runs
+    with pytest.raises(ValueError, match="--arms 'SE r=99' is not allowed"):
+        _pick_arms(["SE r=99"])
+    q = QuickstartConfig(data="fashion_mnist", arms=_pick_arms(args.arms), overrides=_overrides(args.sets))
+    cfg = experiments(q)[-1][1]
+    assert (cfg.data.name, cfg.train.limit_train_batches, cfg.train.limit_val_batches) == ("fashion_mnist", 0.12, 0.5)
+    assert cfg.wandb.group == "quickstart_resnet20_cifar_fashion_mnist" and cfg.model.se.reduction == 16

@@ -70,7 +70,9 @@ def _command(args: argparse.Namespace) -> str:
     defaults = vars(_defaults())
     parts = ["senet-ablate", "quickstart"]
     for key, value in vars(args).items():
-        if key in defaults and value != defaults[key]:
+        if key == "sets":  # --set is repeated, once per KEY=VALUE
+            parts += [part for item in value for part in ("--set", item)]
+        elif key in defaults and value != defaults[key]:
             values = value if isinstance(value, list) else [value]
             parts += [f"--{key.replace('_', '-')}", *map(str, values)]
     return " ".join(shlex.quote(p) for p in parts)
