@@ -34,8 +34,6 @@ def read_yaml(path: str | Path, what: str) -> Any:
     """
     import yaml
 
-    from senet.config import yaml_problem
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} {path}: no such file")
@@ -79,16 +77,28 @@ def parse_assignments(items: list[str], option: str = "", example: str = "train.
 
 
 def parse_text(text: str, key: str, as_text: bool = False) -> Any:
-    """One value typed on the command line, read as YAML (see ``parse_assignments``)."""
-    from senet.config import parse_value
+    """One value typed on the command line, read as YAML (see ``parse_assignments``).
 
-    if not as_text:
-        return parse_value(text, key)
+    Raises:
+        ValueError: ``text`` is not valid YAML; the message names ``key``, the value and the forms allowed.
+    """
+    import yaml
+
     try:
-        value = parse_value(text, key)
-    except ValueError:
-        return text
-    return value if value is None or isinstance(value, str) else text
+        value = yaml.safe_load(text) if isinstance(text, str) else text
+    except yaml.YAMLError as exc:
+        if as_text:
+            return text
+        raise ValueError(f"{key}={text!r} is not allowed: the value is not valid YAML ({yaml_problem(exc)}); "
+                         "write it as YAML: 8, 0.05, true, null, a name, or a list such as [2, 3]") from None
+    return text if as_text and not (value is None or isinstance(value, str)) else value
+
+
+def yaml_problem(exc: Exception) -> str:
+    """One line from a YAML error: the problem and where it is (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = (getattr(exc, "problem", None) or str(exc).splitlines()[0]).replace("'<stream end>'", "the end")
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def text_fields(cls: type | None = None, prefix: str = "") -> set[str]:
