@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import subprocess
@@ -202,13 +203,15 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
         cfg, dm = prepare(cfg) if datamodule is None else (cfg, datamodule)
         name, run_dir = claim_run_dir(cfg, run_name(cfg, baseline))
         _check_devices(cfg.train)  # here, not in prepare(): --print-config checks a cluster's config on a laptop
-        with _benign_warnings_off():
+        with _benign_warnings_off(), _quiet_lightning():
             try:  # a dry build: a refused Trainer setting leaves no folder behind
                 _trainer(cfg.train, False, [], run_dir, False, True)
             except MisconfigurationException as exc:  # e.g. precision=16-mixed on a CPU, accelerator=gpu without one
                 raise ValueError(f"train.accelerator/devices/strategy/precision: {exc}") from None
         if rank_zero_only.rank != 0:  # DDP followers: rank 0 owns the folder, its lock and its files
             return _train(cfg, name, run_dir, dm, callbacks, trial, resume, progress_bar, quiet, None)
+        if resume and (run_dir / CHECKPOINTS / "last.ckpt").exists():
+            resume_point(run_dir / CHECKPOINTS / "last.ckpt")  # unreadable: one line before anything is written
         with RunLock(run_dir):
             previous = run_dir / RESULT_FILE
             if not resume:
@@ -291,6 +294,18 @@ def _record(cfg: ExperimentConfig, name: str, run_dir: Path, module: SEClassifie
     if attempts is not None:
         result.save()
     return result
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning's "GPU available" lines once per run, from the real Trainer, not from the dry build too."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @contextlib.contextmanager

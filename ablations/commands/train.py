@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -98,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from lightning.pytorch.utilities import rank_zero_only
 
-    if rank_zero_only.rank == 0:
-        print("# resolved config\n" + yaml.safe_dump(resolved.to_dict(), sort_keys=False), file=sys.stderr)
+    # The resolved config is written to <run_dir>/config.yaml (and printed by --print-config); not echoed here, so a
+    # refusal by run_experiment (a busy folder, an unreadable checkpoint) stays one line.
     result = run_experiment(resolved, resume=not args.no_resume, progress_bar=args.progress, datamodule=dm)
     if rank_zero_only.rank == 0:
         m = result.metrics
