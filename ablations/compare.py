@@ -80,6 +80,12 @@ def _std(xs: Sequence[float]) -> float:
     return statistics.stdev(xs) if len(xs) > 1 else math.nan
 
 
+def _err(accuracy: float) -> float:
+    """Error in %, to 1e-4 pp: accuracies arrive as float32, so equal error counts differ by ~1e-6 pp, and a
+    paired test would read that float noise as a (tiny, certain) spread."""
+    return round(100.0 * (1.0 - accuracy), 4)
+
+
 def _unseeded_hash(cfg: ExperimentConfig) -> str:
     semantic = cfg.semantic()
     semantic.pop("seed")
@@ -125,8 +131,8 @@ def aggregate(rows: Iterable[dict], min_effect: float | None = None) -> list[Arm
         summaries.append(ArmSummary(
             label=label, key=key, baseline_key=baseline_key(config), is_baseline=config["model"]["se"] is None,
             seeds=tuple(r["seed"] for r in done),
-            top1_err=tuple(100.0 * (1.0 - r["metrics"][VAL_TOP1]) for r in done),
-            top5_err=tuple(100.0 * (1.0 - r["metrics"][VAL_TOP5]) for r in done if VAL_TOP5 in r["metrics"]),
+            top1_err=tuple(_err(r["metrics"][VAL_TOP1]) for r in done),
+            top5_err=tuple(_err(r["metrics"][VAL_TOP5]) for r in done if VAL_TOP5 in r["metrics"]),
             params=int(rs[0]["params"]), gmacs=float(rs[0]["gmacs"]),
             wall_time_s=_mean([r["wall_time_s"] for r in done]), failed=len(rs) - len(done),
         ))
