@@ -111,7 +111,14 @@ class ResidualUnit(nn.Module):
     - ``post``: after the sum and its ReLU (Fig. 5d);
     - ``identity``: on the shortcut path, after a projection if there is one (Fig. 5e);
     - ``after_3x3``: inside the branch (Table 15), so ``se`` here is None.
+
+    At ``standard`` and ``identity`` the SE output meets the sum, so the scale is fused into it
+    (``SqueezeExcite.forward(x, residual)``, one ``addcmul``) unless ``fused_se`` is False
+    (``set_fused_se``): the unfused form is kept to test the fused one against and to measure it.
     """
+
+    #: Fuse the SE scale into the residual sum; an instance attribute overrides it (``set_fused_se``).
+    fused_se: bool = True
 
     def __init__(self, branch: nn.Module, shortcut: nn.Module | None, se: nn.Module | None,
                  placement: str, post_act: bool = True) -> None:
@@ -124,15 +131,33 @@ class ResidualUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch(self.se(x) if self.placement == "pre" else x)
-        if self.placement == "standard":
-            out = self.se(out)
         sc = x if self.shortcut is None else self.shortcut(x)
-        if self.placement == "identity":
-            sc = self.se(sc)
-        out = self.act(out + sc)
+        if self.fused_se and self.placement == "standard":
+            out = self.se(out, residual=sc)  # sc + out * s
+        elif self.fused_se and self.placement == "identity":
+            out = self.se(sc, residual=out)  # out + sc * s
+        else:
+            if self.placement == "standard":
+                out = self.se(out)
+            elif self.placement == "identity":
+                sc = self.se(sc)
+            out = out + sc
+        out = self.act(out)
         if self.placement == "post":
             out = self.se(out)
         return out
+
+
+def set_fused_se(model: nn.Module, fused: bool) -> int:
+    """Fuse (default) or unfuse the SE scale and residual sum in every ``ResidualUnit`` of ``model``.
+
+    The two forms compute the same function (to float rounding) with the same parameters; the switch
+    exists to check that and to time them. Returns the number of units whose SE meets a sum.
+    """
+    units = [m for m in model.modules() if isinstance(m, ResidualUnit)]
+    for unit in units:
+        unit.fused_se = fused
+    return sum(unit.placement in ("standard", "identity") for unit in units)
 
 
 def se_channels(placement: str, cin: int, cout: int, width: int) -> int:

@@ -86,6 +86,9 @@ _POINTWISE = ("mul", "mul_", "div", "div_", "sub", "sub_", "relu", "relu_", "sig
               "clamp_min_", "gelu", "silu", "silu_", "leaky_relu", "leaky_relu_", "hardswish", "hardswish_",
               "threshold", "where", "maximum", "minimum", "neg", "exp", "rsqrt")
 _ADD = ("add", "add_")
+# residual + x * s in one op: the SE scale fused into the residual sum (SqueezeExcite.forward(x, residual));
+# inside an SE block it counts as the scale and the sum it replaced, one op each per element.
+_FUSED_SCALE_ADD = ("addcmul", "addcmul_")
 _REDUCE = ("mean", "sum", "amax", "amin", "max", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices",
            "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool2d", "_softmax", "_log_softmax")
 _BN = ("_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",
@@ -109,12 +112,12 @@ OP_CATEGORY = {
     **{p: "conv" for p in _packets(_CONV)},
     **{p: "linear" for p in _packets(_LINEAR)},
     **{p: "bn" for p in _packets(_BN)},
-    **{p: "add" for p in _packets(_ADD)},
+    **{p: "add" for p in _packets(_ADD + _FUSED_SCALE_ADD)},
     **{p: "elementwise" for p in _packets(_POINTWISE + _REDUCE)},
     **{p: "free" for p in _packets(_FREE)},
 }
 _CUSTOM = {
-    **{p: _per_output for p in _packets(_POINTWISE + _ADD)},
+    **{p: _per_output for p in _packets(_POINTWISE + _ADD + _FUSED_SCALE_ADD)},
     **{p: _per_input for p in _packets(_REDUCE + _BN)},
     **{p: _free for p in _packets(_FREE)},
 }
@@ -225,6 +228,10 @@ def count_ops(model: nn.Module, input_size=(3, 224, 224), strict: bool = False, 
                 own[packet] = own.get(packet, 0) - value
         add(total, own, 1, "se_scale")
         add(se, own, 1, "se_scale")
+        # A fused scale also did the unit's residual sum: an add outside the SE, as in the unfused form.
+        fused = sum(own.get(p, 0) for p in _packets(_FUSED_SCALE_ADD))
+        if fused:
+            total["add"] = total.get("add", 0) + fused
     keys = MAC_CATEGORIES + OPTIONAL_CATEGORIES
     params = sum(p.numel() for p in model.parameters())
     return OpCounts(params=params, categories={k: total.get(k, 0) for k in keys},

@@ -4,6 +4,11 @@ Written by hand because no library has the paper's full knob set (max/none squee
 gate, NoSqueeze at full resolution). The FCs are 1x1 convolutions, as in the released Caffe
 models and their PyTorch ports, so one code path serves the pooled (N, C, 1, 1) descriptor and
 NoSqueeze's full-resolution (N, C, H, W) input; both keep channels_last tensors channels_last.
+
+Where the scaled output meets a residual sum, ``forward(x, residual)`` fuses F_scale into that sum,
+``residual + x * s`` in one ``torch.addcmul`` (NVIDIA DeepLearningExamples' SE bottleneck; the Caffe
+release's "Axpy" layer): one pass over the feature map instead of two, and no scaled intermediate.
+The block is still called once per unit, so its forward hooks and its gate's hooks see what they saw.
 """
 from __future__ import annotations
 
@@ -90,8 +95,12 @@ class SqueezeExcite(nn.Module):
         """The gate values s (N, C, 1, 1), or (N, C, H, W) for NoSqueeze."""
         return self.gate(self.fc2(self.act(self.fc1(self.squeeze(x)))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.excitation(x)  # F_scale: broadcast over H, W
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """F_scale ``x * s``; with ``residual``, the scale fused into the sum: ``residual + x * s``."""
+        s = self.excitation(x)
+        if residual is None:
+            return x * s  # F_scale: broadcast over H, W
+        return torch.addcmul(residual, x, s)
 
     def extra_repr(self) -> str:
         return f"tag={self.tag}"
