@@ -77,6 +77,13 @@ def guard() -> Iterator[None]:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
+def raise_if_signalled() -> None:
+    """Raise ``RunInterrupted`` if a guard caught a signal: a check at safe points for one raised where Python
+    swallows exceptions (a ``__del__`` or weakref callback prints "Exception ignored" and goes on)."""
+    if _received and _depth["guard"] and not _depth["deferred"]:
+        raise RunInterrupted(_received[-1])
+
+
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold interrupts until the block ends (a file being written), then raise the first one."""

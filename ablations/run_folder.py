@@ -151,11 +151,19 @@ class AttemptCallback(Callback):
     """Updates the current attempt's wall time and epoch count at every epoch end (rank 0 writes).
 
     It also writes the CSV rows of the finished epoch at the next epoch's start (Lightning buffers 100 steps),
-    so a SIGKILL loses at most the epoch it interrupts, which the resume trains again.
+    so a SIGKILL loses at most the epoch it interrupts, which the resume trains again; and after every batch
+    it re-raises a signal whose ``RunInterrupted`` was swallowed (raised inside a finalizer, Python only
+    prints it), so no signal lets a run go on to "complete".
     """
 
     def __init__(self, attempts: Attempts | None) -> None:
         self.attempts = attempts
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        interrupts.raise_if_signalled()
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        interrupts.raise_if_signalled()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
