@@ -20,6 +20,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "multistep", "cosine", "plateau", "constant")
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
 WANDB_MODES = ("offline", "online", "disabled")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 SEED_MAX = 2**32 - 1
 
 
@@ -100,6 +101,10 @@ class TrainConfig:
     # torch intra-op threads for the run. Float results depend on the thread count (how reductions are split),
     # so sweeps and the quickstart pin it; None leaves torch's default (one per core), recorded in result.json.
     threads: Optional[int] = None
+    # torch.compile mode for the network (COMPILE_MODES), None = eager. Compiling reorders and fuses float ops
+    # (fp32 losses agree with eager to ~1e-5), so like threads it enters the hash only when set: eager runs keep
+    # theirs. Checkpoints hold the plain module's keys and load into an eager model.
+    compile: Optional[str] = None
 
     def __post_init__(self) -> None:
         # Lazy: the recipes module builds its presets from this class, so it may be mid-import here.
@@ -115,6 +120,8 @@ class TrainConfig:
         _positive("train.devices", self.devices)
         if self.threads is not None:
             _positive("train.threads", self.threads)
+        if self.compile is not None:
+            _choice("train.compile", self.compile, COMPILE_MODES)
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"train.label_smoothing={self.label_smoothing!r} is not allowed; it must be in [0, 1)")
         object.__setattr__(self, "milestones", tuple(self.milestones))
@@ -169,6 +176,8 @@ class ExperimentConfig:
             d.pop(k)
         if d["train"].get("threads") is None:
             d["train"].pop("threads", None)  # unpinned: hashes stay those of the runs made before the field existed
+        if d["train"].get("compile") is None:
+            d["train"].pop("compile", None)  # eager: likewise
         return d
 
     def hash(self) -> str:

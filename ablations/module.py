@@ -4,6 +4,11 @@
 so a checkpoint alone rebuilds it (``SEClassifier.load_from_checkpoint(path)``). It holds training logic
 only: cross-entropy (optionally label-smoothed), top-1/top-5 with torchmetrics, the optimizer and LR
 schedule of ``cfg.train``, and one complexity record (params, GMACs) logged when fitting starts.
+
+``train.compile`` compiles the network in place (``nn.Module.compile``) when a Trainer sets the module up
+(``setup``), so checkpoints keep the plain keys (no ``_orig_mod.``) and load into an eager model. A module
+loaded from a checkpoint outside a Trainer (the excitation analysis) stays eager, so forward hooks on the
+SE gates run as Python on every call rather than being traced into a compiled graph.
 """
 from __future__ import annotations
 
@@ -52,6 +57,17 @@ class SEClassifier(pl.LightningModule):
         # The running best must survive a resume, so it is part of the checkpoint's state_dict.
         self.val_top1_best.persistent(True)
         self.complexity: Any | None = None  # senet.complexity.Complexity, set at fit start
+
+    def setup(self, stage: str) -> None:
+        """Compile the network for ``train.compile``. A Trainer calls this hook, ``load_from_checkpoint`` does not
+        (it calls ``configure_model``), so a module loaded for analysis stays eager."""
+        mode = self.cfg.train.compile
+        if mode is None or getattr(self.model, "_compiled_call_impl", None) is not None:
+            return
+        if self.complexity is None:  # counted on the eager network: the counter runs its own dispatch modes
+            self.complexity = self.measure_complexity()
+        # In place, not torch.compile(model): the module and its state_dict keys stay the plain network's.
+        self.model.compile(mode=mode)
 
     # ---- forward and steps ---- #
 
