@@ -119,8 +119,11 @@ def test_no_resume_starts_a_clean_folder(tmp_path):
     wait_for(tmp_path / RUN / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGTERM)
     assert finish(proc)[0] == 128 + signal.SIGTERM
-    summary = next((tmp_path / RUN / "wandb").glob("offline-run-*/files/wandb-summary.json"))
-    assert json.loads(summary.read_text())["status"] == "interrupted"
+    (offline,) = (tmp_path / RUN / "wandb").glob("offline-run-*")
+    assert b'"interrupted"' in next(offline.glob("run-*.wandb")).read_bytes()  # the summary's status, for sync
+    log = (offline / "logs" / "debug.log").read_text()
+    if "got exitcode" in log:  # W&B's own record of the exit code it was finished with: not "finished" (0)
+        assert "got exitcode: 143" in log
     old_id = (tmp_path / RUN / "wandb_id.txt").read_text()
 
     rc, _, err = finish(train(tmp_path, "--no-resume"))
