@@ -14,23 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import yaml
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -41,12 +36,14 @@ from ablations.interrupts import RunInterrupted
 from ablations.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
 from ablations.module import NonFiniteLossError, SEClassifier
 from ablations.naming import run_name
+from ablations.result import RESULT_FILE, STATUSES, Result, git_commit
 from ablations.run_folder import (
     CHECKPOINTS,
     AtomicCheckpoint,
     AttemptCallback,
     Attempts,
     HistoryCSVLogger,
+    RNGStateCallback,
     RunFolderBusy,
     RunLock,
     resume_point,
@@ -55,91 +52,6 @@ from ablations.run_folder import (
 
 __all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "claim_run_dir", "prepare",
            "run_experiment"]
-
-RESULT_FILE = "result.json"
-STATUSES = ("complete", "failed", "pruned", "interrupted")
-
-
-@dataclass
-class Result:
-    """One result row: what ran, what it cost, what it scored. ``metrics`` uses ``ablations.metrics`` names."""
-
-    config: dict
-    config_hash: str
-    seed: int
-    git_commit: str | None
-    params: int
-    gmacs: float
-    metrics: dict[str, float]
-    epochs: int
-    wall_time_s: float
-    status: str
-    reason: str | None
-    run_dir: str
-    name: str = ""
-    wandb_dir: str | None = None
-    attempts: int = 1  # training attempts (the first run and every resume); wall_time_s is their sum
-    env: dict = dataclasses.field(default_factory=dict)  # provenance.collect(): what changes the digits
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Result:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Result:
-        """Read a ``result.json`` (or a run folder holding one)."""
-        path = Path(path)
-        return cls.from_dict(json.loads((path / RESULT_FILE if path.is_dir() else path).read_text()))
-
-    def save(self) -> Path:
-        """Write ``<run_dir>/result.json`` atomically (a reader never sees half a row)."""
-        path = Path(self.run_dir) / RESULT_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str) + "\n")
-        os.replace(tmp, path)
-        return path
-
-
-class RNGStateCallback(Callback):
-    """Keeps the global RNG streams (torch, numpy, random) in the checkpoint, for exact resumes.
-
-    Shuffling and augmentation draw from the global generators, so a resumed run must continue from the
-    state the interrupted run had when its epoch-end checkpoint was written. Lightning restores callback
-    state before fitting starts; its sanity check runs under ``isolate_rng``, so the next draw after the
-    restore is the next epoch's data loader, exactly as in the uninterrupted run.
-    """
-
-    def state_dict(self) -> dict:
-        states = _collect_rng_states()
-        # numpy's state holds an ndarray, which torch.load(weights_only=True) refuses; store a tensor instead.
-        name, keys, pos, has_gauss, cached = states["numpy"]
-        states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
-        return {"rng": states}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        states = state_dict.get("rng")
-        if states is not None:
-            name, keys, pos, has_gauss, cached = states["numpy"]
-            _set_rng_states({**states, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)})
-
-
-def git_commit() -> str | None:
-    """The commit of the code that ran (``-dirty`` if the tree had uncommitted changes), or ``None``."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=root, capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=root,
-                               capture_output=True, text=True, timeout=10)
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
 
 def prepare(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Any]:
     """Validate ``cfg`` against its data and return ``(resolved cfg, datamodule)``; raises before any training.

@@ -8,7 +8,8 @@ it to POSIX locks). Each training attempt (first run, every resume) is one entry
 updated at every epoch end, so the wall time of an attempt killed by SIGKILL still counts up to its last
 epoch. ``HistoryCSVLogger`` keeps the per-epoch rows of earlier attempts in ``csv/metrics.csv`` when a run
 resumes (Lightning's CSV writer deletes the file). ``AtomicCheckpoint`` writes ``last.ckpt``/``best.ckpt``
-to a temporary name and renames it, holding interrupts meanwhile, so a checkpoint is whole or absent.
+to a temporary name and renames it, holding interrupts meanwhile, so a checkpoint is whole or absent, and
+``RNGStateCallback`` keeps the RNG streams in it, so a resume is bit-equal to an uninterrupted run.
 Written by hand: Lightning has no run-folder lock, attempt record or resumable CSV history.
 """
 from __future__ import annotations
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -188,6 +191,29 @@ class AtomicCheckpoint(ModelCheckpoint):
             if trainer.is_global_zero:
                 os.replace(part, filepath)
             self._last_checkpoint_saved = filepath
+
+
+class RNGStateCallback(Callback):
+    """Keeps the global RNG streams (torch, numpy, random) in the checkpoint, for exact resumes.
+
+    Shuffling and augmentation draw from the global generators, so a resumed run must continue from the
+    state the interrupted run had when its epoch-end checkpoint was written. Lightning restores callback
+    state before fitting starts; its sanity check runs under ``isolate_rng``, so the next draw after the
+    restore is the next epoch's data loader, exactly as in the uninterrupted run.
+    """
+
+    def state_dict(self) -> dict:
+        states = _collect_rng_states()
+        # numpy's state holds an ndarray, which torch.load(weights_only=True) refuses; store a tensor instead.
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
+        return {"rng": states}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        states = state_dict.get("rng")
+        if states is not None:
+            name, keys, pos, has_gauss, cached = states["numpy"]
+            _set_rng_states({**states, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)})
 
 
 class HistoryCSVLogger(CSVLogger):

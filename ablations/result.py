@@ -1,0 +1,75 @@
+"""One result row (DESIGN: Training, results): what ran, on what, what it cost, what it scored.
+
+``Result`` is the ``result.json`` of a run folder, written by ``run_experiment`` and read by the
+quickstart, the sweep objective, ``compare`` and the reports. ``status`` is one of ``STATUSES``:
+``complete`` only when training reached its planned end; ``interrupted`` (a signal) resumes on a rerun.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULT_FILE = "result.json"
+STATUSES = ("complete", "failed", "pruned", "interrupted")
+
+
+@dataclass
+class Result:
+    """One result row: what ran, what it cost, what it scored. ``metrics`` uses ``ablations.metrics`` names."""
+
+    config: dict
+    config_hash: str
+    seed: int
+    git_commit: str | None
+    params: int
+    gmacs: float
+    metrics: dict[str, float]
+    epochs: int
+    wall_time_s: float
+    status: str
+    reason: str | None
+    run_dir: str
+    name: str = ""
+    wandb_dir: str | None = None
+    attempts: int = 1  # training attempts (the first run and every resume); wall_time_s is their sum
+    env: dict = dataclasses.field(default_factory=dict)  # provenance.collect(): what changes the digits
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Result:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Result:
+        """Read a ``result.json`` (or a run folder holding one)."""
+        path = Path(path)
+        return cls.from_dict(json.loads((path / RESULT_FILE if path.is_dir() else path).read_text()))
+
+    def save(self) -> Path:
+        """Write ``<run_dir>/result.json`` atomically (a reader never sees half a row)."""
+        path = Path(self.run_dir) / RESULT_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+def git_commit() -> str | None:
+    """The commit of the code that ran (``-dirty`` if the tree had uncommitted changes), or ``None``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=root, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
