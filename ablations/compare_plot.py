@@ -15,10 +15,10 @@ from ablations.stats import mean_ci
 
 
 def _wrap(label: str) -> str:
-    """Tick labels of at most ~20 characters a line: ``SE r=4\nse_resnet20_cifar\n-r4``."""
+    """Tick labels of at most ~16 characters a line (three panels side by side): ``SE r=4\nse_resnet20_cifar\n-r4``."""
     head, _, tail = label.rpartition(": ")
     lines = [head] if head else []
-    lines += tail.replace("-", "\n-", 1).splitlines() if len(tail) > 20 else [tail]
+    lines += tail.replace("-", "\n-", 1).splitlines() if len(tail) > 16 else [tail]
     return "\n".join(lines)
 
 
@@ -57,9 +57,9 @@ def plot(summaries: Sequence[ArmSummary], path: str | Path, title: str = "", foo
     tested = [(i, s) for i, s in enumerate(arms) if s.top1_test is not None]
     for i, s in tested:
         t = s.top1_test
-        ax2.errorbar(i, t.delta, yerr=_yerr(t.delta, (t.ci_low, t.ci_high)), fmt="o", color=colors[i], capsize=4,
-                     label="Δ, 95 % CI" if i == tested[0][0] else None)
+        ax2.errorbar(i, t.delta, yerr=_yerr(t.delta, (t.ci_low, t.ci_high)), fmt="o", color=colors[i], capsize=4)
         ax2.annotate(s.verdict, (i, t.delta), textcoords="offset points", xytext=(8, 0), fontsize=8, va="center")
+    ax2.errorbar([], [], yerr=[], fmt="o", color="k", capsize=4, label="Δ (arm - baseline), 95 % CI")  # legend only
     ax2.axhline(0, color="#4d4d4d", ls="--", lw=1, label="baseline")
     ax2.set_xticks(range(len(arms)), ticks, fontsize=7.5)
     ax2.set_ylabel("Δ top-1 error vs baseline (pp)")
