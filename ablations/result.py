@@ -37,6 +37,8 @@ class Result:
     wandb_dir: str | None = None
     attempts: int = 1  # training attempts (the first run and every resume); wall_time_s is their sum
     env: dict = dataclasses.field(default_factory=dict)  # provenance.collect(): what changes the digits
+    # cost.CostCallback of the last attempt: train_img_per_s, step_time_ms (median), peak_mem_mb
+    cost: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ablations import interrupts, provenance, wandb_logging
 from ablations.config import ExperimentConfig
+from ablations.cost import CostCallback
 from ablations.interrupts import RunInterrupted
 from ablations.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
 from ablations.module import NonFiniteLossError, SEClassifier
@@ -150,8 +151,9 @@ def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: 
     # No version counter: the files stay last.ckpt / best.ckpt, which resume and the analysis tools read.
     checkpoint = AtomicCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="best", monitor=MONITOR,
                                   mode=MONITOR_MODE, save_last=True, save_top_k=1, enable_version_counter=False)
+    cost = CostCallback()
     cbs: list[Callback] = [checkpoint, RNGStateCallback(), LearningRateMonitor(logging_interval="epoch"),
-                           AttemptCallback(attempts)]
+                           AttemptCallback(attempts), cost]
     pruning = _pruning_callback(trial)
     cbs += [c for c in (pruning,) if c is not None] + list(callbacks or [])
     with _benign_warnings_off():
@@ -184,14 +186,15 @@ def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: 
                                          "rerun the same command to resume from checkpoints/last.ckpt")
     finally:
         with interrupts.deferred():  # a second Ctrl-C must not cut the result row in half
-            result = _record(cfg, name, run_dir, module, trainer, status, reason, attempts, wandb_logger, stop)
+            result = _record(cfg, name, run_dir, module, trainer, status, reason, attempts, wandb_logger, stop, cost)
     if stop is not None:
         raise stop from None
     return result
 
 
 def _record(cfg: ExperimentConfig, name: str, run_dir: Path, module: SEClassifier, trainer: pl.Trainer, status: str,
-            reason: str | None, attempts: Attempts | None, wandb_logger: Any, stop: RunInterrupted | None) -> Result:
+            reason: str | None, attempts: Attempts | None, wandb_logger: Any, stop: RunInterrupted | None,
+            cost: CostCallback) -> Result:
     """The result row of this attempt: W&B finished with the matching exit code, ``result.json`` written (rank 0)."""
     if attempts is not None:
         attempts.update(epochs=int(trainer.current_epoch), status=status)
@@ -199,8 +202,9 @@ def _record(cfg: ExperimentConfig, name: str, run_dir: Path, module: SEClassifie
     result = _result(cfg, cfg.hash(), name, run_dir, module, trainer, status, reason, wall)
     result.attempts = len(attempts.entries) if attempts is not None else 1
     result.env = provenance.collect(trainer)
+    result.cost = cost.cost(trainer.strategy.root_device)
     summary = {PARAMS: result.params, GMACS: result.gmacs, "status": result.status, "epochs": result.epochs,
-               **result.metrics}
+               **result.metrics, **{f"cost/{k}": v for k, v in result.cost.items() if v is not None}}
     exit_code = stop.exit_code if stop is not None else (0 if result.status in ("complete", "pruned") else 1)
     result.wandb_dir = wandb_logging.finish(wandb_logger, summary, exit_code=exit_code)
     if attempts is not None:

@@ -1,0 +1,74 @@
+"""What a run cost in time and memory (DESIGN: Complexity; paper Sec. 4, "Computational complexity").
+
+GMACs say what an arm costs in arithmetic, not in time: the SE squeeze and scale are a fraction of a
+percent of the MACs and 10-50 % of a step on a GPU in channels_last. So every result row carries its
+measured cost too: training throughput (images/s over all steps after a warm-up), the median step time,
+and peak memory (CUDA max allocated on a GPU, the process's peak RSS on the CPU). Steps are timed from
+batch start to batch end, with a CUDA synchronize on GPUs as Lightning's ``ThroughputMonitor`` does, so
+the time is the kernels', not the launch queue's. Written by hand because ``ThroughputMonitor`` logs a
+rolling window at every step (rows in every logger) and keeps no whole-run figure for a result row.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+WARMUP_STEPS = 5  # the first steps of an attempt pay for allocator growth, cuDNN autotuning and compilation
+
+
+class CostCallback(Callback):
+    """Measures throughput, step time and peak memory of the training steps of one attempt (rank 0)."""
+
+    def __init__(self, warmup: int = WARMUP_STEPS) -> None:
+        self.warmup = warmup
+        self._steps: list[float] = []
+        self._samples = 0
+        self._seen = 0
+        self._t0 = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        # Short runs (tests, the quickstart's small arms) keep three quarters of their steps for the measurement.
+        total = trainer.estimated_stepping_batches
+        if isinstance(total, (int, float)) and total < 4 * self.warmup:
+            self.warmup = int(total) // 4
+
+    @staticmethod
+    def _sync(trainer: pl.Trainer) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._sync(trainer)
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._sync(trainer)
+        step = time.perf_counter() - self._t0
+        self._seen += 1
+        if self._seen <= self.warmup:
+            return
+        self._steps.append(step)
+        self._samples += int(batch[0].shape[0]) * trainer.world_size
+
+    def cost(self, device: torch.device | None = None) -> dict[str, float | None]:
+        """``train_img_per_s``, ``step_time_ms`` (median) and ``peak_mem_mb``; ``None`` where nothing was measured."""
+        rate = self._samples / sum(self._steps) if self._steps else None  # all ranks' images per second of step time
+        return {"train_img_per_s": None if rate is None else round(rate, 2),
+                "step_time_ms": round(1000 * statistics.median(self._steps), 3) if self._steps else None,
+                "peak_mem_mb": peak_memory_mb(device)}
+
+
+def peak_memory_mb(device: torch.device | None = None) -> float:
+    """CUDA max allocated on a GPU device, else this process's peak resident set size, in MiB."""
+    if device is not None and device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
