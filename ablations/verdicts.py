@@ -79,7 +79,7 @@ def conclusion(summaries: Sequence[ArmSummary], data: str = "", min_effect: floa
             text += (f" Detecting {size} at {100 * POWER:.0f} % power would take about "
                      f"{_range([s.top1_test.seeds_needed for s in same])} seeds per arm.")
         out.append(text)
-    return "\n\n".join(out)
+    return "\n\n".join(out) or "No arm ran beside its no-SE baseline here: there is no difference to test."
 
 
 def provenance_line(rows: Sequence[dict]) -> str:

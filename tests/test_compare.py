@@ -53,7 +53,8 @@ def test_arms_group_seeds_and_compare_to_their_own_baseline(rows):
 
 def test_an_arm_without_its_baseline_has_no_deltas(rows):
     (se4,) = [a for a in compare.aggregate(rows[2:4]) if a.label == "se_resnet20_cifar-r4"]
-    assert se4.d_top1_err is None and se4.d_params is None
+    assert se4.d_top1_err is None and se4.d_params is None and se4.top1_test is None and se4.verdict == "–"
+    assert verdicts.conclusion([se4]).startswith("No arm ran beside its no-SE baseline")
 
 
 def test_markdown_and_text_tables(rows):
