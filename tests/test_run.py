@@ -186,3 +186,11 @@ def test_a_held_run_folder_is_refused_in_one_line_and_taken_over_when_its_holder
     with RunLock(folder):  # the kernel dropped the dead holder's lock: no stale-lock heuristics
         pass
     assert run_experiment(cfg, progress_bar=False, quiet=True).status == "complete"
+
+
+def test_one_config_hash_gives_identical_metrics_twice_on_one_machine(tmp_path):
+    # Same machine, same pinned threads: the digits agree bit for bit (README: why another machine may not).
+    a = run_experiment(tiny(tmp_path / "a", **{"train.threads": 1}), progress_bar=False, quiet=True)
+    b = run_experiment(tiny(tmp_path / "b", **{"train.threads": 1}), progress_bar=False, quiet=True)
+    assert a.config_hash == b.config_hash and a.status == b.status == "complete"
+    assert a.metrics == b.metrics and a.env == b.env and a.env["threads"] == 1
