@@ -54,15 +54,9 @@ def _pick_arms(labels: list[str] | None) -> tuple:
 
 def _overrides(items: list[str]) -> tuple:
     """``["train.limit_train_batches=0.25"]`` -> ``(("train.limit_train_batches", 0.25),)``; values are YAML."""
-    import yaml
+    from ablations.resolve import parse_assignments, text_fields
 
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r} is not allowed; give KEY=VALUE, e.g. --set train.limit_train_batches=0.25")
-        out[key.strip()] = yaml.safe_load(text)
-    return tuple(out.items())
+    return tuple(parse_assignments(items, "--set", "train.limit_train_batches=0.25", text_fields()).items())
 
 
 def _command(args: argparse.Namespace) -> str:
