@@ -1,15 +1,20 @@
-"""SE overhead in training-step time: SE-ResNet-50 over ResNet-50 (paper Sec. 4: 209 ms / 190 ms = 1.10).
+"""SE overhead in step time: SE-ResNet-50 over ResNet-50, fused and unfused SE (paper Sec. 4: 209 ms / 190 ms = 1.10).
 
 The paper timed one forward and backward pass of a 256-image minibatch on 8 Titan X GPUs. This measures the
-same ratio for one SGD step (forward, backward, update) of our two models, on the CPU by default at a small
-batch so that it runs in about a minute on two cores; ``--device cuda`` runs it on a GPU. Both models are
-timed alternately, several rounds, and the median of each is reported, because the machines are noisy.
+same ratio for one SGD step (forward, backward, update) and for one inference forward, for three models: the
+baseline, the SE model with its scale fused into the residual sum (``torch.addcmul``, the default) and the same
+SE model unfused (``senet.blocks.set_fused_se``; same weights). On the CPU by default at a small batch, so it
+runs in a few minutes on two cores; ``--device cuda`` runs it on a GPU. The machines are noisy (other jobs
+come and go), so the models are timed alternately, several rounds, and each ratio is the median over rounds
+of that round's ratio: a load that changes between rounds cancels out of it.
 
-    python benchmarks/bench_se_overhead.py [--arch resnet50] [--batch 8] [--size 224] [--steps 4] [--rounds 3]
+    python benchmarks/bench_se_overhead.py [--arch resnet50] [--batch 8] [--size 224] [--steps 2] [--rounds 9]
+                                           [--channels-last] [--device cpu]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -17,14 +22,21 @@ import torch
 from torch import nn
 
 from senet import build_model
+from senet.blocks import set_fused_se
 from senet.complexity import complexity
 
 PAPER_MS = {"resnet50": (190.0, 209.0)}  # Sec. 4, "a single pass forwards and backwards", batch 256, 8 Titan X
 
 
+def _sync(x: torch.Tensor) -> None:
+    if x.is_cuda:
+        torch.cuda.synchronize()
+
+
 def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
     """Mean seconds per SGD step (forward, backward, update), after one warm-up step."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -32,13 +44,24 @@ def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int)
         opt.step()
 
     step()
-    if x.is_cuda:
-        torch.cuda.synchronize()
+    _sync(x)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    if x.is_cuda:
-        torch.cuda.synchronize()
+    _sync(x)
+    return (time.perf_counter() - start) / steps
+
+
+@torch.no_grad()
+def infer_seconds(model: nn.Module, x: torch.Tensor, steps: int) -> float:
+    """Mean seconds per eval-mode forward, after one warm-up forward."""
+    model.eval()
+    model(x)
+    _sync(x)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model(x)
+    _sync(x)
     return (time.perf_counter() - start) / steps
 
 
@@ -47,31 +70,51 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arch", default="resnet50", help="a registered architecture (its se_ twin is the SE model)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per round and model")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per round, model and mode")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating rounds; medians are reported")
+    parser.add_argument("--channels-last", action="store_true", help="models and input in channels_last")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    models = {name: build_model(name).to(device).train() for name in (args.arch, f"se_{args.arch}")}
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    se_name = f"se_{args.arch}"
+    models = {args.arch: build_model(args.arch), f"{se_name} fused": build_model(se_name)}
+    models[f"{se_name} unfused"] = copy.deepcopy(models[f"{se_name} fused"])
+    assert set_fused_se(models[f"{se_name} unfused"], False) > 0, f"{se_name} has no SE that meets a residual sum"
+    models = {n: m.to(device, memory_format=fmt) for n, m in models.items()}
     classes = models[args.arch].fc.out_features
-    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (args.batch,), device=device)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, model in models.items():
-            times[name].append(step_seconds(model, x, y, args.steps))
+    train: dict[str, list[float]] = {name: [] for name in models}
+    infer: dict[str, list[float]] = {name: [] for name in models}
+    names = list(models)
+    for r in range(args.rounds):
+        # Alternate, and rotate who goes first, so load from other processes hits every model alike.
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            model = models[name]
+            train[name].append(step_seconds(model, x, y, args.steps))
+            infer[name].append(infer_seconds(model, x, args.steps))
 
-    base, se = (statistics.median(times[n]) for n in models)
-    cx = {n: complexity(m, input_size=(3, args.size, args.size)) for n, m in models.items()}
-    print(f"device {args.device} ({torch.get_num_threads()} threads), batch {args.batch} at {args.size}x{args.size}, "
-          f"{args.rounds} rounds x {args.steps} steps, median per model")
+    cx = {n: complexity(m, input_size=(3, args.size, args.size)) for n, m in list(models.items())[:2]}
+    med = {kind: {n: statistics.median(t[n]) for n in models} for kind, t in (("train", train), ("infer", infer))}
+    print(f"device {args.device} ({torch.get_num_threads()} threads), batch {args.batch} at {args.size}x{args.size}"
+          f"{', channels_last' if args.channels_last else ''}, {args.rounds} rounds x {args.steps} steps, "
+          f"median per model")
     for name in models:
-        print(f"  {name:<16} {1e3 * statistics.median(times[name]):8.1f} ms/step   "
-              f"rounds: {', '.join(f'{1e3 * t:.1f}' for t in times[name])}   "
-              f"{cx[name].params / 1e6:.2f} M params, {cx[name].gmacs:.3f} GMACs/image")
-    print(f"SE / no-SE training-step time: {se / base:.3f}   (GMACs ratio {cx[f'se_{args.arch}'].gmacs / cx[args.arch].gmacs:.3f})")
+        print(f"  {name:<26} train {1e3 * med['train'][name]:8.1f} ms/step   infer {1e3 * med['infer'][name]:8.1f} ms"
+              f"   train rounds: {', '.join(f'{1e3 * t:.0f}' for t in train[name])}")
+    base, fused, unfused = models
+    gmacs = cx[fused].gmacs / cx[base].gmacs
+    print(f"params {cx[base].params / 1e6:.2f} M -> {cx[fused].params / 1e6:.2f} M, GMACs/image "
+          f"{cx[base].gmacs:.3f} -> {cx[fused].gmacs:.3f} (ratio {gmacs:.3f})")
+    for kind, t in (("training-step", train), ("inference", infer)):
+        def ratio(a: str, b: str) -> float:
+            return statistics.median(x / y for x, y in zip(t[a], t[b]))
+
+        print(f"SE / no-SE {kind} time: fused {ratio(fused, base):.3f}, unfused {ratio(unfused, base):.3f}"
+              f"   (fused / unfused {ratio(fused, unfused):.3f}; medians of per-round ratios)")
     if args.arch in PAPER_MS:
         plain, with_se = PAPER_MS[args.arch]
         print(f"paper (8 Titan X, batch 256, forward + backward): {with_se:.0f} / {plain:.0f} ms = {with_se / plain:.3f}")
