@@ -67,12 +67,14 @@ def _assert_same(fused: tuple, plain: tuple, tol: float) -> None:
 @pytest.mark.parametrize("arch, placement", _params())
 def test_fused_and_unfused_se_give_the_same_outputs_and_gradients(arch, placement):
     """fp32 outputs to float tolerance (BN on running statistics); outputs and every gradient in float64
-    to 1e-9 (BN on batch statistics, as in training).
+    to 1e-5 (BN on batch statistics, as in training).
 
     fp32 gradients cannot be compared element-wise between any two float forms of a ReLU network: a
     ReLU input within rounding of 0 takes the other branch and changes its gradient by O(1) (seen here:
     ``resnet32_cifar-identity``, one layer2.4 ReLU input of 2.6e-7). Train-mode BN at this test's batch
     of 2 (2x2 maps in the last stage) also amplifies rounding about 10^4-fold, in either form equally.
+    The deep nets (``SLOW``) are compared in float64 only, in eval mode: at init their fp32 logits reach
+    ~700 and both fp32 forms drift from float64 alike (resnet152: 0.9 and 4.6; float64 forms: 8e-9).
     """
     torch.manual_seed(0)
     model = build_model(arch, se=SEConfig(placement=placement)).eval()
@@ -85,11 +87,15 @@ def test_fused_and_unfused_se_give_the_same_outputs_and_gradients(arch, placemen
     if placement not in ("standard", "identity"):  # nothing to fuse: the very same computation
         _assert_same(fused, plain, 0.0)
         return
-    _assert_same((fused[0], {}), (plain[0], {}), 1e-5)
-    model, x = model.double().train(), x.double()
+    if arch not in SLOW:  # deep nets at init (eval BN) grow activations ~1e3-fold: both fp32 forms drift alike
+        _assert_same((fused[0], {}), (plain[0], {}), 1e-5)
+    # Deep nets stay in eval mode: batch-2 train BN on their 1x1 last-stage maps is a sign function.
+    model, x = model.double().train(arch not in SLOW), x.double()
     plain = _step(model, x)
     set_fused_se(model, True)
-    _assert_same(_step(model, x), plain, 1e-9)
+    # A wrong fused form differs at O(1); float64 rounding, amplified by batch-2 BN through the 30+
+    # identity-scaled units of the 101-layer nets, reaches ~3e-6 (shallow nets: ~1e-12).
+    _assert_same(_step(model, x), plain, 1e-5)
 
 
 def test_the_fused_form_is_the_default_and_is_the_scale_into_the_sum():
