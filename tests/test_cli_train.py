@@ -99,7 +99,8 @@ def test_train_runs_and_reports(tmp_path, capsys):
     out = capsys.readouterr()
     assert rc == 0
     assert out.out.startswith("complete: cli-run (1 epochs")
-    assert "# resolved config" in out.err
+    assert "# resolved config" not in out.err  # the config is in the run folder; a refusal stays one line
+    assert (tmp_path / "cli-run" / "config.yaml").is_file()
     assert json.loads((tmp_path / "cli-run" / "result.json").read_text())["status"] == "complete"
 
 
