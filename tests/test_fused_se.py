@@ -48,6 +48,8 @@ def _step(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
 def _params(placements=("standard", "identity", "pre", "post", "after_3x3")):
     for arch in RESIDUAL:
         for p in placements:
+            if arch == "inception_resnet_v2" and p == "after_3x3":
+                continue  # its units have no single 3x3 width to put SE after (the registry refuses it)
             yield pytest.param(arch, p, marks=pytest.mark.slow if arch in SLOW else (), id=f"{arch}-{p}")
 
 
@@ -61,7 +63,7 @@ def _assert_same(fused: tuple, plain: tuple, tol: float) -> None:
     floor = 1e-3 * max((g.abs().max().item() for g in plain[1].values()), default=0.0)
     for name, a, b in pairs:
         scale = max(b.abs().max().item(), 0.0 if name == "logits" else floor)
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol * scale + 1e-30, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * scale + 1e-30, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("arch, placement", _params())
