@@ -85,14 +85,17 @@ def raise_if_signalled() -> None:
 
 
 @contextlib.contextmanager
-def deferred() -> Iterator[None]:
-    """Hold interrupts until the block ends (a file being written), then raise the first one."""
+def deferred(raise_at_end: bool = True) -> Iterator[None]:
+    """Hold interrupts until the block ends (a file being written), then raise the first one; with
+    ``raise_at_end=False`` the next ``raise_if_signalled()`` raises it instead (a safe point of the caller's)."""
     _depth["deferred"] += 1
     try:
         yield
     finally:
         _depth["deferred"] -= 1
-        if _depth["deferred"] == 0 and _held:
+        if not raise_at_end:
+            _held.clear()  # still in _received: raise_if_signalled() raises it
+        elif _depth["deferred"] == 0 and _held:
             signum = _held[0]
             _held.clear()
             raise RunInterrupted(signum)

@@ -185,7 +185,9 @@ class AtomicCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose files are written to ``<name>.part`` and renamed, with interrupts held meanwhile."""
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        with interrupts.deferred():
+        # Raised at the next batch end, not here: the epoch's metrics are logged after its checkpoint, and a
+        # resume from this checkpoint starts at the next epoch, so they must reach the CSV history first.
+        with interrupts.deferred(raise_at_end=False):
             part = filepath + ".part"
             super()._save_checkpoint(trainer, part)
             if trainer.is_global_zero:
