@@ -47,6 +47,7 @@ from ablations.run_folder import (
     RNGStateCallback,
     RunFolderBusy,
     RunLock,
+    claim_run_dir,
     resume_point,
     start_over,
 )
@@ -267,29 +268,6 @@ def _trainer(t: Any, loggers: list, cbs: list, run_dir: Path, progress_bar: bool
         enable_model_summary=not quiet, log_every_n_steps=10,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
     )
-
-
-def claim_run_dir(cfg: ExperimentConfig, name: str) -> tuple[str, Path]:
-    """``(name, output_dir/name)``, or ``name-<hash>`` when that folder already holds another experiment.
-
-    Names encode only what differs from the baseline, so two runs that differ elsewhere (say in
-    ``train.epochs``) can share one; the second then gets the config hash appended instead of overwriting
-    the first. An explicit ``cfg.name`` is never renamed: a clash is an error.
-    """
-    folder = Path(cfg.output_dir) / name
-    stored = folder / "config.yaml"
-    if not stored.exists():
-        return name, folder
-    try:
-        same = ExperimentConfig.from_dict(yaml.safe_load(stored.read_text())).hash() == cfg.hash()
-    except (ValueError, TypeError, yaml.YAMLError):
-        same = False
-    if same:
-        return name, folder
-    if cfg.name:
-        raise ValueError(f"name={cfg.name!r}: {folder} holds a different experiment; choose another name or output_dir")
-    suffixed = f"{name}-{cfg.hash()[:8]}"
-    return suffixed, Path(cfg.output_dir) / suffixed
 
 
 def _pruning_callback(trial: Any) -> Callback | None:

@@ -1,4 +1,4 @@
-"""A run folder and its one writer (DESIGN: Training): lock, fresh start, resume checkpoint, history across attempts.
+"""A run folder and its one writer (DESIGN: Training): its name, lock, fresh start, resume checkpoint, history.
 
 A run folder (``<output_dir>/<run name>``) belongs to one experiment and, while it trains, to one process:
 ``RunLock`` is an ``flock`` on ``run.lock`` whose file names the holder (PID, host, start), so a second
@@ -29,15 +29,40 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import yaml
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from ablations import interrupts
+from ablations.config import ExperimentConfig
 
 LOCK_FILE = "run.lock"
 ATTEMPTS_FILE = "attempts.json"
 CHECKPOINTS = "checkpoints"
+
+
+def claim_run_dir(cfg: ExperimentConfig, name: str) -> tuple[str, Path]:
+    """``(name, output_dir/name)``, or ``name-<hash>`` when that folder already holds another experiment.
+
+    Names encode only what differs from the baseline, so two runs that differ elsewhere (say in
+    ``train.epochs``) can share one; the second then gets the config hash appended instead of overwriting
+    the first. An explicit ``cfg.name`` is never renamed: a clash is an error.
+    """
+    folder = Path(cfg.output_dir) / name
+    stored = folder / "config.yaml"
+    if not stored.exists():
+        return name, folder
+    try:
+        same = ExperimentConfig.from_dict(yaml.safe_load(stored.read_text())).hash() == cfg.hash()
+    except (ValueError, TypeError, yaml.YAMLError):
+        same = False
+    if same:
+        return name, folder
+    if cfg.name:
+        raise ValueError(f"name={cfg.name!r}: {folder} holds a different experiment; choose another name or output_dir")
+    suffixed = f"{name}-{cfg.hash()[:8]}"
+    return suffixed, Path(cfg.output_dir) / suffixed
 
 
 class RunFolderBusy(ValueError):
