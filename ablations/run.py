@@ -122,10 +122,11 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
                 _trainer(cfg.train, False, [], run_dir, False, True)
             except MisconfigurationException as exc:  # e.g. precision=16-mixed on a CPU, accelerator=gpu without one
                 raise ValueError(f"train.accelerator/devices/strategy/precision: {exc}") from None
+        last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
+        # Read once, before the lock: an unreadable checkpoint is one line before anything is written.
+        resume_from = resume_point(last_ckpt) if resume and last_ckpt.exists() else None
         if rank_zero_only.rank != 0:  # DDP followers: rank 0 owns the folder, its lock and its files
-            return _train(cfg, name, run_dir, dm, callbacks, trial, resume, progress_bar, quiet, None)
-        if resume and (run_dir / CHECKPOINTS / "last.ckpt").exists():
-            resume_point(run_dir / CHECKPOINTS / "last.ckpt")  # unreadable: one line before anything is written
+            return _train(cfg, name, run_dir, dm, callbacks, trial, resume_from, progress_bar, quiet, None)
         with RunLock(run_dir):
             previous = run_dir / RESULT_FILE
             if not resume:
@@ -134,14 +135,15 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
                 old = Result.load(previous)
                 if old.status == "complete":
                     return old
-            return _train(cfg, name, run_dir, dm, callbacks, trial, resume, progress_bar, quiet, Attempts(run_dir))
+            return _train(cfg, name, run_dir, dm, callbacks, trial, resume_from, progress_bar, quiet, Attempts(run_dir))
 
 
 def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: Sequence[Callback] | None,
-           trial: Any, resume: bool, progress_bar: bool | None, quiet: bool, attempts: Attempts | None) -> Result:
-    """Fit once (a first attempt or a resume) and record the outcome; ``attempts`` is ``None`` off rank 0."""
+           trial: Any, resume_from: dict[str, int] | None, progress_bar: bool | None, quiet: bool,
+           attempts: Attempts | None) -> Result:
+    """Fit once (a first attempt, or a resume from ``resume_point(last.ckpt)``) and record the outcome;
+    ``attempts`` is ``None`` off rank 0."""
     last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
-    resume_from = resume_point(last_ckpt) if resume and last_ckpt.exists() else None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SEClassifier(cfg.to_dict(), input_size=tuple(dm.input_size))
     wandb_id = wandb_logging.run_id(run_dir)
