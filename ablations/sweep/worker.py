@@ -76,7 +76,7 @@ def run_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: int | 
     try:
         with interrupts.guard():
             while max_trials is None or ran < max_trials:
-                _stop_if_signalled()
+                interrupts.raise_if_signalled()  # one swallowed by a finalizer while we waited
                 lock.acquire()
                 try:
                     leases.fail_dead(study, dead)
@@ -100,14 +100,6 @@ def run_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: int | 
         if on_stop is not None:
             on_stop()
     return ran
-
-
-def _stop_if_signalled() -> None:
-    """Raise for a signal whose ``RunInterrupted`` was swallowed: a handler that runs inside a finalizer or a
-    weakref callback raises into code that ignores exceptions ("Exception ignored in ...")."""
-    signum = interrupts.last_signal()
-    if signum is not None:
-        raise interrupts.RunInterrupted(signum)
 
 
 def _run_one(study: optuna.Study, objective: SweepObjective, leases: Leases, requeue: Requeue) -> None:
