@@ -65,6 +65,11 @@ def infer_seconds(model: nn.Module, x: torch.Tensor, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def _ratio(times: dict[str, list[float]], a: str, b: str) -> float:
+    """Median of the per-round ratios a / b: a load that drifts between rounds cancels within each round."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="resnet50", help="a registered architecture (its se_ twin is the SE model)")
@@ -110,11 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"params {cx[base].params / 1e6:.2f} M -> {cx[fused].params / 1e6:.2f} M, GMACs/image "
           f"{cx[base].gmacs:.3f} -> {cx[fused].gmacs:.3f} (ratio {gmacs:.3f})")
     for kind, t in (("training-step", train), ("inference", infer)):
-        def ratio(a: str, b: str) -> float:
-            return statistics.median(x / y for x, y in zip(t[a], t[b]))
-
-        print(f"SE / no-SE {kind} time: fused {ratio(fused, base):.3f}, unfused {ratio(unfused, base):.3f}"
-              f"   (fused / unfused {ratio(fused, unfused):.3f}; medians of per-round ratios)")
+        print(f"SE / no-SE {kind} time: fused {_ratio(t, fused, base):.3f}, unfused {_ratio(t, unfused, base):.3f}"
+              f"   (fused / unfused {_ratio(t, fused, unfused):.3f}; medians of per-round ratios)")
     if args.arch in PAPER_MS:
         plain, with_se = PAPER_MS[args.arch]
         print(f"paper (8 Titan X, batch 256, forward + backward): {with_se:.0f} / {plain:.0f} ms = {with_se / plain:.3f}")
