@@ -26,8 +26,8 @@ from ablations.sweep.space import encode_params
 from ablations.sweep.spec import SweepSpec, make_config
 from ablations.sweep.storage import engine_kwargs, make_sqlite_folder, masked
 
-__all__ = ["StudyLock", "check_threads", "enqueue_grid", "load_study", "make_pruner", "make_sampler", "make_storage", "masked",
-           "progress", "setup_study", "unfinished"]
+__all__ = ["StudyLock", "check_threads", "enqueue_grid", "load_study", "make_pruner", "make_sampler", "make_storage",
+           "masked", "progress", "setup_study", "unfinished"]
 
 
 def make_storage(url: str, spec: SweepSpec) -> RDBStorage:
