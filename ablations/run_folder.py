@@ -178,8 +178,10 @@ class Attempts:
 class AttemptCallback(Callback):
     """Updates the current attempt's wall time and epoch count at every epoch end (rank 0 writes).
 
-    It also writes the CSV rows of the finished epoch at the next epoch's start (Lightning buffers 100 steps),
-    so a SIGKILL loses at most the epoch it interrupts, which the resume trains again; and after every batch
+    It also writes the CSV rows of the finished epoch at the next epoch's start (Lightning buffers 100
+    steps; the validation rows went to disk before the epoch's checkpoint, the epoch-level training row is
+    logged after it), so a SIGKILL loses at most the epoch it interrupts, which the resume trains again, or,
+    killed between a checkpoint and the next epoch's start, that epoch's training-loss row. After every batch
     it re-raises a signal whose ``RunInterrupted`` was swallowed (raised inside a finalizer, Python only
     prints it), so no signal lets a run go on to "complete".
     """
@@ -194,16 +196,21 @@ class AttemptCallback(Callback):
         interrupts.raise_if_signalled()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            with interrupts.deferred():
-                for logger in trainer.loggers:
-                    if isinstance(logger, CSVLogger):
-                        logger.save()
+        with interrupts.deferred():
+            save_csv_history(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.attempts is not None and trainer.is_global_zero:
             with interrupts.deferred():
                 self.attempts.update(epochs=trainer.current_epoch + 1)
+
+
+def save_csv_history(trainer: pl.Trainer) -> None:
+    """Write the rows the CSV logger buffers (Lightning flushes every 100 steps) to ``metrics.csv`` (rank 0)."""
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.save()
 
 
 class AtomicCheckpoint(ModelCheckpoint):
@@ -213,6 +220,8 @@ class AtomicCheckpoint(ModelCheckpoint):
         # Raised at the next batch end, not here: the epoch's metrics are logged after its checkpoint, and a
         # resume from this checkpoint starts at the next epoch, so they must reach the CSV history first.
         with interrupts.deferred(raise_at_end=False):
+            # The epoch's validation rows are logged by now: on disk before the checkpoint that says the epoch is done.
+            save_csv_history(trainer)
             part = filepath + ".part"
             super()._save_checkpoint(trainer, part)
             if trainer.is_global_zero:
