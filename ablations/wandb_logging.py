@@ -7,10 +7,12 @@ ablated factor without hand work; the run name, group and job type come from ``a
 """
 from __future__ import annotations
 
+import netrc
 import os
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from ablations import provenance
 from ablations.config import ExperimentConfig
@@ -21,15 +23,20 @@ _ID_FILE = "wandb_id.txt"
 
 
 def logged_in() -> bool:
-    """Whether W&B credentials exist (``WANDB_API_KEY`` or a netrc entry), without prompting or going online."""
+    """Whether W&B credentials exist (``WANDB_API_KEY`` or a netrc entry), without prompting or going online.
+
+    ``wandb login`` stores the key as a netrc entry for the API host; reading it with the standard library's
+    ``netrc`` (honouring ``$NETRC``, as wandb does) avoids wandb's private modules, which move between releases.
+    """
     if os.environ.get("WANDB_API_KEY"):
         return True
-    try:  # wandb's own netrc reader; private API, so any failure means "no login"
-        from wandb.sdk.lib.wbauth.wbnetrc import read_netrc_auth
-
-        return bool(read_netrc_auth(host=os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")))
-    except Exception:  # noqa: BLE001
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):  # no file, unreadable or malformed: no login
         return False
+    return bool(entry and entry[2])
 
 
 def resolve_mode(cfg: ExperimentConfig) -> str:

@@ -140,6 +140,19 @@ def test_online_without_a_login_falls_back_to_offline(monkeypatch, tmp_path):
     assert wandb_logging.resolve_mode(ExperimentConfig().override({"wandb.mode": "online"})) == "online"
 
 
+def test_a_wandb_login_netrc_entry_counts_as_logged_in(monkeypatch, tmp_path):
+    from ablations import wandb_logging
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    netrc_file = tmp_path / "netrc"
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    assert wandb_logging.logged_in()
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")  # a self-hosted server: another host
+    assert not wandb_logging.logged_in()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_trainer_misconfiguration_is_a_value_error_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="train.accelerator.*gpu"):
