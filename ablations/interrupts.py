@@ -1,9 +1,10 @@
-"""Interrupts (DESIGN: Training, reliability): Ctrl-C, SIGTERM and SIGUSR1 become one exception, ``RunInterrupted``.
+"""Interrupts (DESIGN: Training, reliability): Ctrl-C, SIGTERM, SIGUSR1/2 become one exception, ``RunInterrupted``.
 
 Clusters stop jobs with signals: SLURM sends SIGTERM on preemption, ``scancel`` and at the time limit
-(SIGUSR1 first with ``--signal=USR1@N``), people press Ctrl-C. Lightning turns Ctrl-C into
+(SIGUSR1 first with ``--signal=USR1@N``; SIGUSR2 for jobs submitted by submitit, whose
+``slurm_signal_delay_s`` asks for ``--signal=USR2@N``), people press Ctrl-C. Lightning turns Ctrl-C into
 ``sys.exit(1)`` and SIGTERM into ``SIGTERMException``, both ``SystemExit``, which say neither which
-signal came nor that the run is unfinished. Inside ``guard()`` each of the three signals raises
+signal came nor that the run is unfinished. Inside ``guard()`` each of these signals raises
 ``RunInterrupted`` (a ``KeyboardInterrupt``, so Lightning and Optuna treat it as Ctrl-C: teardown,
 DDP children killed, the trial not swallowed) and remembers the signal, so the caller can record
 ``status: interrupted`` and exit with ``128 + signal``. A signal that arrives inside ``deferred()``
@@ -17,7 +18,9 @@ import signal
 import threading
 from collections.abc import Iterator
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+# SIGUSR2: submitit's warning before the time limit. Its own handler would exit the worker mid-trial
+# (a FAIL in Optuna, not a requeued, resumable trial), so inside a run it is an interrupt like the others.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -59,7 +62,7 @@ def _handler(signum: int, _frame) -> None:
 
 @contextlib.contextmanager
 def guard() -> Iterator[None]:
-    """Turn SIGINT, SIGTERM and SIGUSR1 into ``RunInterrupted`` inside the block (main thread only; nestable)."""
+    """Turn SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 into ``RunInterrupted`` inside the block (main thread only; nestable)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
