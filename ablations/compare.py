@@ -40,6 +40,10 @@ class ArmSummary:
     gmacs: float
     wall_time_s: float  # mean per run
     failed: int = 0
+    # Measured cost (``Result.cost``, median over the arm's complete runs; None where no run measured it).
+    img_per_s: float | None = None
+    step_time_ms: float | None = None
+    peak_mem_mb: float | None = None
     d_top1_err: float | None = None  # percentage points (arm mean - baseline mean)
     d_params: int | None = None
     d_gmacs: float | None = None
@@ -84,6 +88,15 @@ def _err(accuracy: float) -> float:
     """Error in %, to 1e-4 pp: accuracies arrive as float32, so equal error counts differ by ~1e-6 pp, and a
     paired test would read that float noise as a (tiny, certain) spread."""
     return round(100.0 * (1.0 - accuracy), 4)
+
+
+_COST_FIELDS = (("img_per_s", "train_img_per_s"), ("step_time_ms", "step_time_ms"), ("peak_mem_mb", "peak_mem_mb"))
+
+
+def _median_cost(rows: Sequence[dict], key: str) -> float | None:
+    """The median of ``cost[key]`` over ``rows`` (medians: one run slowed by a busy machine does not move it)."""
+    values = [r["cost"][key] for r in rows if (r.get("cost") or {}).get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def _unseeded_hash(cfg: ExperimentConfig) -> str:
@@ -135,6 +148,7 @@ def aggregate(rows: Iterable[dict], min_effect: float | None = None) -> list[Arm
             top5_err=tuple(_err(r["metrics"][VAL_TOP5]) for r in done if VAL_TOP5 in r["metrics"]),
             params=int(rs[0]["params"]), gmacs=float(rs[0]["gmacs"]),
             wall_time_s=_mean([r["wall_time_s"] for r in done]), failed=len(rs) - len(done),
+            **{field: _median_cost(done, key) for field, key in _COST_FIELDS},
         ))
     return with_deltas(summaries, min_effect)
 
@@ -232,11 +246,15 @@ def table_rows(summaries: Sequence[ArmSummary]) -> list[list[str]]:
     return rows
 
 
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-markdown table: a header of ``columns``, then one line per row of strings."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
 def format_markdown(summaries: Sequence[ArmSummary]) -> str:
     """A GitHub-markdown table of ``summaries``."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in table_rows(summaries)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(COLUMNS, table_rows(summaries))
 
 
 def format_text(summaries: Sequence[ArmSummary]) -> str:

@@ -34,6 +34,8 @@ class CostCallback(Callback):
         self._t0 = 0.0
 
     def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        # The peak is this attempt's training, not an earlier run's in the same process (quickstart/sweep workers).
+        reset_peak_memory(trainer.strategy.root_device)
         # Short runs (tests, the quickstart's small arms) keep three quarters of their steps for the measurement.
         total = trainer.estimated_stepping_batches
         if isinstance(total, (int, float)) and total < 4 * self.warmup:
@@ -66,9 +68,28 @@ class CostCallback(Callback):
                 "peak_mem_mb": peak_memory_mb(device)}
 
 
+def reset_peak_memory(device: torch.device | None = None) -> None:
+    """Start a new peak: CUDA's max-allocated counter on a GPU; on Linux the process's peak RSS (``VmHWM``)."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # writing "5" to clear_refs resets VmHWM (Linux >= 4.0); elsewhere the lifetime peak stays
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 def peak_memory_mb(device: torch.device | None = None) -> float:
-    """CUDA max allocated on a GPU device, else this process's peak resident set size, in MiB."""
+    """CUDA max allocated on a GPU device, else this process's peak resident set size since the last reset, in MiB."""
     if device is not None and device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    try:
+        with open("/proc/self/status") as fh:
+            hwm = next((line for line in fh if line.startswith("VmHWM:")), None)
+        if hwm is not None:
+            return round(int(hwm.split()[1]) / 2**10, 1)  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)

@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablations import compare
+from ablations import compare, cost_table
 from ablations.config import DataConfig, ExperimentConfig, WandbConfig
 from ablations.recipes import apply_recipe
 from senet import model_config
@@ -180,6 +180,8 @@ def write_outputs(q: QuickstartConfig, rows: Sequence[dict], wall_time_s: float,
               f"params and GMACs (multiply-accumulates, paper convention) at {q.image_size}x{q.image_size}. "
               f"Training took {run_time:.0f} s summed over runs; this command {wall_time_s:.0f} s.\n\n")
     words = f"\n## What the numbers show\n\n{verdict}\n\n{compare.STATS_NOTE}\n\n{origin}\n"
+    if cost_table.has_cost(summaries):
+        words += f"\n## Cost\n\n{cost_table.format_markdown(summaries)}\n{cost_table.NOTE}\n"
     paths = {
         "table": out / "table.md",
         "csv": compare.write_csv(rows, out / "runs.csv", comment=made),
@@ -195,7 +197,8 @@ def write_outputs(q: QuickstartConfig, rows: Sequence[dict], wall_time_s: float,
         "arms": [{"label": s.label, "seeds": list(s.seeds), "top1_err": list(s.top1_err),
                   "top1_err_mean": s.top1_err_mean, "top1_err_std": s.top1_err_std, "d_top1_err": s.d_top1_err,
                   "params": s.params, "d_params": s.d_params, "gmacs": s.gmacs, "d_gmacs": s.d_gmacs,
-                  "failed": s.failed, "verdict": s.verdict,
+                  "failed": s.failed, "verdict": s.verdict, "img_per_s": s.img_per_s,
+                  "step_time_ms": s.step_time_ms, "peak_mem_mb": s.peak_mem_mb,
                   "top1_test": dataclasses.asdict(s.top1_test) if s.top1_test else None,
                   "top5_test": dataclasses.asdict(s.top5_test) if s.top5_test else None} for s in summaries],
     }, indent=2) + "\n")
