@@ -1,9 +1,11 @@
 """The classification LightningModule around any ``senet`` model (DESIGN: Training; paper Sec. 6 protocol).
 
-``SEClassifier`` is built from the serialisable ``ExperimentConfig.to_dict()``, never from ``nn.Module``s,
-so a checkpoint alone rebuilds it (``SEClassifier.load_from_checkpoint(path)``). It holds training logic
-only: cross-entropy (optionally label-smoothed), top-1/top-5 with torchmetrics, the optimizer and LR
-schedule of ``cfg.train``, and one complexity record (params, GMACs) logged when fitting starts.
+``SEClassifier`` is built from an ``ExperimentConfig`` (or its ``to_dict()``), never from ``nn.Module``s, and
+stores the plain dict as its hparams, so a checkpoint alone rebuilds it (``SEClassifier.load_from_checkpoint``).
+The constructor is typed, so ``LightningCLI(SEClassifier, DigitsDataModule)`` builds it from flags
+(``--model.config.train.lr=0.05``). It holds training logic only: cross-entropy (optionally label-smoothed),
+top-1/top-5 with torchmetrics for validation and ``trainer.test``, logits for ``trainer.predict``, the optimizer
+and LR schedule of ``cfg.train``, and one complexity record (params, GMACs) logged when fitting starts.
 
 ``train.compile`` compiles the network in place (``nn.Module.compile``) when a Trainer sets the module up
 (``setup``), so checkpoints keep the plain keys (no ``_orig_mod.``) and load into an eager model. A module
@@ -20,9 +22,14 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from ablations.config import ExperimentConfig, TrainConfig
+from ablations.config import DataConfig, ExperimentConfig, TrainConfig
 from ablations.metrics import GMACS, PARAMS, TRAIN_LOSS, VAL_LOSS, VAL_TOP1, VAL_TOP1_BEST, VAL_TOP5
 from senet import build_model
+
+# ``trainer.test`` metrics: the validation metrics' twins, for the held-out split (fractions and nats, as val/*).
+TEST_LOSS = "test/loss"
+TEST_TOP1 = "test/top1"
+TEST_TOP5 = "test/top5"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -30,20 +37,27 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class SEClassifier(pl.LightningModule):
-    """Image classification with a registry model, configured by one ``ExperimentConfig`` dict.
+    """Image classification with a registry model, configured by one ``ExperimentConfig``.
 
     Args:
-        config: ``ExperimentConfig.to_dict()``; ``model`` is built with ``senet.build_model`` and ``train``
-            sets the loss, optimizer and schedule.
-        input_size: (C, H, W) for the complexity count; ``None`` takes the datamodule's ``input_size`` at fit
-            start, or ``(model.in_chans, data.image_size, data.image_size)``.
+        config: the experiment, as the dataclass or its ``to_dict()`` (what checkpoints store); ``None`` is
+            ``ExperimentConfig()``. ``model`` is built with ``senet.build_model``; ``train`` sets the loss,
+            optimizer and schedule.
+        input_size: (C, H, W) for the complexity count and the summary's example input; ``None`` takes the
+            datamodule's ``input_size`` once a Trainer holds one, else ``(model.in_chans, data.image_size,
+            data.image_size)``.
     """
 
-    def __init__(self, config: dict, input_size: tuple[int, int, int] | None = None) -> None:
+    def __init__(self, config: ExperimentConfig | dict | None = None,
+                 input_size: tuple[int, int, int] | None = None) -> None:
         super().__init__()
+        if config is None:
+            config = ExperimentConfig()
+        self.cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.from_dict(config)
+        # Plain data only (never the dataclass): checkpoints load with weights_only and stay readable without
+        # this package's classes, and every checkpoint written before the typed constructor stores this dict.
         # logger=False: the loggers get the flattened config from run.py (dotted keys), not a nested dict.
-        self.save_hyperparameters(logger=False)
-        self.cfg = ExperimentConfig.from_dict(config)
+        self.save_hyperparameters({"config": self.cfg.to_dict(), "input_size": input_size}, logger=False)
         self.model = build_model(self.cfg.model)
         if self.cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -56,11 +70,19 @@ class SEClassifier(pl.LightningModule):
         self.val_top1_best = MaxMetric()
         # The running best must survive a resume, so it is part of the checkpoint's state_dict.
         self.val_top1_best.persistent(True)
+        # Separate states for trainer.test, so a test run never mixes into the validation epoch's numbers.
+        self.test_loss = MeanMetric()
+        self.test_top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
         self.complexity: Any | None = None  # senet.complexity.Complexity, set at fit start
 
     def setup(self, stage: str) -> None:
-        """Compile the network for ``train.compile``. A Trainer calls this hook, ``load_from_checkpoint`` does not
-        (it calls ``configure_model``), so a module loaded for analysis stays eager."""
+        """Take the data section from the Trainer's datamodule, and compile the network for ``train.compile``.
+
+        A Trainer calls this hook, ``load_from_checkpoint`` does not (it calls ``configure_model``), so a module
+        loaded for analysis stays eager.
+        """
+        self._adopt_datamodule()
         mode = self.cfg.train.compile
         if mode is None or getattr(self.model, "_compiled_call_impl", None) is not None:
             return
@@ -68,6 +90,22 @@ class SEClassifier(pl.LightningModule):
             self.complexity = self.measure_complexity()
         # In place, not torch.compile(model): the module and its state_dict keys stay the plain network's.
         self.model.compile(mode=mode)
+
+    def _adopt_datamodule(self) -> None:
+        """Record the data the network really sees: under LightningCLI ``--data.cfg`` and ``--model.config.data``
+        are separate flags, and the checkpoint's config must name the images that trained it (the excitation
+        analysis rebuilds its datamodule from it). ``run_experiment`` passes equal ones: then nothing changes."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        data = getattr(dm, "cfg", None)
+        if not isinstance(data, DataConfig):
+            return
+        classes = getattr(dm, "num_classes", 0)
+        if classes and classes != self.cfg.model.num_classes:
+            raise ValueError(f"model.num_classes={self.cfg.model.num_classes} but the {data.name!r} datamodule has "
+                             f"{classes} classes; set model.num_classes={classes} (--model.config.model.num_classes)")
+        if data != self.cfg.data:
+            self.cfg = self.cfg.replace(data=data)
+            self.hparams["config"] = self.cfg.to_dict()  # the checkpoint stores the hparams as they are at save time
 
     # ---- forward and steps ---- #
 
@@ -88,15 +126,32 @@ class SEClassifier(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, (self.val_loss, self.val_top1, self.val_top5), (VAL_LOSS, VAL_TOP1, VAL_TOP5))
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """``trainer.test``: ``test/loss``, ``test/top1``, ``test/top5`` over the datamodule's test split."""
+        self._evaluate(batch, (self.test_loss, self.test_top1, self.test_top5), (TEST_LOSS, TEST_TOP1, TEST_TOP5))
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: tuple, names: tuple[str, str, str]) -> None:
         x, y = batch
         logits = self(x)
-        self.val_loss(self.criterion(logits, y), weight=y.numel())
-        self.val_top1(logits, y)
-        self.val_top5(logits, y)
+        loss, top1, top5 = metrics
+        loss(self.criterion(logits, y), weight=y.numel())
+        top1(logits, y)
+        top5(logits, y)
         # Metric objects: Lightning computes them once per epoch, synchronised over all DDP ranks.
-        self.log(VAL_LOSS, self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log(VAL_TOP1, self.val_top1, on_step=False, on_epoch=True, prog_bar=True)
-        self.log(VAL_TOP5, self.val_top5, on_step=False, on_epoch=True)
+        self.log(names[0], loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(names[1], top1, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(names[2], top5, on_step=False, on_epoch=True)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """``trainer.predict``: (B, num_classes) float32 logits per batch (``softmax(-1)`` gives probabilities).
+
+        Logits rather than probabilities: they lose nothing, and ``argmax`` is the same. ``batch`` is an
+        ``(images, labels)`` pair from the datamodule, or images alone from a loader of unlabelled data.
+        """
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(x).float()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # two batches of an untrained net are not a "best"
@@ -118,16 +173,38 @@ class SEClassifier(pl.LightningModule):
         """Params and MACs of the network at the run's input size (``senet.complexity``, paper convention)."""
         from senet.complexity import complexity
 
+        # The counter runs on meta tensors in eval mode; the RNG is forked as well, because counting must
+        # not move the random stream, or a resumed run would diverge from an uninterrupted one.
+        with torch.random.fork_rng(devices=[]):
+            return complexity(self.model, input_size=self.resolve_input_size())
+
+    def resolve_input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image: the ``input_size`` argument, else the Trainer's datamodule's, else the config's."""
         input_size = self.hparams.get("input_size")
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if input_size is None and datamodule is not None:
             input_size = getattr(datamodule, "input_size", None)
         if input_size is None:
             input_size = (self.cfg.model.in_chans, self.cfg.data.image_size, self.cfg.data.image_size)
-        # The counter runs on meta tensors in eval mode; the RNG is forked as well, because counting must
-        # not move the random stream, or a resumed run would diverge from an uninterrupted one.
-        with torch.random.fork_rng(devices=[]):
-            return complexity(self.model, input_size=tuple(input_size))
+        return tuple(int(v) for v in input_size)
+
+    @property
+    def example_input_array(self) -> torch.Tensor | None:
+        """One zero image at ``resolve_input_size()``, so Lightning's model summary shows in/out shapes and FLOPs.
+
+        Derived on each read (not fixed in ``__init__``): under LightningCLI the datamodule, not the model's
+        config, knows the image size. Lightning counts FLOPs = 2 x MACs at batch 1 (``gmacs`` is the paper's
+        convention). ``None`` with ``train.compile``: the summary's forward would compile a batch-1 graph.
+        """
+        if self._example_input_array is not None:  # set by hand
+            return self._example_input_array
+        if self.cfg.train.compile is not None:
+            return None
+        return torch.zeros(1, *self.resolve_input_size())
+
+    @example_input_array.setter
+    def example_input_array(self, example: torch.Tensor | None) -> None:
+        self._example_input_array = example
 
     # ---- optimisation ---- #
 

@@ -1,7 +1,11 @@
 """What every DataModule shares: the attributes the trainer reads, the loaders, layout errors.
 
 Subclasses validate their folder in ``__init__`` (cheap existence checks, so a wrong path stops
-before any training), download only in ``prepare_data`` and load in ``setup``.
+before any training), download only in ``prepare_data`` and load in ``setup``. Each subclass types its
+``cfg`` with a ``DataConfig`` default of its own ``name``, so ``LightningCLI(SEClassifier, CIFAR10DataModule)``
+builds it from ``--data.cfg.root=...`` alone. ``trainer.test`` and ``trainer.predict`` read the held-out split:
+every dataset here has exactly one (the official test split of CIFAR and Fashion-MNIST, ImageNet's val, the
+seeded split of digits and synthetic), and it is the validation split as well; no third split is carved out.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ class TensorImageDataset(Dataset):
 
 
 class ImageDataModule(pl.LightningDataModule):
-    """Base class: ``num_classes``, ``input_size`` (C, H, W), ``class_names`` and the two loaders.
+    """Base class: ``num_classes``, ``input_size`` (C, H, W), ``class_names`` and the loaders.
 
     Args:
         cfg: the data section of the experiment.
@@ -78,6 +82,19 @@ class ImageDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The held-out split, in order: the same images as validation (see the module docstring)."""
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split, in order, so prediction ``i`` belongs to ``test_set[i]`` (labels are passed along)."""
+        return self._loader(self.test_set, shuffle=False)
+
+    @property
+    def test_set(self) -> Dataset | None:
+        """What ``trainer.test`` and ``trainer.predict`` read; subclasses with a separate test split override it."""
+        return self.val_set
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:

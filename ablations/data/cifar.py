@@ -13,7 +13,12 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.transforms import v2
 
+from ablations.config import DataConfig
 from ablations.data.base import ImageDataModule, missing, require_root
+
+# The constructor's default (frozen, so one shared instance is safe): what LightningCLI builds without --data.cfg.
+CIFAR10_CONFIG = DataConfig(name="cifar10")
+CIFAR100_CONFIG = DataConfig(name="cifar100")
 
 
 class CIFARDataModule(ImageDataModule):
@@ -31,7 +36,7 @@ class CIFARDataModule(ImageDataModule):
     mean: ClassVar[tuple[float, float, float]] = (0.0, 0.0, 0.0)
     std: ClassVar[tuple[float, float, float]] = (1.0, 1.0, 1.0)
 
-    def __init__(self, cfg, seed: int = 0) -> None:
+    def __init__(self, cfg: DataConfig, seed: int = 0) -> None:
         super().__init__(cfg, seed)
         tv = self.dataset_cls
         self.files = [name for name, _ in tv.train_list + tv.test_list] + [tv.meta["filename"]]
@@ -98,6 +103,9 @@ class CIFAR10DataModule(CIFARDataModule):
     n_classes = 10
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # over the training images
 
+    def __init__(self, cfg: DataConfig = CIFAR10_CONFIG, seed: int = 0) -> None:
+        super().__init__(cfg, seed)  # only for the typed default that LightningCLI reads
+
 
 class CIFAR100DataModule(CIFARDataModule):
     """CIFAR-100: 50 000 train / 10 000 test images, 100 fine classes."""
@@ -107,3 +115,6 @@ class CIFAR100DataModule(CIFARDataModule):
     title = "CIFAR-100"
     n_classes = 100
     mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+
+    def __init__(self, cfg: DataConfig = CIFAR100_CONFIG, seed: int = 0) -> None:
+        super().__init__(cfg, seed)  # only for the typed default that LightningCLI reads

@@ -12,7 +12,11 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from ablations.config import DataConfig
 from ablations.data.base import ImageDataModule, TensorImageDataset
+
+# The constructor's default (frozen, so one shared instance is safe): what LightningCLI builds without --data.cfg.
+DEFAULT_CONFIG = DataConfig(name="digits")
 
 GREY_LEVELS = 16.0  # load_digits pixels are counts 0..16 of "on" cells in a 4x4 block
 
@@ -29,7 +33,7 @@ class DigitsDataModule(ImageDataModule):
 
     name = "digits"
 
-    def __init__(self, cfg, seed: int = 0) -> None:
+    def __init__(self, cfg: DataConfig = DEFAULT_CONFIG, seed: int = 0) -> None:
         super().__init__(cfg, seed)
         self.num_classes = 10
         self.class_names = [str(d) for d in range(10)]

@@ -14,7 +14,11 @@ from torch.utils.data import Dataset
 from torchvision.datasets import FashionMNIST
 from torchvision.transforms import v2
 
+from ablations.config import DataConfig
 from ablations.data.base import ImageDataModule, TensorImageDataset
+
+# The constructor's default (frozen, so one shared instance is safe): what LightningCLI builds without --data.cfg.
+DEFAULT_CONFIG = DataConfig(name="fashion_mnist")
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 APT_HINT = "apt-get install dataset-fashion-mnist"
@@ -86,7 +90,7 @@ class FashionMNISTDataModule(ImageDataModule):
 
     name = "fashion_mnist"
 
-    def __init__(self, cfg, seed: int = 0) -> None:
+    def __init__(self, cfg: DataConfig = DEFAULT_CONFIG, seed: int = 0) -> None:
         super().__init__(cfg, seed)
         self.num_classes = 10
         self.class_names = list(CLASSES)

@@ -13,7 +13,11 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from ablations.config import DataConfig
 from ablations.data.base import ImageDataModule, require_root
+
+# The constructor's default (frozen, so one shared instance is safe): what LightningCLI builds without --data.cfg.
+DEFAULT_CONFIG = DataConfig(name="imagenet")
 
 # torchvision's ImageNet statistics. The paper subtracts the mean RGB only; dividing by the std as well is
 # our (documented) choice: every torchvision/timm ImageNet model does it, and BN makes the difference small.
@@ -39,7 +43,7 @@ class ImageNetDataModule(ImageDataModule):
 
     name = "imagenet"
 
-    def __init__(self, cfg, seed: int = 0) -> None:
+    def __init__(self, cfg: DataConfig = DEFAULT_CONFIG, seed: int = 0) -> None:
         super().__init__(cfg, seed)
         if cfg.download:
             raise ValueError("data.download=true is not allowed for imagenet: ImageNet cannot be downloaded "

@@ -4,7 +4,11 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from ablations.config import DataConfig
 from ablations.data.base import ImageDataModule, TensorImageDataset
+
+# The constructor's default (frozen, so one shared instance is safe): what LightningCLI builds without --data.cfg.
+DEFAULT_CONFIG = DataConfig(name="synthetic")
 
 
 class SyntheticDataModule(ImageDataModule):
@@ -17,7 +21,7 @@ class SyntheticDataModule(ImageDataModule):
 
     name = "synthetic"
 
-    def __init__(self, cfg, seed: int = 0) -> None:
+    def __init__(self, cfg: DataConfig = DEFAULT_CONFIG, seed: int = 0) -> None:
         super().__init__(cfg, seed)
         for field in ("num_samples", "num_classes"):
             value = getattr(cfg, field)
