@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import math
 import os
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from ablations import interrupts, provenance, wandb_logging
 from ablations.config import ExperimentConfig
 from ablations.cost import CostCallback
+from ablations.epoch_log import progress_callbacks
 from ablations.interrupts import RunInterrupted
 from ablations.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
 from ablations.module import NonFiniteLossError, SEClassifier
@@ -100,7 +100,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
         baseline: what the run name is relative to (``naming.run_name``).
         resume: reuse the run folder: return a complete result of the same config as is, and continue any
             other run from ``checkpoints/last.ckpt``. ``False`` empties the folder and starts over.
-        progress_bar: Lightning's progress bar; ``None`` shows it when stderr is a terminal.
+        progress_bar: Lightning's progress bar; ``None``: tqdm on a terminal, else one line per epoch (``epoch_log``).
         quiet: no model summary table (the quickstart runs many small jobs).
         datamodule: the datamodule ``prepare(cfg)`` returned for this (resolved) ``cfg``, to skip loading twice.
 
@@ -259,14 +259,14 @@ def _benign_warnings_off():
 
 
 def _trainer(t: Any, loggers: list, cbs: list, run_dir: Path, progress_bar: bool | None, quiet: bool) -> pl.Trainer:
+    bar, bar_cbs = progress_callbacks(progress_bar)  # a SLURM log gets one line per epoch instead of tqdm
     return pl.Trainer(
         max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision,
         # "warn": deterministic kernels wherever they exist (all of them on CPU), a warning instead of a crash
         # for the few CUDA backward kernels that have none (adaptive pooling: the SE squeeze).
         deterministic="warn" if t.deterministic else False,
-        logger=loggers, callbacks=cbs, default_root_dir=str(run_dir),
-        enable_progress_bar=sys.stderr.isatty() if progress_bar is None else progress_bar,
+        logger=loggers, callbacks=[*cbs, *bar_cbs], default_root_dir=str(run_dir), enable_progress_bar=bar,
         enable_model_summary=not quiet, log_every_n_steps=10,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
     )
