@@ -1,22 +1,31 @@
-"""SE overhead in step time: SE-ResNet-50 over ResNet-50, fused and unfused SE (paper Sec. 4: 209 ms / 190 ms = 1.10).
+"""SE overhead in step time: SE-ResNet-50 over ResNet-50, fused, unfused, compiled, and timm's (paper Sec. 4: 1.10).
 
-The paper timed one forward and backward pass of a 256-image minibatch on 8 Titan X GPUs. This measures the
-same ratio for one SGD step (forward, backward, update) and for one inference forward, for three models: the
-baseline, the SE model with its scale fused into the residual sum (``torch.addcmul``, the default) and the same
-SE model unfused (``senet.blocks.set_fused_se``; same weights). On the CPU by default at a small batch, so it
-runs in a few minutes on two cores; ``--device cuda`` runs it on a GPU. The machines are noisy (other jobs
-come and go), so the models are timed alternately, several rounds, and each ratio is the median over rounds
-of that round's ratio: a load that changes between rounds cancels out of it.
+The paper timed one forward and backward pass of a 256-image minibatch on 8 Titan X GPUs (209 ms / 190 ms).
+This measures the same ratio for one SGD step (forward, backward, update) and for one inference forward:
+our baseline, our SE model with its scale fused into the residual sum (``torch.addcmul``, the default), the
+same SE model unfused (``senet.blocks.set_fused_se``; same weights), optionally both compiled
+(``--compile``: ``torch.compile``, the ``train.compile`` path), and timm's ``resnet50`` / ``legacy_seresnet50``
+(the same networks as timm builds them) when timm is installed, so every ratio has its peer beside it.
+On the CPU by default at a small batch, so it runs in minutes on two cores; ``--device cuda --amp bf16
+--channels-last --batch 256`` is the GPU setting users train in. Machines are noisy (other jobs come and go),
+so the models are timed alternately, several rounds, and each ratio is the median over rounds of that
+round's ratio: a load that changes between rounds cancels out of it. ``--out FILE`` writes the report as
+markdown, headed by the command that made it.
 
     python benchmarks/bench_se_overhead.py [--arch resnet50] [--batch 8] [--size 224] [--steps 2] [--rounds 9]
-                                           [--channels-last] [--device cpu]
+                                           [--channels-last] [--amp bf16] [--compile] [--no-timm]
+                                           [--device cpu] [--out results/perf/cpu.md]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import shlex
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,6 +35,7 @@ from senet.blocks import set_fused_se
 from senet.complexity import complexity
 
 PAPER_MS = {"resnet50": (190.0, 209.0)}  # Sec. 4, "a single pass forwards and backwards", batch 256, 8 Titan X
+TIMM = {"resnet50": ("resnet50", "legacy_seresnet50"), "resnext50_32x4d": ("resnext50_32x4d", "legacy_seresnext50_32x4d")}
 
 
 def _sync(x: torch.Tensor) -> None:
@@ -33,14 +43,20 @@ def _sync(x: torch.Tensor) -> None:
         torch.cuda.synchronize()
 
 
-def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+def _autocast(x: torch.Tensor, amp: str | None):
+    return torch.autocast(x.device.type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
+
+
+def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, amp: str | None = None) -> float:
     """Mean seconds per SGD step (forward, backward, update), after one warm-up step."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        with _autocast(x, amp):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
 
     step()
@@ -53,21 +69,82 @@ def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int)
 
 
 @torch.no_grad()
-def infer_seconds(model: nn.Module, x: torch.Tensor, steps: int) -> float:
+def infer_seconds(model: nn.Module, x: torch.Tensor, steps: int, amp: str | None = None) -> float:
     """Mean seconds per eval-mode forward, after one warm-up forward."""
     model.eval()
-    model(x)
-    _sync(x)
-    start = time.perf_counter()
-    for _ in range(steps):
+    with _autocast(x, amp):
         model(x)
+        _sync(x)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model(x)
     _sync(x)
     return (time.perf_counter() - start) / steps
 
 
-def _ratio(times: dict[str, list[float]], a: str, b: str) -> float:
+def ratio(times: dict[str, list[float]], a: str, b: str) -> float:
     """Median of the per-round ratios a / b: a load that drifts between rounds cancels within each round."""
     return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
+def make_models(arch: str, *, timm_too: bool, compiled: bool) -> dict[str, nn.Module]:
+    """The models to time, by label; the first is our baseline, the second our (fused) SE model."""
+    se = f"se_{arch}"
+    models = {f"ours {arch}": build_model(arch), f"ours {se} fused": build_model(se)}
+    models[f"ours {se} unfused"] = copy.deepcopy(models[f"ours {se} fused"])
+    assert set_fused_se(models[f"ours {se} unfused"], False) > 0, f"{se} has no SE that meets a residual sum"
+    if compiled:  # compile copies, so the eager models stay eager
+        models[f"ours {arch} compiled"] = torch.compile(copy.deepcopy(models[f"ours {arch}"]))
+        models[f"ours {se} fused compiled"] = torch.compile(copy.deepcopy(models[f"ours {se} fused"]))
+    if timm_too and arch in TIMM:
+        try:
+            import timm
+        except ImportError:
+            print("timm is not installed: no peer models (pip install -e '.[dev]')", file=sys.stderr)
+        else:
+            base, with_se = TIMM[arch]
+            models[f"timm {base}"] = timm.create_model(base, pretrained=False)
+            models[f"timm {with_se}"] = timm.create_model(with_se, pretrained=False)
+    return models
+
+
+def _pairs(names: list[str]) -> list[tuple[str, str, str]]:
+    """(what, numerator, denominator) of every ratio the report gives, for the models present."""
+    base, fused, unfused = names[:3]
+    out = [("SE / no-SE, ours fused (default)", fused, base), ("SE / no-SE, ours unfused", unfused, base),
+           ("fused / unfused", fused, unfused)]
+    comp = [n for n in names if n.endswith("compiled")]
+    if comp:
+        out += [("SE / no-SE, ours compiled", comp[1], comp[0]), ("compiled / eager, SE fused", comp[1], fused)]
+    peers = [n for n in names if n.startswith("timm ")]
+    if peers:
+        out += [("SE / no-SE, timm", peers[1], peers[0]), ("ours SE fused / timm SE", fused, peers[1]),
+                ("ours no-SE / timm no-SE", base, peers[0])]
+    return out
+
+
+def report(args: argparse.Namespace, models: dict[str, nn.Module], train: dict, infer: dict) -> str:
+    """The markdown report: per-model medians, the ratios, GMACs, the paper's figure."""
+    names = list(models)
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    setting = (f"batch {args.batch} at {args.size}x{args.size}, {args.amp or 'fp32'}"
+               f"{', channels_last' if args.channels_last else ''}; {args.rounds} rounds x {args.steps} steps")
+    lines = [f"Device: {dev}; torch {torch.__version__}; {setting}; medians.", "",
+             "| model | train step (ms) | inference (ms) | train img/s |", "|---|---|---|---|"]
+    for n in names:
+        t, i = statistics.median(train[n]), statistics.median(infer[n])
+        lines.append(f"| {n} | {1e3 * t:.1f} | {1e3 * i:.1f} | {args.batch / t:,.1f} |")
+    lines += ["", "| ratio (medians of per-round ratios) | training step | inference |", "|---|---|---|"]
+    lines += [f"| {what} | {ratio(train, a, b):.3f} | {ratio(infer, a, b):.3f} |" for what, a, b in _pairs(names)]
+    cx = {n: complexity(models[n], input_size=(3, args.size, args.size)) for n in names[:2]}
+    base, fused = names[:2]
+    lines += ["", (f"Params {cx[base].params / 1e6:.2f} M -> {cx[fused].params / 1e6:.2f} M; GMACs/image "
+                   f"{cx[base].gmacs:.3f} -> {cx[fused].gmacs:.3f} (ratio {cx[fused].gmacs / cx[base].gmacs:.3f}).")]
+    if args.arch in PAPER_MS:
+        plain, with_se = PAPER_MS[args.arch]
+        lines.append(f"Paper (8 Titan X, batch 256, forward + backward): {with_se:.0f} / {plain:.0f} ms = "
+                     f"{with_se / plain:.3f}.")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,48 +155,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per round, model and mode")
     parser.add_argument("--rounds", type=int, default=9, help="alternating rounds; medians are reported")
     parser.add_argument("--channels-last", action="store_true", help="models and input in channels_last")
+    parser.add_argument("--amp", choices=["bf16"], help="autocast to bfloat16 (fp32 without)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd copies (slow to compile)")
+    parser.add_argument("--no-timm", action="store_true", help="skip timm's models")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, help="write the markdown report here too")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     device = torch.device(args.device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    se_name = f"se_{args.arch}"
-    models = {args.arch: build_model(args.arch), f"{se_name} fused": build_model(se_name)}
-    models[f"{se_name} unfused"] = copy.deepcopy(models[f"{se_name} fused"])
-    assert set_fused_se(models[f"{se_name} unfused"], False) > 0, f"{se_name} has no SE that meets a residual sum"
+    models = make_models(args.arch, timm_too=not args.no_timm, compiled=args.compile)
     models = {n: m.to(device, memory_format=fmt) for n, m in models.items()}
-    classes = models[args.arch].fc.out_features
     x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, classes, (args.batch,), device=device)
-    train: dict[str, list[float]] = {name: [] for name in models}
-    infer: dict[str, list[float]] = {name: [] for name in models}
+    y = torch.randint(0, 1000, (args.batch,), device=device)
     names = list(models)
+    train: dict[str, list[float]] = {n: [] for n in names}
+    infer: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.rounds):
         # Alternate, and rotate who goes first, so load from other processes hits every model alike.
         for name in names[r % len(names):] + names[:r % len(names)]:
-            model = models[name]
-            train[name].append(step_seconds(model, x, y, args.steps))
-            infer[name].append(infer_seconds(model, x, args.steps))
-
-    cx = {n: complexity(m, input_size=(3, args.size, args.size)) for n, m in list(models.items())[:2]}
-    med = {kind: {n: statistics.median(t[n]) for n in models} for kind, t in (("train", train), ("infer", infer))}
-    print(f"device {args.device} ({torch.get_num_threads()} threads), batch {args.batch} at {args.size}x{args.size}"
-          f"{', channels_last' if args.channels_last else ''}, {args.rounds} rounds x {args.steps} steps, "
-          f"median per model")
-    for name in models:
-        print(f"  {name:<26} train {1e3 * med['train'][name]:8.1f} ms/step   infer {1e3 * med['infer'][name]:8.1f} ms"
-              f"   train rounds: {', '.join(f'{1e3 * t:.0f}' for t in train[name])}")
-    base, fused, unfused = models
-    gmacs = cx[fused].gmacs / cx[base].gmacs
-    print(f"params {cx[base].params / 1e6:.2f} M -> {cx[fused].params / 1e6:.2f} M, GMACs/image "
-          f"{cx[base].gmacs:.3f} -> {cx[fused].gmacs:.3f} (ratio {gmacs:.3f})")
-    for kind, t in (("training-step", train), ("inference", infer)):
-        print(f"SE / no-SE {kind} time: fused {_ratio(t, fused, base):.3f}, unfused {_ratio(t, unfused, base):.3f}"
-              f"   (fused / unfused {_ratio(t, fused, unfused):.3f}; medians of per-round ratios)")
-    if args.arch in PAPER_MS:
-        plain, with_se = PAPER_MS[args.arch]
-        print(f"paper (8 Titan X, batch 256, forward + backward): {with_se:.0f} / {plain:.0f} ms = {with_se / plain:.3f}")
+            train[name].append(step_seconds(models[name], x, y, args.steps, args.amp))
+            infer[name].append(infer_seconds(models[name], x, args.steps, args.amp))
+    text = report(args, models, train, infer)
+    print(text, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        command = shlex.join(["python", "benchmarks/bench_se_overhead.py", *(argv if argv is not None else sys.argv[1:])])
+        args.out.write_text(f"<!-- generated by: {command} (do not edit) -->\n# SE overhead: {args.arch}\n\n"
+                            f"Made by `{command}`.\n\n{text}")
 
 
 if __name__ == "__main__":
