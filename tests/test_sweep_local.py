@@ -12,6 +12,7 @@ import optuna
 import pytest
 import yaml
 
+from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import load_spec
 from ablations.sweep.study import load_study, setup_study
 from ablations.sweep.worker import run_worker
@@ -80,7 +81,7 @@ def test_hopeless_arm_is_pruned(tmp_path, one_thread):
     good, hopeless = load_study(spec, url, "prune").trials
     assert good.params["train.lr"] == 0.1 and good.state == optuna.trial.TrialState.COMPLETE
     assert hopeless.state == optuna.trial.TrialState.PRUNED
-    row = hopeless.user_attrs["result"]
+    row = trial_rows(hopeless.user_attrs)[0]
     assert row["status"] == "pruned" and row["epochs"] < 3
     assert max(hopeless.intermediate_values.values()) < min(good.intermediate_values.values())
     # The report command reads the same study: one row per run, the pruned arm marked as not complete.

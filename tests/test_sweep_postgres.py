@@ -21,6 +21,7 @@ import pytest
 import yaml
 from fixtures_servers import postgres_server
 
+from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import load_spec, make_config
 from ablations.sweep.study import load_study, setup_study
 
@@ -91,7 +92,7 @@ def test_three_workers_run_every_arm_exactly_once(pg, tmp_path, cli):
     assert len(study.trials) == 6  # nothing queued twice, no stray sampler trials
     assert len({t.user_attrs["worker"] for t in study.trials}) >= 2  # the workers really shared the queue
     for t in study.trials:
-        row = t.user_attrs["result"]
+        row = trial_rows(t.user_attrs)[0]
         assert row["status"] == "complete" and row["config_hash"] == t.user_attrs["config_hash"]
         assert Path(row["run_dir"], "result.json").is_file()
     # A second launch (a resumed sweep) queues nothing and runs nothing.

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from fixtures_servers import postgres_server, slurm_cluster
 
+from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import load_spec, make_config
 from ablations.sweep.study import load_study
 
@@ -101,5 +102,5 @@ def test_ddp_trials_span_the_tasks_of_an_array_element(tmp_path, servers):
     spec_ = load_spec(tmp_path / "ddp.yaml")
     study = load_study(spec_, url, "ddp")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    assert all(t.user_attrs["result"]["config"]["train"]["devices"] == 2 for t in study.trials)
+    assert all(trial_rows(t.user_attrs)[0]["config"]["train"]["devices"] == 2 for t in study.trials)
     assert results(tmp_path) == [2, 2]  # task 0 ran both trials, task 1 followed both

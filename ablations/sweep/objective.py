@@ -1,11 +1,13 @@
 """One Optuna trial of a sweep (DESIGN: Sweeps): suggest -> ``ExperimentConfig`` -> ``run_experiment`` -> values.
 
-The trial keeps its result rows in ``trial.user_attrs["results"]`` (and the one row of a single-seed
-trial in ``"result"``), so reports never depend on W&B files. A failed run is recorded with its
-reason (``user_attrs["reason"]``) and raised, so Optuna marks the trial FAIL and the worker goes on;
-a pruned run raises ``optuna.TrialPruned``; an interrupted one (Ctrl-C, SIGTERM, SIGUSR1) is recorded as
-``interrupted`` and the ``RunInterrupted`` goes on to the worker, which re-queues the trial. Sampled (non-grid) studies skip an arm whose config
-hash already has a complete trial and reuse its values, so TPE's repeats cost nothing.
+The trial keeps its runs in its user attributes (``attrs``): flat scalars that optuna-dashboard shows, and
+one compact entry per run from which the report rebuilds the result rows, so reports never depend on W&B
+files. Its learning curve is the objective per epoch, reported with or without a pruner (``curves``). A
+failed run is recorded with its reason (``user_attrs["reason"]``) and raised, so Optuna marks the trial
+FAIL and the worker goes on; a pruned run raises ``optuna.TrialPruned``; an interrupted one (Ctrl-C,
+SIGTERM, SIGUSR1) is recorded as ``interrupted`` and the ``RunInterrupted`` goes on to the worker, which
+re-queues the trial. Sampled (non-grid) studies skip an arm whose config hash already has a complete trial
+and reuse its values, so TPE's repeats cost nothing.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from optuna.trial import TrialState
 
 from ablations import interrupts
 from ablations.metrics import GMACS, MONITOR, PARAMS
+from ablations.sweep.attrs import folder_attrs, trial_attrs
 from ablations.sweep.space import suggest
 from ablations.sweep.spec import SweepSpec, make_config
 
@@ -68,20 +71,31 @@ class SweepObjective:
         if runner is None:
             from ablations.run import run_experiment as runner
         baseline = self.baseline.replace(seed=cfg.seed)
+        report = trial is not None and not self.spec.multi_objective  # Optuna keeps curves of one objective only
+        prune = report and self.spec.pruner["type"] != "none"
+        # DDP followers build the pruning callback when they get the trial: only where rank 0 has one too.
         if self.on_config is not None:
-            self.on_config(trial, cfg, baseline)
+            self.on_config(trial if prune else None, cfg, baseline)
         callbacks, own = [], None
-        prune = trial is not None and not self.spec.multi_objective
-        if prune and self.spec.objectives[0].metric != MONITOR:
+        metric = self.spec.objectives[0].metric
+        if prune and metric != MONITOR:
             # run_experiment's own pruning callback watches MONITOR; other metrics get theirs here.
             from optuna_integration import PyTorchLightningPruningCallback
 
-            own = PyTorchLightningPruningCallback(trial, monitor=self.spec.objectives[0].metric)
+            own = PyTorchLightningPruningCallback(trial, monitor=metric)
             callbacks.append(own)
+        elif report and not prune:
+            from ablations.sweep.curves import EpochReport
+
+            callbacks.append(EpochReport(trial, metric))
         result = runner(cfg, callbacks=callbacks, trial=trial if prune and own is None else None,
                         baseline=baseline, quiet=True)
         if own is not None and result.status == "complete":
             own.check_pruned()  # DDP: the prune decision was made on rank 0 and kept in the storage
+        if report and result.run_dir:
+            from ablations.sweep.curves import report_history
+
+            report_history(trial, result.run_dir, metric)  # a reused run, or a resumed run's earlier epochs
         return result
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
@@ -99,11 +113,14 @@ class SweepObjective:
             done = self._duplicate_of(trial)
             if done is not None:
                 trial.set_user_attr("duplicate_of", done.number)
-                for key in ("results", "result"):
-                    if key in done.user_attrs:
-                        trial.set_user_attr(key, done.user_attrs[key])
+                for key, value in done.user_attrs.items():  # its runs' attributes; the report skips duplicates
+                    if key not in trial.user_attrs:
+                        trial.set_user_attr(key, value)
+                for step, value in done.intermediate_values.items():
+                    trial.report(value, step)
                 return done.values if spec.multi_objective else done.value
         rows: list[dict] = []
+        folders: list[dict] = []
         for i, seed in enumerate(seeds):
             cfg = trial_config(spec, self.study_name, params, seed)
             try:
@@ -122,10 +139,10 @@ class SweepObjective:
                 trial.set_user_attr("reason", f"{type(exc).__name__}: {exc}")
                 raise
             rows.append(result.to_dict())
-            trial.set_user_attr("results", rows)
-            if len(seeds) == 1:
-                trial.set_user_attr("result", rows[0])
-            trial.set_user_attr("status", result.status)
+            folders.append(folder_attrs(rows[-1], trial.datetime_start))
+            for key, value in trial_attrs(rows, folders, trial.user_attrs).items():
+                trial.set_user_attr(key, value)
+            trial.set_user_attr("status", result.status)  # the trial's, where its seeds' statuses differ
             if result.status == "pruned":
                 raise optuna.TrialPruned(result.reason or "pruned")
             if result.status != "complete":

@@ -167,6 +167,8 @@ def setup_study(spec: SweepSpec, url: str, study_name: str, *, retry_failed: boo
                 raise ValueError(f"study {study_name!r} already exists with directions {have}, but the spec's "
                                  f"objectives give {spec.directions}; use another --study-name")
             check_threads(study, spec)
+            # optuna-dashboard and the CLI name the objective values by these instead of "Objective 0".
+            study.set_metric_names([o.metric for o in spec.objectives])
             study.set_user_attr("spec", spec_summary(spec))
             return study, (enqueue_grid(study, spec, retry_failed=retry_failed) if spec.is_grid else 0)
     finally:
