@@ -1,10 +1,10 @@
 """A study as the paper's tables and plots (DESIGN: Sweeps, report; paper Tables 10-16 layout).
 
-Reads the result rows that every trial keeps in its user attributes (never W&B files), aggregates
+Reads the result rows that every trial keeps in its user attributes (``attrs``; never W&B files), aggregates
 them over seeds with ``ablations.compare`` (arm, top-1/top-5 error mean ± std, params, GMACs, deltas
 against the no-SE baseline with 95 % CIs, t-tests across seeds, Holm, verdicts and the seeds 80 % power
-needs), says what they show and where they came from (``ablations.verdicts``), labels each arm by the
-values of the ablated factors, and writes under
+needs), says what they show and where they came from (``ablations.verdicts``), puts the measured cost
+beside the GMACs (``cost_table``), labels each arm by the values of the ablated factors, and writes under
 ``results/<study>/``: ``report.md`` (one table per factor), ``runs.csv`` (one line per run),
 ``arms.png``, ``accuracy_vs_gmacs.png`` (one panel per factor, the Pareto front drawn) and Optuna's
 own HTML plots (parameter importances, parallel coordinates, Pareto front or optimisation history).
@@ -23,6 +23,9 @@ from optuna.trial import TrialState
 from ablations import compare
 from ablations.compare_plot import plot
 from ablations.stats import mean_ci
+from ablations.sweep.attrs import trial_rows
+from ablations.sweep.cost_table import NOTE as COST_NOTE
+from ablations.sweep.cost_table import format_cost
 from ablations.sweep.spec import is_se_key
 from ablations.verdicts import conclusion, provenance_line
 from senet.config import flatten
@@ -34,7 +37,7 @@ def study_rows(study: optuna.Study) -> list[dict]:
     for t in study.get_trials(deepcopy=False):
         if "duplicate_of" in t.user_attrs:
             continue
-        rows += t.user_attrs.get("results") or ([t.user_attrs["result"]] if "result" in t.user_attrs else [])
+        rows += trial_rows(t.user_attrs)
     return rows
 
 
@@ -213,7 +216,8 @@ def write_report(study: optuna.Study, out: Path, *, command: str = "", html: boo
     ran = [a for a in arms if a.seeds]  # arms with no complete run have no error to show
     data = str(flatten(rows[0]["config"]).get("data.name", ""))
     body = ["## All arms", "", compare.format_markdown(ran), "## What the numbers show", "",
-            conclusion(ran, data, min_effect), "", compare.STATS_NOTE, "", provenance_line(rows), ""]
+            conclusion(ran, data, min_effect), "", compare.STATS_NOTE, "", provenance_line(rows), "",
+            "## Cost (measured)", "", format_cost(ran, rows), COST_NOTE, ""]
     unfinished = [r for r in rows if r["status"] != "complete"]
     if unfinished:
         body += ["## Runs that did not complete", "", "| arm | seed | status | epochs | reason |", "|---|---|---|---|---|"]
