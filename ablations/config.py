@@ -16,6 +16,7 @@ from typing import Any, Optional
 from senet.config import ModelConfig, apply_overrides, config_hash, from_dict, to_dict
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic")
+DECODERS = ("pil", "gpu")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "multistep", "cosine", "plateau", "constant")
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
@@ -48,6 +49,8 @@ class DataConfig:
         num_samples: size of the ``synthetic`` dataset (train split); ignored elsewhere.
         num_classes: classes of the ``synthetic`` dataset; ignored elsewhere.
         download: allow torchvision to download (off: nothing downloads unless asked).
+        decoder: ``pil`` (DataLoader workers decode and augment) or ``gpu`` (imagenet only: workers read the
+            JPEG bytes, each batch is decoded and augmented on the GPU; ``ablations.data.jpeg_batch``).
     """
 
     name: str = "digits"
@@ -59,9 +62,14 @@ class DataConfig:
     num_samples: int = 512
     num_classes: int = 10
     download: bool = False
+    decoder: str = "pil"
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, DATASETS)
+        _choice("data.decoder", self.decoder, DECODERS)
+        if self.decoder == "gpu" and self.name != "imagenet":
+            raise ValueError(f"data.decoder='gpu' is not allowed for data.name={self.name!r}: it decodes JPEG folders "
+                             "(data.name='imagenet'); the other datasets are tensors already, use data.decoder='pil'")
         _positive("data.image_size", self.image_size, 8)
         _positive("data.batch_size", self.batch_size)
         _positive("data.num_workers", self.num_workers, 0)
@@ -178,6 +186,8 @@ class ExperimentConfig:
             d["train"].pop("threads", None)  # unpinned: hashes stay those of the runs made before the field existed
         if d["train"].get("compile") is None:
             d["train"].pop("compile", None)  # eager: likewise
+        if d["data"].get("decoder") == "pil":
+            d["data"].pop("decoder", None)  # the PIL path: likewise
         return d
 
     def hash(self) -> str:

@@ -52,6 +52,9 @@ class ImageDataModule(pl.LightningDataModule):
     """
 
     name: ClassVar[str] = ""
+    # The DataLoader's collate function (None: torch's default, stacking tensors); the GPU-decoding path
+    # batches encoded JPEGs of different lengths as a list.
+    collate_fn: Callable | None = None
 
     def __init__(self, cfg: DataConfig, seed: int = 0) -> None:
         super().__init__()
@@ -105,6 +108,7 @@ class ImageDataModule(pl.LightningDataModule):
             batch_size=self.cfg.batch_size,
             shuffle=shuffle,
             num_workers=workers,
+            collate_fn=self.collate_fn,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=workers > 0,
         )

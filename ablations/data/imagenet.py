@@ -1,11 +1,14 @@
 """ImageNet (ILSVRC 2012) or any ImageFolder tree with ``train/`` and ``val/`` (paper Sec. 5.1).
 
 The paper's augmentation: random-size crops (scale and aspect ratio, after Szegedy et al.) to 224 and
-horizontal flips for training; evaluation resizes the shorter side to 256 and centre-crops 224.
+horizontal flips for training; evaluation resizes the shorter side to 256 and centre-crops 224. With
+``data.decoder=gpu`` the same augmentation runs on the GPU for the whole batch (``jpeg_batch``): the workers
+only read bytes, and Lightning's batch hooks decode and augment after the labels reach the device.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -14,6 +17,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from ablations.config import DataConfig
+from ablations.data import jpeg_batch
 from ablations.data.base import ImageDataModule, require_root
 
 # The constructor's default (frozen, so one shared instance is safe): what LightningCLI builds without --data.cfg.
@@ -51,6 +55,13 @@ class ImageNetDataModule(ImageDataModule):
         self.root = require_root(cfg, "ImageNet", LAYOUT)
         self.class_names = self._check_layout()
         self.num_classes = len(self.class_names)
+        self._pipelines: dict[bool, jpeg_batch.JpegBatchPipeline] = {}
+        if cfg.decoder == "gpu":
+            jpeg_batch.require_torchcodec()
+            if not torch.cuda.is_available():
+                raise ValueError("data.decoder='gpu' needs a CUDA GPU and this machine has none "
+                                 "(torch.cuda.is_available() is False); use data.decoder='pil'")
+            self.collate_fn = jpeg_batch.collate_encoded
 
     def _check_layout(self) -> list[str]:
         """Class names of ``train/``; errors name the folder and the layout we expected."""
@@ -82,11 +93,40 @@ class ImageNetDataModule(ImageDataModule):
         return train, val
 
     def load(self) -> tuple[Dataset, Dataset]:
-        train_tf, val_tf = self.transforms()
+        gpu = self.cfg.decoder == "gpu"
+        # The GPU path: the same ImageFolder (same samples, labels and class order), loading bytes only.
+        train_tf, val_tf = (None, None) if gpu else self.transforms()
+        loader = {"loader": jpeg_batch.read_bytes} if gpu else {}
         sets = []
         for split, tf in (("train", train_tf), ("val", val_tf)):
             try:
-                sets.append(ImageFolder(str(self.root / split), transform=tf))
+                sets.append(ImageFolder(str(self.root / split), transform=tf, **loader))
             except FileNotFoundError as exc:  # a class folder without a single image file
                 raise FileNotFoundError(f"data.root={self.cfg.root}: {exc}; expected {self.root}/{LAYOUT}") from exc
         return sets[0], sets[1]
+
+    # ---- data.decoder=gpu: Lightning's batch hooks ---- #
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Labels to the device; encoded JPEGs stay on the CPU, where the decoder reads them."""
+        if self.cfg.decoder != "gpu":
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        encoded, labels = batch
+        return encoded, labels.to(device, non_blocking=True)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Decode and augment the batch on the labels' device: training crops while fitting, else eval crops."""
+        if self.cfg.decoder != "gpu":
+            return batch
+        encoded, labels = batch
+        train = bool(self.trainer is not None and self.trainer.training)
+        return self.pipeline(train, labels.device)(encoded), labels
+
+    def pipeline(self, train: bool, device: torch.device) -> jpeg_batch.JpegBatchPipeline:
+        """The (cached) batch pipeline with this module's augmentation for ``train`` or eval."""
+        if train not in self._pipelines:
+            size = self.cfg.image_size
+            self._pipelines[train] = jpeg_batch.JpegBatchPipeline(
+                size, train=train, mean=IMAGENET_MEAN, std=IMAGENET_STD, eval_resize=round(size * EVAL_RESIZE),
+                device=device)
+        return self._pipelines[train]
