@@ -240,4 +240,4 @@ def test_interrupted_sqlite_sweep_exits_nonzero_and_a_rerun_finishes_every_arm_o
     assert retried < spec.grace_period, f"retried {retried:.0f} s after the interrupt"
     for t in study.trials:
         if t.state == State.COMPLETE:
-            assert t.user_attrs["result"]["status"] == "complete" and t.user_attrs["result"]["epochs"] == 2
+            assert t.user_attrs["status"] == "complete" and t.user_attrs["epochs"] == 2
