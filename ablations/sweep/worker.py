@@ -157,7 +157,8 @@ def run_ddp_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: in
 
     Rank 0 claims trials and broadcasts each run (trial number and config), then "stop" at the end.
     Every rank calls ``run_experiment`` with the same trial and config, so Lightning's
-    DDP (``SLURMEnvironment``) spans them and the pruning callback decides on rank 0 and broadcasts.
+    DDP (``SLURMEnvironment``) spans them and, where the spec names a pruner, the pruning callback decides on rank 0
+    and broadcasts (without one, rank 0 sends no trial and no rank builds that callback: it broadcasts every epoch).
     The process group is created here first, so Lightning reuses it.
     """
     import torch.distributed as dist
