@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ablations.config import ExperimentConfig, TrainConfig
+from ablations.config import RECIPE_NAMES, ExperimentConfig, TrainConfig
 
 # The TrainConfig fields a recipe owns. The rest (devices, precision, accelerator, limits) describe the
 # machine, not the method, and an applied recipe leaves them as they were.
@@ -100,6 +100,8 @@ _RECIPES = (
 
 RECIPE_SPECS: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 RECIPES: dict[str, TrainConfig] = {r.name: r.train for r in _RECIPES}
+if tuple(RECIPES) != RECIPE_NAMES:  # a recipe added here must be named in ablations.config too
+    raise ImportError(f"ablations.config.RECIPE_NAMES {RECIPE_NAMES} != the recipes defined here {tuple(RECIPES)}")
 
 
 def recipe_spec(name: str) -> Recipe:
