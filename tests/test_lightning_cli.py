@@ -1,0 +1,55 @@
+"""``LightningCLI(SEClassifier, <DataModule>)`` builds both from typed flags and trains (issue 13), and so does
+``python -m ablations.lightning_cli`` with the data class named by ``--data``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+from ablations.data import DigitsDataModule
+from ablations.lightning_cli import main
+from ablations.module import SEClassifier
+
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+
+@pytest.fixture(autouse=True)
+def bare_argv(monkeypatch):
+    """LightningCLI warns when ``args`` come with a command line as well (pytest's own)."""
+    monkeypatch.setattr(sys, "argv", ["lightning_cli"])
+
+
+def tiny_trainer(root: Path) -> list[str]:
+    return ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+            "--trainer.limit_test_batches=2", "--trainer.logger=false", "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            f"--trainer.default_root_dir={root}"]
+
+
+def test_lightning_cli_fits_digits_and_the_checkpoint_reloads(tmp_path):
+    cli = LightningCLI(SEClassifier, DigitsDataModule, args=[
+        "fit", "--data.cfg.image_size=8", "--data.cfg.batch_size=32", "--model.config.model.arch=resnet20_cifar",
+        "--model.config.model.se.reduction=4", "--model.config.train.lr=0.05", *tiny_trainer(tmp_path)])
+    assert cli.trainer.current_epoch == 1  # one epoch done
+    assert 0.0 <= float(cli.trainer.callback_metrics["val/top1"]) <= 1.0
+    ckpts = sorted((tmp_path / "checkpoints").glob("*.ckpt"))
+    assert len(ckpts) == 1 and (tmp_path / "config.yaml").is_file()  # LightningCLI's own record of the flags
+    module = SEClassifier.load_from_checkpoint(ckpts[0])
+    assert module.cfg.train.lr == 0.05 and module.cfg.model.se.reduction == 4
+    assert module.cfg.data.image_size == 8  # the datamodule's flags, not the model config's default 32
+    assert torch.load(ckpts[0], weights_only=True)["hyper_parameters"]["config"]["train"]["lr"] == 0.05
+
+
+def test_module_entry_point_takes_any_datamodule_and_tests_a_checkpoint(tmp_path, capsys):
+    data = ["--data=SyntheticDataModule", "--data.cfg.image_size=8", "--data.cfg.num_samples=32",
+            "--data.cfg.batch_size=16", "--data.cfg.num_classes=3", "--model.config.model.num_classes=3"]
+    fit = main(["fit", *data, *tiny_trainer(tmp_path / "fit")])
+    path = fit.trainer.checkpoint_callback.best_model_path
+    tested = main(["test", *data, f"--ckpt_path={path}", *tiny_trainer(tmp_path / "test")])
+    assert set(tested.trainer.callback_metrics) >= {"test/loss", "test/top1", "test/top5"}
+    with pytest.raises(SystemExit):  # --data has no default: it must be named
+        main(["fit", *tiny_trainer(tmp_path / "none")])
+    assert "fit.data" in capsys.readouterr().err
