@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the pass (default: cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
     p.add_argument("--out", help="output folder (default: <run>/excitation; with --sweep-dir, the summary CSV path)")
-    p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"),
+    p.add_argument("--wandb", "--wandb-mode", dest="wandb_mode", choices=("offline", "online", "disabled"),
                    help="W&B mode (default: the run's wandb.mode, i.e. offline unless it was trained online)")
     p.add_argument("--recompute", action="store_true", help="with --sweep-dir: redo runs that already have statistics")
 

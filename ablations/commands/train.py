@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="Lightning's progress bar (default: on when stderr is a terminal)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=0.05")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dotted override, as in every subcommand (the same as a bare KEY=VALUE)")
     for flag, key in SHORTCUTS.items():
         parser.add_argument(f"--{flag}", dest=key, default=argparse.SUPPRESS, metavar="VALUE",
                             help=_SHORTCUT_HELP.get(flag, f"= --{key}"))
@@ -70,7 +72,8 @@ def _parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
     known, text = set(config_keys()), text_fields()
     out = {k: parse_text(v, k, as_text=k in text) for k, v in vars(args).items() if k in known}
     text |= {k[len("model."):] for k in text if k.startswith("model.se.")}  # the se.X short forms
-    out.update({canonical(k): v for k, v in parse_assignments(args.overrides, text_keys=text).items()})
+    assignments = [*args.overrides, *getattr(args, "sets", [])]
+    out.update({canonical(k): v for k, v in parse_assignments(assignments, text_keys=text).items()})
     return out
 
 

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", help="a dataset override named in the spec's variants: (e.g. digits, cifar)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base-experiment key (repeatable)")
-    parser.add_argument("-o", "--output", help="where to write the YAML ('-' for stdout; default "
+    parser.add_argument("-o", "--out", "--output", dest="output", help="where to write the YAML ('-' for stdout; default "
                         "runs/<study>/wandb-sweep.yaml)")
     parser.add_argument("--project", help="W&B project (default: the spec's wandb.project)")
     parser.add_argument("--entity", help="W&B entity (default: the spec's, else your default entity)")
