@@ -12,6 +12,7 @@ from torch import nn
 
 from senet.config import SEConfig
 from senet.se import make_se
+from senet.surface import TimmSurface
 
 
 def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -173,21 +174,20 @@ def unit_se(cfg: SEConfig | None, stage: int, block: int, cin: int, width: int, 
     return (None, se) if cfg.placement == "after_3x3" else (se, None)
 
 
-class PooledClassifier(nn.Module):
+class PooledClassifier(TimmSurface):
     """Base of the zoo's networks: ``forward_features``, global average pooling, one linear classifier."""
 
     def finish(self, num_features: int, num_classes: int) -> None:
         """Add the head (``avgpool``, ``fc``) after the trunk, then initialise every layer."""
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(num_features, num_classes)
-        self.num_features = num_features
+        self.num_features = self.head_hidden_size = num_features
+        self.num_classes = num_classes
+        self.drop_rate = self.cfg.drop_rate
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+    def head_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(x), 1)
 
 
 def init_weights(model: nn.Module) -> None:

@@ -22,6 +22,16 @@ GATES = ("sigmoid", "hard_sigmoid", "tanh", "relu", "identity")
 PLACEMENTS = ("standard", "pre", "post", "identity", "after_3x3")
 WIDTH_ROUNDINGS = ("floor", "round", "divisor")
 STRIDE_ON = ("1x1", "3x3")
+STEM_POOLS = ("caffe", "torchvision")
+
+# Field metadata of a field added after configs were hashed: ``to_dict`` (and so ``config_hash``) leaves it
+# out while it holds its default, so every config made before the field existed keeps its dict and hash.
+OMIT_AT_DEFAULT = "senet.omit_at_default"
+
+
+def late_field(default: Any) -> Any:
+    """A dataclass field that enters ``to_dict``/``config_hash`` only when set away from ``default``."""
+    return field(default=default, metadata={OMIT_AT_DEFAULT: True})
 
 
 def _check_choice(owner: str, name: str, value: Any, allowed: tuple) -> None:
@@ -111,6 +121,13 @@ class ModelConfig:
         stride_on: where a down-sampling bottleneck puts its stride: ``1x1`` (the paper's Caffe layout,
             used for every complexity number; with Caffe's ceil-mode stem pool) or ``3x3``
             (torchvision "v1.5"). ``None`` takes the architecture's default (ResNeXt: 3x3, as released).
+        stem_pool: the ImageNet ResNets' stem max-pool: ``caffe`` (3x3/2, ceil mode, no padding; the
+            released models, the default) or ``torchvision`` (3x3/2, padding 1; torchvision and timm's
+            modern ``seresnet*``). Same output size at even inputs, different windows.
+        drop_rate: dropout on the pooled features before the classifier (timm's ``drop_rate``; 0 = none).
+
+    ``stem_pool`` and ``drop_rate`` came later: at their defaults they stay out of ``to_dict`` and
+    ``config_hash`` (``late_field``), so older configs keep their hashes.
     """
 
     arch: str = "resnet50"
@@ -118,10 +135,17 @@ class ModelConfig:
     num_classes: int = 1000
     in_chans: int = 3
     stride_on: Optional[str] = None
+    stem_pool: str | None = late_field(None)
+    drop_rate: float = late_field(0.0)
 
     def __post_init__(self) -> None:
         if self.stride_on is not None:
             _check_choice("model", "stride_on", self.stride_on, STRIDE_ON)
+        if self.stem_pool is not None:
+            _check_choice("model", "stem_pool", self.stem_pool, STEM_POOLS)
+        rate = self.drop_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"model.drop_rate={rate!r} is not allowed; it must be a number in [0, 1)")
         for name in ("num_classes", "in_chans"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -135,16 +159,23 @@ class ModelConfig:
 
 
 def to_dict(cfg: Any) -> dict:
-    """``asdict`` with tuples turned into lists, so it round-trips through YAML and JSON."""
+    """``asdict`` with tuples turned into lists, so it round-trips through YAML and JSON.
+
+    A ``late_field`` at its default is left out (``from_dict`` restores it), so the dict and
+    ``config_hash`` of a config made before that field existed do not change.
+    """
 
     def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)
+                    if not (f.metadata.get(OMIT_AT_DEFAULT) and getattr(v, f.name) == f.default)}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    return plain(dataclasses.asdict(cfg))
+    return plain(cfg)
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:

@@ -14,6 +14,7 @@ from senet.blocks import PooledClassifier
 from senet.config import ModelConfig
 from senet.registry import register_arch
 from senet.se import SqueezeExcite
+from senet.surface import stage_info
 
 STAGES = (3, 4, 5)
 
@@ -31,6 +32,8 @@ MODULES = (
     ("5a", 5, 352, 192, 320, 160, 224, "avg", 128, 1),
     ("5b", 5, 352, 192, 320, 192, 224, "max", 128, 1),
 )
+# feature_info: the last module at each output stride (8, 16, 32), so 3b and 4d: 3c and 4e already reduce.
+FEATURE_MODULES = ("3b", "4d", "5b")
 DEPTHS = tuple(sum(1 for m in MODULES if m[1] == s) for s in STAGES)  # (3, 5, 2)
 
 
@@ -98,7 +101,7 @@ class BNInception(PooledClassifier):
         self.conv2_reduce = conv_bn(64, 64)
         self.conv2 = conv_bn(64, 192, 3)
         self.pool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        cin, index = 192, {s: 0 for s in STAGES}
+        cin, index, info = 192, {s: 0 for s in STAGES}, []
         for name, stage, *widths in MODULES:
             index[stage] += 1
             module = InceptionModule(cin, *widths)
@@ -107,6 +110,9 @@ class BNInception(PooledClassifier):
             if cfg.se is not None and cfg.se.applies_to(stage, index[stage]):
                 se = SqueezeExcite(cin, cfg.se, tag=f"SE_{name}")
             self.add_module(f"inception_{name}", SEInceptionModule(module, se))
+            if name in FEATURE_MODULES:
+                info.append((stage, cin, 2 ** stage, f"inception_{name}"))
+        self.feature_info = stage_info(info)
         self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

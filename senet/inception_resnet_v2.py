@@ -24,6 +24,7 @@ from torch import nn
 from senet.blocks import PooledClassifier, ResidualUnit, unit_se
 from senet.config import ModelConfig
 from senet.registry import register_arch
+from senet.surface import stage_info
 
 STAGES = (3, 4, 5)
 DEPTHS = (10, 20, 10)
@@ -99,6 +100,8 @@ class InceptionResNetV2(PooledClassifier):
                                nn.MaxPool2d(3, 2))
         self.stage5 = self._stage(cfg, 5, block8, 0.20)
         self.conv_7b = conv(2080, 1536)
+        # nominal reductions: the 'valid' convs of the stem leave 35/17/8 (not 37/18/9) at 299x299
+        self.feature_info = stage_info([(3, 320, 8, "stage3"), (4, 1088, 16, "stage4"), (5, 1536, 32, "conv_7b")])
         self.finish(1536, cfg.num_classes)
 
     @staticmethod

@@ -23,6 +23,7 @@ from senet.blocks import PooledClassifier
 from senet.config import ModelConfig
 from senet.registry import register_arch
 from senet.se import make_se
+from senet.surface import stage_info
 
 STAGES = (1, 2, 3, 4, 5)
 # (output channels, stride) of the 13 depthwise-separable blocks, grouped by stage.
@@ -63,6 +64,7 @@ class MobileNetV1(PooledClassifier):
                 units.append(DepthwiseSeparable(cin, cout, stride, make_se(cout, cfg.se, stage, b)))
                 cin = cout
             self.add_module(f"stage{stage}", nn.Sequential(*units))
+        self.feature_info = stage_info((s, b[-1][0], 2 ** s, f"stage{s}") for s, b in zip(STAGES, BLOCKS))
         self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

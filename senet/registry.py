@@ -8,12 +8,14 @@ placements); each architecture ``x`` is then reachable by name as ``x`` (the no-
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from torch import nn
 
 from senet.config import PLACEMENTS, ModelConfig, SEConfig, apply_overrides
+from senet.surface import FeatureList
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class ArchSpec:
     family: str = "resnet"
     num_classes: int = 1000
     input_size: tuple[int, int, int] = (3, 224, 224)
+    stem_pool: bool = False  # honours model.stem_pool (the ImageNet ResNets)
 
 
 _ARCHS: dict[str, ArchSpec] = {}
@@ -87,6 +90,9 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
 def check_model_config(cfg: ModelConfig) -> None:
     """Validate the parts of a ``ModelConfig`` that depend on its architecture."""
     arch = get_arch(cfg.arch)
+    if cfg.stem_pool is not None and not arch.stem_pool:
+        raise ValueError(f"model.stem_pool={cfg.stem_pool!r} does not apply to {arch.name}, whose stem is fixed; "
+                         "only the ImageNet ResNets/ResNeXts take it; leave it null")
     se = cfg.se
     if se is None:
         return
@@ -108,12 +114,33 @@ def check_model_config(cfg: ModelConfig) -> None:
                                  f"{n} blocks there; allowed: 1..{n}")
 
 
-def build_model(cfg: ModelConfig | str, **overrides: Any) -> nn.Module:
-    """Build the network for ``cfg`` (a ``ModelConfig`` or a registered model name)."""
+def build_model(cfg: ModelConfig | str, *, features_only: bool = False,
+                out_indices: Sequence[int] | None = None, pretrained: bool = False, **overrides: Any) -> nn.Module:
+    """Build the network for ``cfg`` (a ``ModelConfig`` or a registered model name).
+
+    Args:
+        cfg: the config, or a registered model name (``list_models()``).
+        features_only: return a ``senet.surface.FeatureList`` (timm's ``features_only``): the model
+            without its head, whose forward gives the stage outputs listed in ``feature_info``.
+        out_indices: with ``features_only``, which ``feature_info`` entries to return (default: all).
+        pretrained: accepted for timm's ``create_model`` signature; only ``False``. Nothing is
+            downloaded: load local weights with ``senet.weights`` (``load_legacy_weights``,
+            ``load_timm_weights``).
+        overrides: dotted-key config overrides (``{"se.reduction": 8}``, ``drop_rate=0.2``).
+    """
+    if pretrained:
+        raise ValueError(f"pretrained={pretrained!r} is not allowed; allowed: False. senet downloads nothing: build "
+                         "the model, then load a local weights file with senet.weights.load_legacy_weights "
+                         "(released Caffe / timm legacy_se*) or load_timm_weights (timm seresnet*/seresnext*)")
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices is only used with features_only=True")
     if isinstance(cfg, str):
         cfg = model_config(cfg, **overrides)
     elif overrides:
         cfg = apply_overrides(cfg, overrides, prefix="model.")
     if not dataclasses.is_dataclass(cfg):
         raise TypeError(f"build_model takes a ModelConfig or a model name, not {type(cfg).__name__}")
-    return get_arch(cfg.arch).build(cfg)
+    model = get_arch(cfg.arch).build(cfg)
+    if features_only:
+        return FeatureList(model, out_indices)
+    return model

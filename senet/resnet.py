@@ -3,7 +3,9 @@
 The layout is the released models': 7x7 stem, Caffe's ceil-mode 3x3 max-pool, four stages named
 conv2_x..conv5_x (stage ids 2..5), projection shortcuts as 1x1 conv + BN with the unit's stride.
 ``stride_on`` picks the 1x1 (paper/Caffe, SE-ResNet default) or 3x3 (torchvision v1.5,
-SE-ResNeXt as released) stride. Module names follow torchvision (``layer1``..``layer4``, ``fc``).
+SE-ResNeXt as released) stride, ``stem_pool`` Caffe's ceil-mode pool (default) or torchvision's padded
+one (with ``stride_on="3x3"``: timm's modern ``seresnet*``). Module names follow torchvision
+(``layer1``..``layer4``, ``fc``); ``feature_info`` lists ``layer1``..``layer4`` at strides 4..32.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from torch import nn
 from senet.blocks import BasicBranch, BottleneckBranch, PooledClassifier, ResidualUnit, conv1x1, unit_se
 from senet.config import ModelConfig
 from senet.registry import register_arch
+from senet.surface import stage_info
 
 STAGES = (2, 3, 4, 5)
 PLANES = (64, 128, 256, 512)
@@ -38,8 +41,11 @@ class ResNet(PooledClassifier):
         self.conv1 = nn.Conv2d(cfg.in_chans, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # Caffe pooling, as released
-        cin = 64
+        if (cfg.stem_pool or "caffe") == "caffe":
+            self.maxpool = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # Caffe pooling, as released
+        else:
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)  # torchvision's and timm's
+        cin, info = 64, []
         for i, (stage, planes, depth) in enumerate(zip(STAGES, PLANES, depths)):
             units = []
             cout = planes * expansion
@@ -57,6 +63,8 @@ class ResNet(PooledClassifier):
                 units.append(ResidualUnit(branch, shortcut, se, cfg.se.placement if cfg.se else "none"))
                 cin = cout
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
+            info.append((stage, cout, 2 ** stage, f"layer{i + 1}"))
+        self.feature_info = stage_info(info)
         self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +78,8 @@ def _resnet(depths: tuple[int, ...], bottleneck: bool, **kw):
 
 _DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 for _d, _depths in _DEPTHS.items():
-    register_arch(f"resnet{_d}", stages=STAGES, family="resnet", depths=_depths)(_resnet(_depths, _d >= 50))
+    register_arch(f"resnet{_d}", stages=STAGES, family="resnet", depths=_depths, stem_pool=True)(
+        _resnet(_depths, _d >= 50))
 for _d in (50, 101):
-    register_arch(f"resnext{_d}_32x4d", stages=STAGES, family="resnet", depths=_DEPTHS[_d])(
+    register_arch(f"resnext{_d}_32x4d", stages=STAGES, family="resnet", depths=_DEPTHS[_d], stem_pool=True)(
         _resnet(_DEPTHS[_d], True, groups=32, base_width=4, default_stride_on="3x3"))

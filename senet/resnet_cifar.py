@@ -23,6 +23,7 @@ from senet.blocks import (
 )
 from senet.config import ModelConfig
 from senet.registry import register_arch
+from senet.surface import stage_info
 
 STAGES = (2, 3, 4)
 WIDTHS = (16, 32, 64)
@@ -55,6 +56,9 @@ class CifarResNet(PooledClassifier):
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
         self.bn = nn.BatchNorm2d(cin)
         self.relu = nn.ReLU(inplace=True)
+        # the last stage's features are taken after the final BN-ReLU, as timm does for pre-activation nets
+        self.feature_info = stage_info((s, w * expansion, 2 ** (s - 2), m)
+                                       for s, w, m in zip(STAGES, WIDTHS, ("layer1", "layer2", "relu")))
         self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

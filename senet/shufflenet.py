@@ -24,6 +24,7 @@ from torch import nn
 from senet.blocks import PooledClassifier, ResidualUnit, unit_se
 from senet.config import ModelConfig
 from senet.registry import register_arch
+from senet.surface import stage_info
 
 STAGES = (2, 3, 4)
 WIDTHS = (240, 480, 960)
@@ -105,6 +106,7 @@ class ShuffleNetV1(PooledClassifier):
                     units.append(ResidualUnit(branch, None, se, placement))
                 cin = cout
             self.add_module(f"stage{stage}", nn.Sequential(*units))
+        self.feature_info = stage_info((s, c, 2 ** (s + 1), f"stage{s}") for s, c in zip(STAGES, WIDTHS))
         self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from senet.blocks import init_weights
 from senet.config import ModelConfig
 from senet.registry import register_arch
 from senet.se import make_se
+from senet.surface import TimmSurface, stage_info
 
 STAGES = (1, 2, 3, 4, 5)
 WIDTHS = (64, 128, 256, 512, 512)
@@ -35,19 +36,28 @@ class ConvBNReLU(nn.Sequential):
         super().__init__(*layers, *([se] if se is not None else []))
 
 
-class VGG(nn.Module):
-    """VGG-16 (configuration D) with BN; ``cfg.se`` adds an SE block after each conv's ReLU."""
+class VGG(TimmSurface):
+    """VGG-16 (configuration D) with BN; ``cfg.se`` adds an SE block after each conv's ReLU.
+
+    timm's surface: ``num_features`` is the trunk's 512 channels, ``head_hidden_size`` the 4096 features
+    after the two hidden FCs (``forward_head(x, pre_logits=True)``), and ``model.drop_rate`` adds dropout
+    after them, before ``classifier.6``; the hidden FCs keep their own dropout of 0.5.
+    """
+
+    classifier_path = "classifier.6"
+    head_modules = ("avgpool", "classifier")
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         layers: list[nn.Module] = []
-        cin = cfg.in_chans
+        cin, info = cfg.in_chans, []
         for stage, width, depth in zip(STAGES, WIDTHS, DEPTHS):
             for b in range(1, depth + 1):
                 layers.append(ConvBNReLU(cin, width, make_se(width, cfg.se, stage, b)))
                 cin = width
             layers.append(nn.MaxPool2d(2, 2))
+            info.append((stage, width, 2 ** stage, f"features.{len(layers) - 1}"))  # each stage ends in its pool
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = nn.Sequential(
@@ -55,7 +65,9 @@ class VGG(nn.Module):
             nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
             nn.Linear(4096, cfg.num_classes),
         )
-        self.num_features = 512
+        self.num_features, self.head_hidden_size = 512, 4096
+        self.num_classes, self.drop_rate = cfg.num_classes, cfg.drop_rate
+        self.feature_info = stage_info(info)
         init_weights(self)
         for m in self.modules():  # torchvision's VGG init for the classifier
             if isinstance(m, nn.Linear):
@@ -65,8 +77,11 @@ class VGG(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+    def head_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        for layer in list(self.classifier)[:-1]:
+            x = layer(x)
+        return x
 
 
 register_arch("vgg16_bn", stages=STAGES, depths=DEPTHS, placements=("standard",), family="vgg")(VGG)
