@@ -1,9 +1,11 @@
-"""Import the released SENet weights (paper Sec. 5; hujie-frank/SENet) into our models.
+"""Import the released SENet weights (paper Sec. 5; hujie-frank/SENet) and timm's SE-ResNets into our models.
 
 The Caffe models reach PyTorch through Cadene's ``pretrainedmodels`` (``se_resnet50`` ...) and timm's
-``legacy_se*`` ports, which share one state-dict layout. This module renames that layout to ours and
-refuses, with the offending keys named, anything that would load silently wrong: a missing or extra
-tensor, a shape mismatch, or a model whose SE knobs or stride placement differ from the released one.
+``legacy_se*`` ports, which share one state-dict layout. timm's modern ``seresnet*``/``seresnext*`` are
+another network (stride on the 3x3, torchvision's padded stem pool, SE width rounded to a multiple of 8)
+with its own key names. This module renames either layout to ours and refuses, with the offending keys
+named, anything that would load silently wrong: a missing or extra tensor, a shape mismatch, or a model
+whose SE knobs, stride placement or stem pool differ from the checkpoint's network.
 Only local files are read; nothing is downloaded.
 """
 from __future__ import annotations
@@ -27,6 +29,19 @@ LEGACY_MODELS = {
     "legacy_seresnext101_32x4d": "se_resnext101_32x4d",
 }
 
+# timm's modern name -> our registered model, built with TIMM_LAYOUT: build_model(ours, **TIMM_LAYOUT)
+TIMM_MODELS = {
+    "seresnet18": "se_resnet18",
+    "seresnet34": "se_resnet34",
+    "seresnet50": "se_resnet50",
+    "seresnet101": "se_resnet101",
+    "seresnet152": "se_resnet152",
+    "seresnext50_32x4d": "se_resnext50_32x4d",
+    "seresnext101_32x4d": "se_resnext101_32x4d",
+}
+# What makes our SE-ResNet timm's modern one (the SE rounding matters for 18/34 only: 64 // 16 = 4, timm 8).
+TIMM_LAYOUT = {"stride_on": "3x3", "stem_pool": "torchvision", "se.width_rounding": "divisor", "se.divisor": 8}
+
 # The released SE block: what tensor shapes cannot reveal must match exactly (paper Sec. 8 facts).
 RELEASED_SE = SEConfig(reduction=16, bias=True, squeeze="avg", activation="relu", gate="sigmoid", placement="standard")
 
@@ -37,12 +52,27 @@ _RULES = (
     (re.compile(r"^(layer\d+\.\d+)\.downsample\.(\d)\.(.+)$"), r"\1.shortcut.\2.\3"),
     (re.compile(r"^last_linear\.(.+)$"), r"fc.\1"),
 )
+_TIMM_RULES = (
+    (re.compile(r"^((conv1|bn1|fc)\.(weight|bias|running_mean|running_var|num_batches_tracked))$"), r"\1"),
+    (re.compile(r"^(layer\d+\.\d+)\.(conv\d|bn\d)\.(.+)$"), r"\1.branch.\2.\3"),
+    (re.compile(r"^(layer\d+\.\d+)\.se\.(fc\d)\.(.+)$"), r"\1.se.\2.\3"),
+    (re.compile(r"^(layer\d+\.\d+)\.downsample\.(\d)\.(.+)$"), r"\1.shortcut.\2.\3"),
+)
 _LIST = 8  # keys named per category in an error message
 
 
 def legacy_key(key: str) -> str | None:
     """Our name for one Cadene/timm-legacy state-dict key, or None when no rule matches it."""
-    for pattern, repl in _RULES:
+    return _rename(key, _RULES)
+
+
+def timm_key(key: str) -> str | None:
+    """Our name for one key of timm's modern ``seresnet*``/``seresnext*``, or None when no rule matches it."""
+    return _rename(key, _TIMM_RULES)
+
+
+def _rename(key: str, rules) -> str | None:
+    for pattern, repl in rules:
         if pattern.match(key):
             return pattern.sub(repl, key)
     return None
@@ -87,16 +117,30 @@ def convert_legacy_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
         raise ValueError("basic-block checkpoint (timm legacy_seresnet18/34): its units apply ReLU after bn2 "
                          "before the SE block, unlike the paper's residual unit and ours; not importable. "
                          f"Importable: {', '.join(LEGACY_MODELS)}")
+    return _convert(state_dict, legacy_key, "released SE-ResNet-50/101/152, SE-ResNeXt-50/101 only")
+
+
+def convert_timm_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a timm ``seresnet*``/``seresnext*`` state dict (``TIMM_MODELS``) to our module names.
+
+    Raises:
+        ValueError: for keys that belong to no layer of ours, e.g. the deep stem of ``seresnet50d``
+            (``conv1.0``) or the anti-aliasing of ``seresnetaa50d``.
+    """
+    return _convert(state_dict, timm_key, f"timm {', '.join(TIMM_MODELS)} only")
+
+
+def _convert(state_dict: Mapping[str, torch.Tensor], rename, which: str) -> dict[str, torch.Tensor]:
     out, unknown = {}, []
     for key, value in state_dict.items():
-        ours = legacy_key(key)
+        ours = rename(key)
         if ours is None:
             unknown.append(key)
         else:
             out[ours] = value
     if unknown:
         raise ValueError(f"{len(unknown)} checkpoint keys match no layer of our SE-ResNet/SE-ResNeXt "
-                         f"(released SE-ResNet-50/101/152, SE-ResNeXt-50/101 only): {_names(unknown)}")
+                         f"({which}): {_names(unknown)}")
     return out
 
 
@@ -154,6 +198,43 @@ def load_legacy_weights(model: nn.Module, source: str | Path | Mapping[str, torc
     sd = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
     sd = convert_legacy_state_dict(sd)
     check_se_knobs(model)
+    return _load_checked(model, sd, drop_unused_se, drop_head, lambda sd: check_stride_layout(model, sd),
+                         "Build the model as released (se.reduction=16, se.bias=true) or fix the checkpoint.")
+
+
+def check_timm_layout(model: nn.Module) -> None:
+    """Refuse a model that is not laid out as timm's modern SE-ResNets (shapes cannot tell)."""
+    cfg = getattr(model, "cfg", None)
+    pool = getattr(model, "maxpool", None)
+    if isinstance(pool, nn.MaxPool2d) and pool.ceil_mode:
+        raise ValueError(f"model.stem_pool={getattr(cfg, 'stem_pool', None)!r} (Caffe's ceil-mode pool) does not "
+                         "match timm's seresnet*/seresnext*; allowed for these weights: stem_pool='torchvision'")
+    first = next((m for m in model.modules() if isinstance(m, BottleneckBranch) and
+                  max(m.conv1.stride + m.conv2.stride) > 1), None)
+    if first is not None and first.conv1.stride[0] > 1:
+        raise ValueError("model.stride_on='1x1' does not match timm's seresnet*/seresnext*, which stride on the "
+                         "3x3 conv; allowed for these weights: stride_on='3x3'")
+
+
+def load_timm_weights(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor], *,
+                      drop_unused_se: bool = False, drop_head: bool = False) -> nn.Module:
+    """Load the weights of timm's modern ``seresnet*``/``seresnext*`` (``TIMM_MODELS``) into ``model``.
+
+    Build the model as timm's: ``build_model(TIMM_MODELS[name], **TIMM_LAYOUT)`` (stride on the 3x3,
+    torchvision's stem pool, SE width rounded to a multiple of 8). A state dict saved from
+    ``timm.create_model(name).state_dict()`` then gives timm's logits. Arguments, return value and
+    errors are those of ``load_legacy_weights``.
+    """
+    sd = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
+    sd = convert_timm_state_dict(sd)
+    check_se_knobs(model)
+    return _load_checked(model, sd, drop_unused_se, drop_head, lambda sd: check_timm_layout(model),
+                         "Build the model as timm's: build_model(TIMM_MODELS[name], **TIMM_LAYOUT).")
+
+
+def _load_checked(model: nn.Module, sd: dict[str, torch.Tensor], drop_unused_se: bool, drop_head: bool,
+                  check_layout, advice: str) -> nn.Module:
+    """Load renamed tensors into ``model`` after naming every missing, extra or misshapen one."""
     ours = model.state_dict()
     if drop_unused_se:
         sd = {k: v for k, v in sd.items() if ".se." not in k or k in ours}
@@ -174,9 +255,8 @@ def load_legacy_weights(model: nn.Module, source: str | Path | Mapping[str, torc
         if unexpected:
             hint = " (pass drop_unused_se=True to discard SE weights)" if any(".se." in k for k in unexpected) else ""
             problems.append(f"unexpected in the checkpoint ({len(unexpected)}){hint}: {_names(unexpected)}")
-        raise ValueError("weights do not fit the model: " + "; ".join(problems) +
-                         ". Build the model as released (se.reduction=16, se.bias=true) or fix the checkpoint.")
-    check_stride_layout(model, sd)
+        raise ValueError("weights do not fit the model: " + "; ".join(problems) + ". " + advice)
+    check_layout(sd)
     model.load_state_dict(sd, strict=False)
     return model
 
