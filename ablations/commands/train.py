@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="check the config and data, print the resolved config and exit")
     parser.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="Lightning's progress bar (default: on when stderr is a terminal)")
+                        help="Lightning's progress bar (default: on when stdout is a terminal; otherwise one plain line per epoch)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.lr=0.05")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a dotted override, as in every subcommand (the same as a bare KEY=VALUE)")
