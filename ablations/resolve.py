@@ -187,3 +187,30 @@ def resolve_base(raw: dict) -> ExperimentConfig:
     name = raw.get("model") if isinstance(raw.get("model"), str) else None
     overrides = flatten({k: v for k, v in raw.items() if not (k == "model" and name is not None)})
     return resolve_config(None, name, overrides)
+
+
+def with_data_fields(cfg: ExperimentConfig, datamodule: Any) -> ExperimentConfig:
+    """``cfg`` with ``model.num_classes`` and ``model.in_chans`` as ``datamodule`` serves them.
+
+    The data decides the classifier's width and input channels (``--data cifar100`` needs no second flag).
+    Settle them before a config is hashed: the hash names the network that trains.
+    """
+    classes, chans = int(datamodule.num_classes), int(datamodule.input_size[0])
+    if (cfg.model.num_classes, cfg.model.in_chans) == (classes, chans):
+        return cfg
+    return cfg.replace(model=dataclasses.replace(cfg.model, num_classes=classes, in_chans=chans))
+
+
+def settle_data_fields(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``with_data_fields`` for a config alone: its datamodule is constructed (folder checks, nothing loaded).
+
+    A dataset that cannot be opened on this machine (a sweep submitted from a login node without the data)
+    leaves ``cfg`` as it is; the run's own check (``run.prepare``) stops there with the path.
+    """
+    from ablations.data import build_datamodule
+
+    try:
+        dm = build_datamodule(cfg.data, seed=cfg.seed)
+    except (OSError, ValueError, ImportError):
+        return cfg
+    return with_data_fields(cfg, dm)

@@ -13,7 +13,6 @@ history live in ``ablations.run_folder``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -37,6 +36,7 @@ from ablations.interrupts import RunInterrupted
 from ablations.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
 from ablations.module import NonFiniteLossError, SEClassifier
 from ablations.naming import run_name
+from ablations.resolve import with_data_fields
 from ablations.result import RESULT_FILE, STATUSES, Result, git_commit
 from ablations.run_folder import (
     CHECKPOINTS,
@@ -69,9 +69,7 @@ def prepare(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Any]:
     dm = build_datamodule(cfg.data, seed=cfg.seed)
     dm.prepare_data()
     dm.setup("fit")  # a missing or malformed data folder fails here, with its path
-    in_chans = int(dm.input_size[0])
-    if (cfg.model.num_classes, cfg.model.in_chans) != (dm.num_classes, in_chans):
-        cfg = cfg.replace(model=dataclasses.replace(cfg.model, num_classes=int(dm.num_classes), in_chans=in_chans))
+    cfg = with_data_fields(cfg, dm)
     from senet import build_model
 
     build_model(cfg.model)
