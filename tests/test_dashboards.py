@@ -7,7 +7,7 @@ import pytest
 
 from ablations import dashboards
 from ablations.dashboards import _flat_config_keys, describe, workspace_spec
-from ablations.excitation_wandb import summary_metrics
+from ablations.excitation.wandb_log import summary_metrics
 from ablations.metrics import GMACS, VAL_TOP1_BEST
 
 

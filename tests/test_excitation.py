@@ -10,9 +10,16 @@ import torch
 from torch import nn
 
 from ablations.excitation import ExcitationRecorder, ExcitationStats, default_blocks, record_excitation, se_blocks
-from ablations.excitation_plots import plot_fig6, plot_fig7, sample_channels, save
-from ablations.excitation_summary import (
-    VAR_FLOOR, arm_pivot, block_summary, class_specificity, saturation, summarize, sweep_rows)
+from ablations.excitation.plots import plot_fig6, plot_fig7, sample_channels, save
+from ablations.excitation.summary import (
+    VAR_FLOOR,
+    arm_pivot,
+    block_summary,
+    class_specificity,
+    saturation,
+    summarize,
+    sweep_rows,
+)
 from senet import SEConfig, SqueezeExcite, build_model
 
 

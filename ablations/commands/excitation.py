@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from ablations.excitation_summary import SUMMARY_FIELDS, arm_pivot, format_table, sweep_rows, write_csv
+from ablations.excitation.summary import SUMMARY_FIELDS, arm_pivot, format_table, sweep_rows, write_csv
 
 OUT = "excitation"
 
@@ -118,10 +118,9 @@ def _blocks(names: list[str], wanted: list[str] | None) -> list[str]:
 
 def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, list[dict]]:
     """Record, plot and save one run's excitation; returns the output folder and the summary rows."""
-    from ablations import excitation_plots as plots
     from ablations.data import build_datamodule
-    from ablations.excitation import class_index, record_excitation, se_blocks
-    from ablations.excitation_summary import summarize
+    from ablations.excitation import class_index, plots, record_excitation, se_blocks
+    from ablations.excitation.summary import summarize
 
     if args.channels < 1:
         raise ValueError(f"--channels={args.channels} is not allowed; it must be >= 1")
@@ -172,7 +171,7 @@ def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, lis
           f"in {record_s:.1f}s")
     print(format_table(rows, ("block", "channels", "mean_gate", "specificity", "eta2", "saturation_low",
                               "saturation_high")))
-    from ablations.excitation_wandb import log_excitation
+    from ablations.excitation.wandb_log import log_excitation
 
     log_excitation(cfg, run_dir, rows, {"fig6": fig6, "fig7": fig7}, mode=args.wandb_mode)
     print(f"wrote {fig6}, {fig7}, {out / 'stats.npz'}, {out / 'summary.csv'}")

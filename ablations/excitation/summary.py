@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablations.excitation import ExcitationStats
+from ablations.excitation.recorder import ExcitationStats
 
 SUMMARY_FIELDS = ("block", "channels", "samples", "classes", "mean_gate", "specificity", "eta2",
                   "saturation_low", "saturation_high", "saturation")

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from ablations.excitation import ExcitationStats
+from ablations.excitation.recorder import ExcitationStats
 
 
 def sample_channels(channels: int, n: int, seed: int = 0) -> np.ndarray:

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from ablations.config import ExperimentConfig
-from ablations.excitation import stage_of
+from ablations.excitation.recorder import stage_of
 
 JOB_TYPE = "excitation"
 PER_BLOCK = ("eta2", "specificity", "saturation", "saturation_low", "saturation_high", "mean_gate")
 
 
 def summary_metrics(rows: list[dict]) -> dict[str, float]:
-    """Flat W&B summary keys for per-block summary rows (``ablations.excitation_summary.summarize``).
+    """Flat W&B summary keys for per-block summary rows (``ablations.excitation.summary.summarize``).
 
     Per block: ``excitation/<block>/<field>`` for ``PER_BLOCK``. Over blocks: ``excitation/eta2_mean`` and
     ``excitation/saturation_mean``; for blocks named by stage (``SE_4_6``, ``SE_4e``) also ``excitation/first_stage/*`` and
