@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ablations import tables as T
 from ablations.cli import main
-from ablations.commands import complexity as cmd
+from ablations.paper import render as cmd
+from ablations.paper import tables as T
 from senet.complexity import OpCounts
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "complexity"

@@ -1,6 +1,6 @@
 """The paper's complexity tables (Tables 2, 3, 10, 13, 15, 16 and Sec. 4), ours beside the printed values.
 
-Pure functions over two inputs: the printed values (``senet/paper_values.yaml``) and a ``measure``
+Pure functions over two inputs: the printed values (``ablations/paper/paper_values.yaml``) and a ``measure``
 callable that returns our counts for a registered model (by default: build it on the meta device,
 one traced forward). A printed value is *matched* when ours, rounded half-up to the printed number's
 decimals, equals it. The score uses one convention for everything (``paper`` MACs, learnable
@@ -86,7 +86,7 @@ class Measured:
 
 def load_paper_values() -> dict:
     """The printed values, as shipped in the ``senet`` package."""
-    return yaml.safe_load(resources.files("senet").joinpath("paper_values.yaml").read_text())
+    return yaml.safe_load(resources.files("ablations.paper").joinpath("paper_values.yaml").read_text())
 
 
 def cells(data: dict, tables=TABLES) -> list[Cell]:
