@@ -18,7 +18,10 @@ NOTE = ("Measured in each run (`ablations.cost`): img/s is training throughput o
         "included), peak mem the CUDA max allocated on a GPU or the process's peak resident memory on a CPU "
         "(there it includes the data set and the framework, so SE's share is small); means over the seeds, Δ "
         "against the arm's no-SE baseline in %. Times depend on the machine and its load while the runs ran "
-        "(see the provenance line): compare the Δs within one study, not the absolute numbers across machines.")
+        "(see the provenance line): compare the Δs within one study, not the absolute numbers across machines. "
+        "A grid runs every arm's first seed, then every arm's second, ..., so a change of load reaches all arms "
+        "alike; on a shared machine the Δs still carry that noise. `benchmarks/bench_se_overhead.py` times SE "
+        "against no SE in alternating rounds of one process, which is the measurement of SE's own overhead.")
 
 
 def _mean(rows: Sequence[dict], key: str) -> float:
