@@ -72,14 +72,48 @@ class ResNet(PooledClassifier):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def _resnet(depths: tuple[int, ...], bottleneck: bool, **kw):
-    return lambda cfg: ResNet(cfg, depths, bottleneck, **kw)
+_RESNET = {"stages": STAGES, "family": "resnet", "stem_pool": True}
 
 
-_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-for _d, _depths in _DEPTHS.items():
-    register_arch(f"resnet{_d}", stages=STAGES, family="resnet", depths=_depths, stem_pool=True)(
-        _resnet(_depths, _d >= 50))
-for _d in (50, 101):
-    register_arch(f"resnext{_d}_32x4d", stages=STAGES, family="resnet", depths=_DEPTHS[_d], stem_pool=True)(
-        _resnet(_DEPTHS[_d], True, groups=32, base_width=4, default_stride_on="3x3"))
+# One builder per architecture, so each public name has a definition to find (as timm's). Each registers
+# the no-SE model under its own name and the SE model as se_<name> (senet.registry.register_arch).
+@register_arch("resnet18", depths=(2, 2, 2, 2), **_RESNET)
+def resnet18(cfg: ModelConfig) -> ResNet:
+    """ResNet-18 (basic units); ``se_resnet18`` with the SE block."""
+    return ResNet(cfg, (2, 2, 2, 2), bottleneck=False)
+
+
+@register_arch("resnet34", depths=(3, 4, 6, 3), **_RESNET)
+def resnet34(cfg: ModelConfig) -> ResNet:
+    """ResNet-34 (basic units); ``se_resnet34`` with the SE block."""
+    return ResNet(cfg, (3, 4, 6, 3), bottleneck=False)
+
+
+@register_arch("resnet50", depths=(3, 4, 6, 3), **_RESNET)
+def resnet50(cfg: ModelConfig) -> ResNet:
+    """ResNet-50; ``se_resnet50`` is the paper's SE-ResNet-50 (Table 2, Fig. 3)."""
+    return ResNet(cfg, (3, 4, 6, 3), bottleneck=True)
+
+
+@register_arch("resnet101", depths=(3, 4, 23, 3), **_RESNET)
+def resnet101(cfg: ModelConfig) -> ResNet:
+    """ResNet-101; ``se_resnet101`` with the SE block (Table 2)."""
+    return ResNet(cfg, (3, 4, 23, 3), bottleneck=True)
+
+
+@register_arch("resnet152", depths=(3, 8, 36, 3), **_RESNET)
+def resnet152(cfg: ModelConfig) -> ResNet:
+    """ResNet-152; ``se_resnet152`` with the SE block (Table 2)."""
+    return ResNet(cfg, (3, 8, 36, 3), bottleneck=True)
+
+
+@register_arch("resnext50_32x4d", depths=(3, 4, 6, 3), **_RESNET)
+def resnext50_32x4d(cfg: ModelConfig) -> ResNet:
+    """ResNeXt-50 32x4d; ``se_resnext50_32x4d`` is the paper's SE-ResNeXt-50 (Table 2; stride on the 3x3)."""
+    return ResNet(cfg, (3, 4, 6, 3), bottleneck=True, groups=32, base_width=4, default_stride_on="3x3")
+
+
+@register_arch("resnext101_32x4d", depths=(3, 4, 23, 3), **_RESNET)
+def resnext101_32x4d(cfg: ModelConfig) -> ResNet:
+    """ResNeXt-101 32x4d; ``se_resnext101_32x4d`` with the SE block (Table 2; stride on the 3x3)."""
+    return ResNet(cfg, (3, 4, 23, 3), bottleneck=True, groups=32, base_width=4, default_stride_on="3x3")

@@ -66,8 +66,35 @@ class CifarResNet(PooledClassifier):
         return self.relu(self.bn(x))
 
 
-for _depth in (20, 32, 56, 110, 164):
-    _n = (_depth - 2) // (9 if _depth == 164 else 6)
-    register_arch(f"resnet{_depth}_cifar", stages=STAGES, family="resnet", depths=(_n,) * 3,
-                  num_classes=10, input_size=(3, 32, 32))(
-        lambda cfg, d=_depth: CifarResNet(cfg, d, bottleneck=d == 164))
+_CIFAR = {"stages": STAGES, "family": "resnet", "num_classes": 10, "input_size": (3, 32, 32)}
+
+
+# One builder per depth (6n + 2 basic, 9n + 2 bottleneck), each registering <name> and se_<name>.
+@register_arch("resnet20_cifar", depths=(3, 3, 3), **_CIFAR)
+def resnet20_cifar(cfg: ModelConfig) -> CifarResNet:
+    """Pre-activation ResNet-20 (n = 3); ``se_resnet20_cifar`` with the SE block."""
+    return CifarResNet(cfg, 20, bottleneck=False)
+
+
+@register_arch("resnet32_cifar", depths=(5, 5, 5), **_CIFAR)
+def resnet32_cifar(cfg: ModelConfig) -> CifarResNet:
+    """Pre-activation ResNet-32 (n = 5); ``se_resnet32_cifar`` with the SE block."""
+    return CifarResNet(cfg, 32, bottleneck=False)
+
+
+@register_arch("resnet56_cifar", depths=(9, 9, 9), **_CIFAR)
+def resnet56_cifar(cfg: ModelConfig) -> CifarResNet:
+    """Pre-activation ResNet-56 (n = 9); ``se_resnet56_cifar`` with the SE block."""
+    return CifarResNet(cfg, 56, bottleneck=False)
+
+
+@register_arch("resnet110_cifar", depths=(18, 18, 18), **_CIFAR)
+def resnet110_cifar(cfg: ModelConfig) -> CifarResNet:
+    """Pre-activation ResNet-110 (n = 18); ``se_resnet110_cifar`` is the paper's SE-ResNet-110 (Table 4)."""
+    return CifarResNet(cfg, 110, bottleneck=False)
+
+
+@register_arch("resnet164_cifar", depths=(18, 18, 18), **_CIFAR)
+def resnet164_cifar(cfg: ModelConfig) -> CifarResNet:
+    """Pre-activation ResNet-164 (bottleneck, n = 18); ``se_resnet164_cifar`` is the paper's SE-ResNet-164 (Table 4)."""
+    return CifarResNet(cfg, 164, bottleneck=True)
