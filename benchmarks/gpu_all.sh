@@ -10,7 +10,8 @@ PY=${PY:-python}
 if [ "${SMOKE:-0}" = 1 ]; then
   card=cpu-smoke; dev=cpu; se_args=(--batch 2 --size 64 --rounds 1 --steps 1); in_args=(--images 64 --batch 8 --batches 2 --workers 0)
 else
-  card=$($PY -c "import torch; print(torch.cuda.get_device_name().split()[-1].lower())"); dev=cuda
+  # "NVIDIA H100 80GB HBM3" -> h100: the model token, not the memory one
+  card=$($PY -c "import re, torch; n = torch.cuda.get_device_name(); m = re.search(r'\b([A-Z]+\d{2,4}\w*)\b', n.replace('NVIDIA', '')); print((m.group(1) if m else n.split()[-1]).lower())"); dev=cuda
   se_args=(--batch 256 --size 224 --rounds 5 --steps 10 --amp bf16 --channels-last --compile)
   in_args=(--images 4000 --batch 256 --batches 20 --workers 4 8 16 --train)
 fi
