@@ -54,7 +54,7 @@ def test_trials_carry_flat_attributes_metric_names_and_curves(tmp_path, one_thre
     from ablations.sweep.report import write_report
 
     text = write_report(study, tmp_path / "report", html=False, plots=False).read_text()
-    cost = text.split("## Cost (measured)\n\n")[1].split("\n\n")[0].splitlines()
+    cost = text.split("## Cost\n\n")[1].split("\n\n")[0].splitlines()
     assert len(cost) == 4 and cost[2].startswith("| no SE (baseline) | ") and "%" in cost[3]
 
 

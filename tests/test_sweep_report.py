@@ -24,3 +24,17 @@ def test_committed_report_matches_its_study(folder, tmp_path):
     assert (tmp_path / "runs.csv").read_text() == (folder / "runs.csv").read_text()
     for name in ("arms.png", "accuracy_vs_gmacs.png", "optuna_parallel_coordinate.html"):
         assert (folder / name).is_file()
+
+
+@pytest.mark.parametrize("folder", SAMPLES, ids=lambda p: p.name)
+def test_committed_study_reads_in_optuna_dashboard(folder):
+    # Issue 13: objective named, flat attributes per trial, and a learning curve of one point per epoch.
+    study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'study.db'}")
+    spec = study.user_attrs["spec"]
+    assert study.metric_names == [o["metric"] for o in spec["objectives"]]
+    epochs = spec["base"]["train"]["epochs"]
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert {"params", "gmacs", "val/top5", "epochs", "wall_time_s", "train_img_per_s", "step_time_ms",
+                    "peak_mem_mb", "run_dir", "config_hash"} <= set(t.user_attrs)
+            assert sorted(t.intermediate_values) == list(range(epochs))

@@ -4,7 +4,7 @@ Reads the result rows that every trial keeps in its user attributes (``attrs``; 
 them over seeds with ``ablations.compare`` (arm, top-1/top-5 error mean ± std, params, GMACs, deltas
 against the no-SE baseline with 95 % CIs, t-tests across seeds, Holm, verdicts and the seeds 80 % power
 needs), says what they show and where they came from (``ablations.verdicts``), puts the measured cost
-beside the GMACs (``cost_table``), labels each arm by the values of the ablated factors, and writes under
+beside the GMACs (``ablations.cost_table``, as the quickstart does), labels each arm by the values of the ablated factors, and writes under
 ``results/<study>/``: ``report.md`` (one table per factor), ``runs.csv`` (one line per run),
 ``arms.png``, ``accuracy_vs_gmacs.png`` (one panel per factor, the Pareto front drawn) and Optuna's
 own HTML plots (parameter importances, parallel coordinates, Pareto front or optimisation history).
@@ -20,15 +20,17 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ablations import compare
+from ablations import compare, cost_table
 from ablations.compare_plot import plot
 from ablations.stats import mean_ci
 from ablations.sweep.attrs import trial_rows
-from ablations.sweep.cost_table import NOTE as COST_NOTE
-from ablations.sweep.cost_table import format_cost
 from ablations.sweep.spec import is_se_key
 from ablations.verdicts import conclusion, provenance_line
 from senet.config import flatten
+
+# study.enqueue_grid's order, which is what keeps a sweep's measured times comparable between arms.
+GRID_ORDER = ("A grid sweep runs every arm's first seed, then every arm's second, and so on, so a change of load "
+              "during the sweep reaches all arms alike.")
 
 
 def study_rows(study: optuna.Study) -> list[dict]:
@@ -216,8 +218,9 @@ def write_report(study: optuna.Study, out: Path, *, command: str = "", html: boo
     ran = [a for a in arms if a.seeds]  # arms with no complete run have no error to show
     data = str(flatten(rows[0]["config"]).get("data.name", ""))
     body = ["## All arms", "", compare.format_markdown(ran), "## What the numbers show", "",
-            conclusion(ran, data, min_effect), "", compare.STATS_NOTE, "", provenance_line(rows), "",
-            "## Cost (measured)", "", format_cost(ran, rows), COST_NOTE, ""]
+            conclusion(ran, data, min_effect), "", compare.STATS_NOTE, "", provenance_line(rows), ""]
+    if cost_table.has_cost(ran):
+        body += ["## Cost", "", cost_table.format_markdown(ran), cost_table.NOTE + " " + GRID_ORDER, ""]
     unfinished = [r for r in rows if r["status"] != "complete"]
     if unfinished:
         body += ["## Runs that did not complete", "", "| arm | seed | status | epochs | reason |", "|---|---|---|---|---|"]
