@@ -96,7 +96,7 @@ _BN = ("_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "_nat
 # Shape and memory ops: known, and free under every convention.
 _FREE = ("view", "_unsafe_view", "reshape", "_reshape_alias", "permute", "transpose", "t", "expand", "squeeze",
          "unsqueeze", "cat", "stack", "split", "split_with_sizes", "slice", "select", "clone", "detach", "alias",
-         "_to_copy", "copy_", "as_strided", "empty", "empty_strided", "empty_like", "zeros", "zeros_like", "fill_",
+         "_to_copy", "copy_", "as_strided", "empty", "empty_strided", "empty_like", "new_empty", "zeros", "zeros_like", "fill_",
          "zero_", "lift_fresh", "native_dropout",
          "channel_shuffle", "native_channel_shuffle", "flatten", "contiguous")
 _CONV = ("convolution", "_convolution", "cudnn_convolution", "convolution_overrideable", "_slow_conv2d_forward")
@@ -201,11 +201,12 @@ def count_ops(model: nn.Module, input_size=(3, 224, 224), strict: bool = False, 
         warnings.warn(f"complexity: {root} runs ops with no known cost, counted as 0: {', '.join(unknown)}",
                       stacklevel=2)
 
-    def add(into: dict, ops: dict, sign: int = 1, region: str | None = None) -> None:
+    def add(into: dict, ops: dict, sign: int = 1, region: str | None = None, fc: bool = False) -> None:
         for packet, value in ops.items():
             cat = OP_CATEGORY.get(packet, "free")
             if cat in MAC_CATEGORIES:
                 value //= 2  # FlopCounterMode counts 2 flops per multiply-accumulate
+                cat = "conv" if fc else cat  # the SE FCs are 1x1 convolutions, run as a matrix product
             elif region is not None:
                 cat = region
             if cat != "free":
@@ -219,9 +220,9 @@ def count_ops(model: nn.Module, input_size=(3, 224, 224), strict: bool = False, 
         add(total, inner, -1)  # re-added below by region
         squeeze = counts.get(f"{name}.squeeze", {})
         children = [counts.get(f"{name}.{c}", {}) for c in ("fc1", "act", "fc2", "gate")]
-        for ops, region in ((squeeze, "se_squeeze"),) + tuple((c, None) for c in children):
-            add(total, ops, 1, region)
-            add(se, ops, 1, region)
+        for ops, region, fc in ((squeeze, "se_squeeze", False), *((c, None, True) for c in children)):
+            add(total, ops, 1, region, fc)
+            add(se, ops, 1, region, fc)
         own = dict(inner)  # ops in SqueezeExcite.forward itself: the scale x * s
         for ops in (squeeze, *children):
             for packet, value in ops.items():
