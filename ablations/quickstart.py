@@ -18,9 +18,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablations import compare, cost_table
 from ablations.config import DataConfig, ExperimentConfig, WandbConfig
 from ablations.recipes import apply_recipe
+from ablations.reporting import compare, cost_table
 from senet import model_config
 
 #: The arms: (label, dotted overrides on top of the baseline). ``model.se`` set = the registry's SE defaults.
@@ -156,12 +156,12 @@ def write_outputs(q: QuickstartConfig, rows: Sequence[dict], wall_time_s: float,
     """Write ``table.md``, ``runs.csv``, ``summary.json`` and ``plot.png`` into ``q.results_dir``.
 
     ``min_effect`` (pp of top-1 error) is the Δ the seeds-needed column refers to; ``None``: each arm's own Δ.
-    The verdict and provenance lines under the table are computed (``ablations.verdicts``); W&B gets the
-    comparison as a run of job type ``compare`` (``ablations.compare_wandb``) unless W&B is disabled.
+    The verdict and provenance lines under the table are computed (``ablations.reporting.verdicts``); W&B gets the
+    comparison as a run of job type ``compare`` (``ablations.reporting.wandb_log``) unless W&B is disabled.
     """
-    from ablations.compare_plot import plot
-    from ablations.compare_wandb import log_comparison
-    from ablations.verdicts import conclusion, provenance_line
+    from ablations.reporting.plot import plot
+    from ablations.reporting.verdicts import conclusion, provenance_line
+    from ablations.reporting.wandb_log import log_comparison
 
     out = Path(q.results_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,10 @@ import statistics
 
 import pytest
 
-from ablations import compare, compare_plot, verdicts
-from ablations.compare_wandb import summary_metrics
 from ablations.config import ExperimentConfig
+from ablations.reporting import compare, verdicts
+from ablations.reporting import plot as compare_plot
+from ablations.reporting.wandb_log import summary_metrics
 from senet import model_config
 
 

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from ablations import compare, cost_table
 from ablations.config import ExperimentConfig
 from ablations.cost import peak_memory_mb, reset_peak_memory
+from ablations.reporting import compare, cost_table
 from senet import model_config
 
 BASE = ExperimentConfig()

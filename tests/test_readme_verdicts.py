@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ablations.verdicts import README_BLOCK, quote_conclusions
+from ablations.reporting.verdicts import README_BLOCK, quote_conclusions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_readme_quotes_match_the_committed_summaries():
     readme = (ROOT / "README.md").read_text()
     assert {m["name"] for m in README_BLOCK.finditer(readme)} >= {"quickstart", "fashion-mnist"}
-    assert quote_conclusions(readme, ROOT) == readme, "run: python -m ablations.verdicts"
+    assert quote_conclusions(readme, ROOT) == readme, "run: python -m ablations.reporting.verdicts"
 
 
 def test_quote_replaces_the_block_body(tmp_path):

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from ablations import stats
+from ablations.reporting import stats
 
 # Student's sleep data (Cushny & Peebles, via Student 1908; R's `sleep`): extra hours of sleep under two drugs,
 # the same ten patients. R: t.test(extra ~ group, data = sleep, paired = TRUE) -> t = -4.0621, df = 9,

@@ -79,8 +79,8 @@ def _defaults() -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablations import compare
     from ablations.quickstart import QuickstartConfig, quiet_lightning, relabel, run_quickstart, write_outputs
+    from ablations.reporting import compare
     from ablations.run import git_commit
 
     q = QuickstartConfig(seeds=tuple(args.seeds), epochs=args.epochs, image_size=args.image_size,

@@ -1,10 +1,10 @@
 """A study as the paper's tables and plots (DESIGN: Sweeps, report; paper Tables 10-16 layout).
 
 Reads the result rows that every trial keeps in its user attributes (``attrs``; never W&B files), aggregates
-them over seeds with ``ablations.compare`` (arm, top-1/top-5 error mean ± std, params, GMACs, deltas
+them over seeds with ``ablations.reporting.compare`` (arm, top-1/top-5 error mean ± std, params, GMACs, deltas
 against the no-SE baseline with 95 % CIs, t-tests across seeds, Holm, verdicts and the seeds 80 % power
-needs), says what they show and where they came from (``ablations.verdicts``), puts the measured cost
-beside the GMACs (``ablations.cost_table``, as the quickstart does), labels each arm by the values of the ablated factors, and writes under
+needs), says what they show and where they came from (``ablations.reporting.verdicts``), puts the measured cost
+beside the GMACs (``ablations.reporting.cost_table``, as the quickstart does), labels each arm by the values of the ablated factors, and writes under
 ``results/<study>/``: ``report.md`` (one table per factor), ``runs.csv`` (one line per run),
 ``arms.png``, ``accuracy_vs_gmacs.png`` (one panel per factor, the Pareto front drawn) and Optuna's
 own HTML plots (parameter importances, parallel coordinates, Pareto front or optimisation history).
@@ -20,12 +20,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ablations import compare, cost_table
-from ablations.compare_plot import plot
-from ablations.stats import mean_ci
+from ablations.reporting import compare, cost_table
+from ablations.reporting.plot import plot
+from ablations.reporting.stats import mean_ci
+from ablations.reporting.verdicts import conclusion, provenance_line
 from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import is_se_key
-from ablations.verdicts import conclusion, provenance_line
 from senet.config import flatten
 
 # study.enqueue_grid's order, which is what keeps a sweep's measured times comparable between arms.

@@ -11,8 +11,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ablations.compare import COLUMNS, ArmSummary, table_rows
 from ablations.config import ExperimentConfig
+from ablations.reporting.compare import COLUMNS, ArmSummary, table_rows
 
 JOB_TYPE = "compare"
 
@@ -44,7 +44,7 @@ def log_comparison(cfg: ExperimentConfig, summaries: Sequence[ArmSummary], direc
         cfg: the baseline's experiment config (project, entity, group, mode).
         summaries: ``compare.aggregate`` output.
         directory: where W&B writes its files (``<directory>/wandb``).
-        conclusion, provenance: the plain-words lines (``ablations.verdicts``), kept in the summary.
+        conclusion, provenance: the plain-words lines (``ablations.reporting.verdicts``), kept in the summary.
     """
     from ablations.naming import group
     from ablations.wandb_logging import resolve_mode

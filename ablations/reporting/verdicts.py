@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ablations import provenance
-from ablations.compare import ArmSummary
-from ablations.stats import NONE, POWER
+from ablations.reporting.compare import ArmSummary
+from ablations.reporting.stats import NONE, POWER
 
 NEGLIGIBLE = 0.005  # pp: below the table's precision (float32 accuracies differ by ~1e-6 pp for equal counts)
 
@@ -105,7 +105,7 @@ def quote_conclusions(readme: str, root: Path) -> str:
     """``readme`` with each ``<!-- NAME-conclusion: ... -->`` block set to ``root/results/NAME/summary.json``'s conclusion.
 
     The README quotes the committed results' computed sentences rather than paraphrasing them; a test checks
-    that this function leaves the README unchanged. Update with ``python -m ablations.verdicts``.
+    that this function leaves the README unchanged. Update with ``python -m ablations.reporting.verdicts``.
     """
     def quote(match: re.Match) -> str:
         summary = root / "results" / match["name"] / "summary.json"
@@ -116,6 +116,6 @@ def quote_conclusions(readme: str, root: Path) -> str:
     return README_BLOCK.sub(quote, readme)
 
 
-if __name__ == "__main__":  # python -m ablations.verdicts: refresh the README's quotes of the committed results
+if __name__ == "__main__":  # python -m ablations.reporting.verdicts: refresh the README's quotes of the committed results
     readme_path = Path(__file__).resolve().parent.parent / "README.md"
     readme_path.write_text(quote_conclusions(readme_path.read_text(), readme_path.parent))

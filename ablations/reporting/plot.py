@@ -10,8 +10,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ablations.compare import ArmSummary
-from ablations.stats import mean_ci
+from ablations.reporting.compare import ArmSummary
+from ablations.reporting.stats import mean_ci
 
 
 def _wrap(label: str) -> str:

@@ -5,7 +5,7 @@ and notebooks build the same table. An arm is a config up to its seed; its basel
 ``model.se=None`` (DESIGN: "the baseline is the same model code with SE off"), found among the rows.
 Errors are ``1 - accuracy`` of the final epoch, in percent; ± is the sample standard deviation over seeds.
 Each Δ carries a 95 % CI, a t-test across seeds (paired by seed where possible), Holm's correction over the
-arms of one baseline, a verdict, and the seeds 80 % power would need (``ablations.stats``).
+arms of one baseline, a verdict, and the seeds 80 % power would need (``ablations.reporting.stats``).
 """
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablations import provenance, stats
+from ablations import provenance
 from ablations.config import ExperimentConfig
 from ablations.metrics import VAL_TOP1, VAL_TOP5
 from ablations.naming import arm_name, default_baseline, model_name, se_tokens
-from ablations.stats import NONE, Test, verdict, with_holm
+from ablations.reporting import stats
+from ablations.reporting.stats import NONE, Test, verdict, with_holm
 from senet.config import config_hash
 
 
