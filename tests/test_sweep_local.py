@@ -169,3 +169,16 @@ def test_n_trials_caps_a_grid_and_a_rerun_resumes_it(tmp_path, one_thread):
     _, queued = setup_study(spec, url, "cap")  # a second launch queues nothing new and finishes the grid
     assert queued == 0 and run_worker(spec, url, "cap") == 1
     assert [t.state for t in load_study(spec, url, "cap").trials] == [optuna.trial.TrialState.COMPLETE] * 3
+
+
+def test_an_arm_gets_the_datas_classes_before_it_is_hashed(tmp_path):
+    """The spec states no model.num_classes; an arm over 4-class synthetic data is hashed as the 4-class network
+    that trains, as `senet-ablate train` resolves the same keys (issue 10)."""
+    from ablations.run import prepare
+    from ablations.sweep.spec import make_config
+
+    base = {**TINY, "data": {"name": "synthetic", "num_classes": 4, "image_size": 8}, "output_dir": str(tmp_path)}
+    spec = load_spec(write(tmp_path, name="classes", base=base, space={"model.se.reduction": [4]}, baseline=False))
+    arm = make_config(spec, {"model.se.reduction": 4})
+    assert arm.model.num_classes == 4 and arm.model.in_chans == 3
+    assert prepare(arm)[0].hash() == arm.hash()  # the run's own check changes nothing

@@ -104,9 +104,12 @@ def arm_overrides(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None) -> ExperimentConfig:
-    """The ``ExperimentConfig`` of one trial: the base with the arm's overrides and the seed."""
+    """The ``ExperimentConfig`` of one trial: the base with the arm's overrides and the seed, the data's
+    classes and channels settled (``resolve.settle_data_fields``) before anything hashes it."""
+    from ablations.resolve import settle_data_fields
+
     seed = params.get("seed", spec.seeds[0]) if seed is None else seed
-    return spec.base.override({**arm_overrides(params), "seed": seed})
+    return settle_data_fields(spec.base.override({**arm_overrides(params), "seed": seed}))
 
 
 def build_base(base_raw: dict) -> ExperimentConfig:
