@@ -89,9 +89,13 @@ def baseline_config(q: QuickstartConfig) -> ExperimentConfig:
 
 
 def experiments(q: QuickstartConfig) -> list[tuple[str, ExperimentConfig]]:
-    """Every (arm label, config) pair, arms outer, seeds inner; configs are validated here."""
+    """Every (arm label, config) pair, seeds outer, arms inner; configs are validated here.
+
+    Seed-major, as a sweep's grid: a load change on the machine, or a worker process's first run, then
+    reaches every arm alike, so the measured costs (medians over seeds) stay comparable between arms.
+    """
     base = baseline_config(q)
-    return [(label, base.override(changes).replace(seed=seed)) for label, changes in q.arms for seed in q.seeds]
+    return [(label, base.override(changes).replace(seed=seed)) for seed in q.seeds for label, changes in q.arms]
 
 
 def run_quickstart(q: QuickstartConfig, runner: Callable | None = None, workers: int = 1,
