@@ -105,14 +105,14 @@ def text_fields(cls: type | None = None, prefix: str = "") -> set[str]:
     """The dotted keys of string fields (``name``, ``data.root``, ``model.se.gate``, ...)."""
     import typing
 
-    from senet.config import _unwrap_optional
+    from senet.config import unwrap_optional
 
     if cls is None:
         from ablations.config import ExperimentConfig as cls
     out: set[str] = set()
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        tp, _ = _unwrap_optional(hints[f.name])
+        tp, _ = unwrap_optional(hints[f.name])
         if dataclasses.is_dataclass(tp):
             out |= text_fields(tp, f"{prefix}{f.name}.")
         elif tp is str:

@@ -178,7 +178,8 @@ def to_dict(cfg: Any) -> dict:
     return plain(cfg)
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``(T, True)`` for ``Optional[T]`` / ``T | None``, else ``(tp, False)``: the tree helpers' type reading."""
     args = typing.get_args(tp)
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
@@ -200,7 +201,7 @@ def _is_kind(tp: type, value: Any) -> bool:
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     """``value`` checked against the field type ``tp`` (lists become tuples); a wrong type is a ``ValueError``
     naming the key, so a typo never reaches a comparison deep inside a ``__post_init__`` as a ``TypeError``."""
-    tp, optional = _unwrap_optional(tp)
+    tp, optional = unwrap_optional(tp)
     if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
         return None
     if dataclasses.is_dataclass(tp):
@@ -268,7 +269,7 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], prefix: str = "") -> An
             direct[head] = _coerce(hints[head], value, prefix + head)
     for head, sub in grouped.items():
         current = direct.get(head, getattr(cfg, head))
-        tp, _ = _unwrap_optional(hints[head])
+        tp, _ = unwrap_optional(hints[head])
         if current is None:
             if not dataclasses.is_dataclass(tp):
                 raise ValueError(f"unknown key {prefix}{head}.{next(iter(sub))}: {prefix}{head} has no fields")

@@ -17,7 +17,7 @@ import yaml
 
 from ablations.config import ExperimentConfig
 from ablations.resolve import canonical, parse_assignments, parse_text, resolve_config, text_fields
-from senet.config import _unwrap_optional
+from senet.config import unwrap_optional
 
 # Short flags for the keys people type most; each is also reachable under its dotted key.
 SHORTCUTS = {
@@ -36,7 +36,7 @@ def config_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
     keys = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        tp, _ = _unwrap_optional(hints[f.name])
+        tp, _ = unwrap_optional(hints[f.name])
         if dataclasses.is_dataclass(tp):
             keys += config_keys(tp, f"{prefix}{f.name}.")
         else:
