@@ -117,5 +117,5 @@ def quote_conclusions(readme: str, root: Path) -> str:
 
 
 if __name__ == "__main__":  # python -m ablations.reporting.verdicts: refresh the README's quotes of the committed results
-    readme_path = Path(__file__).resolve().parent.parent / "README.md"
+    readme_path = Path(__file__).resolve().parents[2] / "README.md"
     readme_path.write_text(quote_conclusions(readme_path.read_text(), readme_path.parent))
