@@ -11,6 +11,10 @@ VAL_LOSS = "val/loss"
 VAL_TOP1 = "val/top1"
 VAL_TOP5 = "val/top5"
 VAL_TOP1_BEST = "val/top1_best"
+#: ``trainer.test`` over the held-out split: the validation metrics' twins.
+TEST_LOSS = "test/loss"
+TEST_TOP1 = "test/top1"
+TEST_TOP5 = "test/top5"
 
 #: The metric every sweep, checkpoint and table optimises, and its direction.
 MONITOR = VAL_TOP1_BEST

@@ -23,13 +23,19 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ablations.config import DataConfig, ExperimentConfig, TrainConfig
-from ablations.metrics import GMACS, PARAMS, TRAIN_LOSS, VAL_LOSS, VAL_TOP1, VAL_TOP1_BEST, VAL_TOP5
+from ablations.metrics import (
+    GMACS,
+    PARAMS,
+    TEST_LOSS,
+    TEST_TOP1,
+    TEST_TOP5,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    VAL_TOP1,
+    VAL_TOP1_BEST,
+    VAL_TOP5,
+)
 from senet import build_model
-
-# ``trainer.test`` metrics: the validation metrics' twins, for the held-out split (fractions and nats, as val/*).
-TEST_LOSS = "test/loss"
-TEST_TOP1 = "test/top1"
-TEST_TOP5 = "test/top5"
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -18,7 +18,8 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from ablations.config import DataConfig, ExperimentConfig
 from ablations.data import DATAMODULES, DigitsDataModule, build_datamodule
 from ablations.epoch_log import EpochLogBar, progress_callbacks
-from ablations.module import TEST_LOSS, TEST_TOP1, TEST_TOP5, SEClassifier
+from ablations.metrics import TEST_LOSS, TEST_TOP1, TEST_TOP5
+from ablations.module import SEClassifier
 from senet import model_config
 
 ROOT = Path(__file__).resolve().parent.parent
