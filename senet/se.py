@@ -45,6 +45,12 @@ def se_width(channels: int, cfg: SEConfig) -> int:
     return max(d, int(channels / cfg.reduction + d / 2) // d * d)
 
 
+def _tracing() -> bool:
+    """TorchScript tracing or scripting (``torch.jit``, ONNX export, fvcore's counter): plain ops, which they can
+    record, instead of the hand-written autograd Functions below, which they see as opaque Python calls."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
 class _PointwiseLinear(torch.autograd.Function):
     """A 1x1 convolution of a (N, C, 1, 1) input as one matrix product, with the weight's gradient in the
     weight's own strides (a channels_last conv weight keeps them, which DDP checks exactly)."""
@@ -86,6 +92,8 @@ class PointwiseFC(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (1, 1):
             return super().forward(x)
+        if _tracing():
+            return nn.functional.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
         return _PointwiseLinear.apply(x, self.weight, self.bias)
 
 
@@ -147,7 +155,7 @@ class Squeeze(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "avg":
-            return _SpatialMean.apply(x)
+            return x.mean((2, 3), keepdim=True) if _tracing() else _SpatialMean.apply(x)
         if self.mode == "max":
             return x.amax((2, 3), keepdim=True)
         if self.mode == "avgmax":
@@ -190,7 +198,10 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """F_scale ``x * s``; with ``residual``, the scale fused into the sum: ``residual + x * s``."""
-        return _Scale.apply(x, self.excitation(x), residual)  # F_scale, broadcast over H, W
+        s = self.excitation(x)
+        if _tracing():
+            return x * s if residual is None else torch.addcmul(residual, x, s)
+        return _Scale.apply(x, s, residual)  # F_scale, broadcast over H, W
 
     def extra_repr(self) -> str:
         return f"tag={self.tag}"
