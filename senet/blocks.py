@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from senet.config import SEConfig
-from senet.se import make_se
+from senet.se import PointwiseFC, Squeeze, SqueezeExcite, make_se
 from senet.surface import TimmSurface
 
 
@@ -150,14 +150,20 @@ class ResidualUnit(nn.Module):
 
 
 def set_fused_se(model: nn.Module, fused: bool) -> int:
-    """Fuse (default) or unfuse the SE scale and residual sum in every ``ResidualUnit`` of ``model``.
+    """The fast SE (default) or the released arithmetic, in every SE block and ``ResidualUnit`` of ``model``.
 
-    The two forms compute the same function (to float rounding) with the same parameters; the switch
-    exists to check that and to time them. Returns the number of units whose SE meets a sum.
+    Fast: the scale fused into the residual sum, the FCs as matrix products, hand-written backward passes
+    (``senet.se``). Released: scale then add, 1x1 convolutions, autograd's own backward, bit-equal to the Caffe
+    ports. The two compute the same function (to float rounding) with the same parameters; the switch exists
+    to check that, to compare with released models bit for bit, and to time them. Returns the number of
+    units whose SE meets a sum.
     """
     units = [m for m in model.modules() if isinstance(m, ResidualUnit)]
     for unit in units:
         unit.fused_se = fused
+    for m in model.modules():
+        if isinstance(m, (SqueezeExcite, Squeeze, PointwiseFC)):
+            m.fast = fused
     return sum(unit.placement in ("standard", "identity") for unit in units)
 
 

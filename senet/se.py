@@ -45,6 +45,12 @@ def se_width(channels: int, cfg: SEConfig) -> int:
     return max(d, int(channels / cfg.reduction + d / 2) // d * d)
 
 
+def _plain(module: nn.Module) -> bool:
+    """Plain ops instead of the hand-written Functions: while tracing, or where ``senet.blocks.set_fused_se(model,
+    False)`` asked for the released arithmetic (1x1 convolutions, scale then add: bit-equal to the Caffe ports)."""
+    return _tracing() or not getattr(module, "fast", True)
+
+
 def _tracing() -> bool:
     """TorchScript tracing or scripting (``torch.jit``, ONNX export, fvcore's counter): plain ops, which they can
     record, instead of the hand-written autograd Functions below, which they see as opaque Python calls."""
@@ -91,6 +97,8 @@ class PointwiseFC(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (1, 1):
+            return super().forward(x)
+        if not getattr(self, "fast", True):
             return super().forward(x)
         if _tracing():
             return nn.functional.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
@@ -155,7 +163,7 @@ class Squeeze(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "avg":
-            return x.mean((2, 3), keepdim=True) if _tracing() else _SpatialMean.apply(x)
+            return x.mean((2, 3), keepdim=True) if _plain(self) else _SpatialMean.apply(x)
         if self.mode == "max":
             return x.amax((2, 3), keepdim=True)
         if self.mode == "avgmax":
@@ -199,7 +207,7 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """F_scale ``x * s``; with ``residual``, the scale fused into the sum: ``residual + x * s``."""
         s = self.excitation(x)
-        if _tracing():
+        if _plain(self):
             return x * s if residual is None else torch.addcmul(residual, x, s)
         return _Scale.apply(x, s, residual)  # F_scale, broadcast over H, W
 

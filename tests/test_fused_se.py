@@ -86,9 +86,8 @@ def test_fused_and_unfused_se_give_the_same_outputs_and_gradients(arch, placemen
     set_fused_se(model, False)
     plain = _step(model, x)
     assert fused[2] and set(fused[2].values()) == {1} and plain[2] == fused[2], "SE blocks not called exactly once"
-    if placement not in ("standard", "identity"):  # nothing to fuse: the very same computation
-        _assert_same(fused, plain, 0.0)
-        return
+    # Placements without a sum to fuse still switch between the fast SE and the released arithmetic (FCs as
+    # matrix products vs 1x1 convolutions): the same function to float rounding, checked alike.
     if arch not in SLOW:  # deep nets at init (eval BN) grow activations ~1e3-fold: both fp32 forms drift alike
         _assert_same((fused[0], {}), (plain[0], {}), 1e-5)
     # Deep nets stay in eval mode: batch-2 train BN on their 1x1 last-stage maps is a sign function.
@@ -96,8 +95,9 @@ def test_fused_and_unfused_se_give_the_same_outputs_and_gradients(arch, placemen
     plain = _step(model, x)
     set_fused_se(model, True)
     # A wrong fused form differs at O(1); float64 rounding, amplified by batch-2 BN through the 30+
-    # identity-scaled units of the 101-layer nets, reaches ~3e-6 (shallow nets: ~1e-12).
-    _assert_same(_step(model, x), plain, 1e-5)
+    # identity-scaled units of the 101-layer nets, reaches ~3e-6, and through the 50 pre-placed SE blocks of
+    # resnet152 ~3e-5 (shallow nets: ~1e-12).
+    _assert_same(_step(model, x), plain, 1e-4 if arch in SLOW else 1e-5)
 
 
 def test_the_fused_form_is_the_default_and_is_the_scale_into_the_sum():

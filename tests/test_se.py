@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from timm.layers import SEModule, make_divisible
 from timm.models.senet import SEModule as LegacySEModule
 
+from senet.blocks import set_fused_se
 from senet.config import ACTIVATIONS, GATES, SQUEEZES, SEConfig
 from senet.se import Squeeze, SqueezeExcite, make_se, se_modules, se_width
 
@@ -115,13 +116,15 @@ def test_no_squeeze_excites_every_position():
 
 
 def test_same_as_released_block():
-    """Our default block computes what timm's port of the Caffe SE block computes, with the same weights:
-    to float rounding (one ulp), since our FCs run as matrix products where the port convolves a 1x1 input."""
+    """Our default block computes what timm's port of the Caffe SE block computes, with the same weights: to
+    float rounding (one ulp), its FCs running as matrix products; with set_fused_se(False), bit for bit."""
     ref = LegacySEModule(256, reduction=16)
     ours = SqueezeExcite(256, SEConfig())
     ours.load_state_dict({k: v for k, v in ref.state_dict().items()})
     x = _x(2, 256, 7, 7)
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-6, atol=1e-6)
+    set_fused_se(ours, False)  # the released arithmetic: bit for bit
+    torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("squeeze", SQUEEZES)

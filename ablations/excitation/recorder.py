@@ -266,7 +266,8 @@ class ExcitationRecorder:
             raise ValueError(f"labels must lie in 0..{self.num_classes - 1}; got {labels.min()}..{labels.max()}")
         self._labels = labels
         try:
-            return self.model(x)
+            with torch.no_grad():  # an analysis pass: no autograd graph to hold the batch's activations
+                return self.model(x)
         finally:
             self._labels = None
 
