@@ -48,7 +48,8 @@ def se_width(channels: int, cfg: SEConfig) -> int:
 def _plain(module: nn.Module) -> bool:
     """Plain ops instead of the hand-written Functions: while tracing, or where ``senet.blocks.set_fused_se(model,
     False)`` asked for the released arithmetic (1x1 convolutions, scale then add: bit-equal to the Caffe ports)."""
-    return _tracing() or not getattr(module, "fast", True)
+    # Without autograd (inference, the excitation analysis) the hand-written backward passes buy nothing.
+    return _tracing() or not torch.is_grad_enabled() or not getattr(module, "fast", True)
 
 
 def _tracing() -> bool:
@@ -100,7 +101,7 @@ class PointwiseFC(nn.Conv2d):
             return super().forward(x)
         if not getattr(self, "fast", True):
             return super().forward(x)
-        if _tracing():
+        if _tracing() or not torch.is_grad_enabled():
             return nn.functional.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
         return _PointwiseLinear.apply(x, self.weight, self.bias)
 
