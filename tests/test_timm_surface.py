@@ -220,20 +220,12 @@ def test_feature_info_accessors():
 
 
 def timm_random(name: str, seed: int = 0) -> nn.Module:
-    """A timm model with every tensor random (BN statistics too, so a misrouted tensor shows), in eval mode."""
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(seed)
-    model = timm.create_model(name, pretrained=False)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-            elif isinstance(m, nn.Conv2d) and m.bias is not None:
-                m.bias.normal_(0, 0.2)
-    return model.eval()
+    """A timm model with every tensor random (BN statistics too, so a misrouted tensor shows), in eval mode:
+    the legacy import tests' helper, for timm's modern models."""
+    pytest.importorskip("timm")
+    from test_weights import legacy
+
+    return legacy(name, seed)
 
 
 def assert_timm_logits(name: str, tmp_path) -> float:
