@@ -162,6 +162,10 @@ class ExperimentConfig:
         # numpy and scikit-learn take 32-bit unsigned seeds; say so here rather than in their words mid-setup.
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
             raise ValueError(f"seed={self.seed!r} is not allowed; it must be an integer in [0, {SEED_MAX}]")
+        # Deferred: the registry imports the model zoo (torch); a config module imports no builder at load time.
+        from senet.registry import check_model_config
+
+        check_model_config(self.model)
 
     def to_dict(self) -> dict:
         return to_dict(self)

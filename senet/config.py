@@ -126,6 +126,10 @@ class ModelConfig:
             modern ``seresnet*``). Same output size at even inputs, different windows.
         drop_rate: dropout on the pooled features before the classifier (timm's ``drop_rate``; 0 = none).
 
+    Checks here need no registry. What depends on the architecture (is ``arch`` registered, do the SE
+    stages/placement/skipped blocks exist in it) is ``senet.registry.check_model_config``, run by
+    ``build_model``, ``model_config`` and ``ExperimentConfig``: this module stays a leaf.
+
     ``stem_pool`` and ``drop_rate`` came later: at their defaults they stay out of ``to_dict`` and
     ``config_hash`` (``late_field``), so older configs keep their hashes.
     """
@@ -150,9 +154,6 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"model.{name}={value!r} is not allowed; it must be an integer >= 1")
-        from senet.registry import check_model_config  # lazy: the registry imports this module
-
-        check_model_config(self)
 
 
 # ---- Generic helpers over trees of frozen dataclasses ---- #

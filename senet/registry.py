@@ -84,7 +84,10 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
     if name not in _MODELS:
         raise ValueError(f"model={name!r} is not registered; choose one of: {', '.join(list_models())}")
     cfg = _MODELS[name]()
-    return apply_overrides(cfg, overrides, prefix="model.") if overrides else cfg
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, prefix="model.")
+        check_model_config(cfg)
+    return cfg
 
 
 def check_model_config(cfg: ModelConfig) -> None:
@@ -140,6 +143,7 @@ def build_model(cfg: ModelConfig | str, *, features_only: bool = False,
         cfg = apply_overrides(cfg, overrides, prefix="model.")
     if not dataclasses.is_dataclass(cfg):
         raise TypeError(f"build_model takes a ModelConfig or a model name, not {type(cfg).__name__}")
+    check_model_config(cfg)
     model = get_arch(cfg.arch).build(cfg)
     if features_only:
         return FeatureList(model, out_indices)

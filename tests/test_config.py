@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from ablations.config import ExperimentConfig
 from senet import build_model, model_config, se_modules
 from senet.config import (
     ModelConfig,
@@ -69,10 +70,30 @@ def test_se_config_errors_name_field_value_and_allowed(kwargs, field, allowed):
     ({"arch": "resnet20_cifar", "se": SEConfig(stages=(5,))}, ["contains 5", "2, 3, 4"]),
 ])
 def test_model_config_errors_name_field_value_and_allowed(kwargs, expected):
-    with pytest.raises(ValueError) as err:
-        ModelConfig(**kwargs)
-    for text in expected:
-        assert text in str(err.value)
+    """Field checks fail in ``ModelConfig``; the architecture's (registry) checks in every consumer of it."""
+    def experiment() -> None:
+        ExperimentConfig(model=ModelConfig(**kwargs))
+
+    def build() -> None:
+        with torch.device("meta"):
+            build_model(ModelConfig(**kwargs))
+
+    for make in (experiment, build):
+        with pytest.raises(ValueError) as err:
+            make()
+        for text in expected:
+            assert text in str(err.value)
+
+
+def test_model_config_is_a_leaf_and_the_registry_checks_it():
+    """``ModelConfig`` alone does not consult the registry (no import cycle); ``model_config`` and
+    ``build_model`` refuse an architecture mismatch before any layer is made."""
+    cfg = ModelConfig(arch="resnet20_cifar", se=SEConfig(stages=(5,)))
+    assert cfg.arch == "resnet20_cifar"
+    with pytest.raises(ValueError, match="contains 5"):
+        model_config("se_resnet20_cifar", **{"se.stages": [5]})
+    with pytest.raises(ValueError, match="contains 5"):
+        build_model(cfg)
 
 
 @pytest.mark.parametrize("name, r, channels", [("se_resnet20_cifar", 32, 16), ("se_resnet50", 512, 256),

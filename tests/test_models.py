@@ -88,7 +88,7 @@ def test_unknown_names_list_the_choices():
     assert "model='se_resnet51' is not registered; choose one of:" in str(err.value)
     assert all(n in str(err.value) for n in ("se_resnet50", "se_bn_inception", "resnet110_cifar"))
     with pytest.raises(ValueError, match=r"model\.arch='vgg19' is not registered; choose one of: .*resnet50"):
-        ModelConfig(arch="vgg19")
+        build_model(ModelConfig(arch="vgg19"))
     with pytest.raises(TypeError, match="ModelConfig or a model name"):
         build_model({"arch": "resnet50"})
 
