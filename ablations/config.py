@@ -11,7 +11,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from senet.config import ModelConfig, apply_overrides, config_hash, from_dict, to_dict
+from senet.config import (
+    ModelConfig,
+    apply_overrides,
+    check_choice,
+    check_number,
+    config_hash,
+    from_dict,
+    to_dict,
+)
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic")
 DECODERS = ("pil", "gpu")
@@ -24,16 +32,6 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
 WANDB_MODES = ("offline", "online", "disabled")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 SEED_MAX = 2**32 - 1
-
-
-def _choice(where: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{where}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
-
-
-def _positive(where: str, value: Any, minimum: float = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ValueError(f"{where}={value!r} is not allowed; it must be a number >= {minimum}")
 
 
 @dataclass(frozen=True)
@@ -66,16 +64,16 @@ class DataConfig:
     decoder: str = "pil"
 
     def __post_init__(self) -> None:
-        _choice("data.name", self.name, DATASETS)
-        _choice("data.decoder", self.decoder, DECODERS)
+        check_choice("data.name", self.name, DATASETS)
+        check_choice("data.decoder", self.decoder, DECODERS)
         if self.decoder == "gpu" and self.name != "imagenet":
             raise ValueError(f"data.decoder='gpu' is not allowed for data.name={self.name!r}: it decodes JPEG folders "
                              "(data.name='imagenet'); the other datasets are tensors already, use data.decoder='pil'")
-        _positive("data.image_size", self.image_size, 8)
-        _positive("data.batch_size", self.batch_size)
-        _positive("data.num_workers", self.num_workers, 0)
-        _positive("data.num_samples", self.num_samples)
-        _positive("data.num_classes", self.num_classes, 2)
+        check_number("data.image_size", self.image_size, 8)
+        check_number("data.batch_size", self.batch_size)
+        check_number("data.num_workers", self.num_workers, 0)
+        check_number("data.num_samples", self.num_samples)
+        check_number("data.num_classes", self.num_classes, 2)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"data.val_fraction={self.val_fraction!r} is not allowed; it must be in (0, 1)")
 
@@ -116,17 +114,17 @@ class TrainConfig:
     compile: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _choice("train.recipe", self.recipe, RECIPE_NAMES)
-        _positive("train.epochs", self.epochs)
-        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        _choice("train.schedule", self.schedule, SCHEDULES)
-        _choice("train.precision", self.precision, PRECISIONS)
-        _positive("train.lr", self.lr, 0)
-        _positive("train.devices", self.devices)
+        check_choice("train.recipe", self.recipe, RECIPE_NAMES)
+        check_number("train.epochs", self.epochs)
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("train.schedule", self.schedule, SCHEDULES)
+        check_choice("train.precision", self.precision, PRECISIONS)
+        check_number("train.lr", self.lr, 0)
+        check_number("train.devices", self.devices)
         if self.threads is not None:
-            _positive("train.threads", self.threads)
+            check_number("train.threads", self.threads)
         if self.compile is not None:
-            _choice("train.compile", self.compile, COMPILE_MODES)
+            check_choice("train.compile", self.compile, COMPILE_MODES)
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"train.label_smoothing={self.label_smoothing!r} is not allowed; it must be in [0, 1)")
         object.__setattr__(self, "milestones", tuple(self.milestones))
@@ -143,7 +141,7 @@ class WandbConfig:
     entity: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _choice("wandb.mode", self.mode, WANDB_MODES)
+        check_choice("wandb.mode", self.mode, WANDB_MODES)
 
 
 @dataclass(frozen=True)

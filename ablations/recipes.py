@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ablations.config import RECIPE_NAMES, ExperimentConfig, TrainConfig
+from senet.config import check_choice, check_int
 
 # The TrainConfig fields a recipe owns. The rest (devices, precision, accelerator, limits) describe the
 # machine, not the method, and an applied recipe leaves them as they were.
@@ -106,8 +107,7 @@ if tuple(RECIPES) != RECIPE_NAMES:  # a recipe added here must be named in ablat
 
 def recipe_spec(name: str) -> Recipe:
     """The full ``Recipe`` (reference batch, image size, provenance) for ``name``."""
-    if name not in RECIPE_SPECS:
-        raise ValueError(f"train.recipe={name!r} is not allowed; choose one of: {', '.join(RECIPE_SPECS)}")
+    check_choice("train.recipe", name, tuple(RECIPE_SPECS))
     return RECIPE_SPECS[name]
 
 
@@ -119,8 +119,7 @@ def get_recipe(name: str, batch_size: int | None = None) -> TrainConfig:
     spec = recipe_spec(name)
     if batch_size is None:
         return spec.train
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} is not allowed; it must be an integer >= 1")
+    check_int("batch_size", batch_size)
     return dataclasses.replace(spec.train, lr=spec.train.lr * batch_size / spec.batch_size)
 
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -34,11 +35,25 @@ def late_field(default: Any) -> Any:
     return field(default=default, metadata={OMIT_AT_DEFAULT: True})
 
 
-def _check_choice(owner: str, name: str, value: Any, allowed: tuple) -> None:
+# ---- The checks every config and command uses: one message form, naming the field, the value, what is allowed ---- #
+
+
+def check_choice(where: str, value: Any, allowed: Sequence[Any]) -> None:
+    """``ValueError`` unless ``value`` is one of ``allowed`` (``where``: the field as typed, ``se.gate``)."""
     if value not in allowed:
-        raise ValueError(
-            f"{owner}.{name}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}"
-        )
+        raise ValueError(f"{where}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+
+
+def check_int(where: str, value: Any, minimum: int = 1) -> None:
+    """``ValueError`` unless ``value`` is an integer (not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{where}={value!r} is not allowed; it must be an integer >= {minimum}")
+
+
+def check_number(where: str, value: Any, minimum: float = 1) -> None:
+    """``ValueError`` unless ``value`` is a number (int or float, not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ValueError(f"{where}={value!r} is not allowed; it must be a number >= {minimum}")
 
 
 @dataclass(frozen=True)
@@ -78,15 +93,13 @@ class SEConfig:
     skip_blocks: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.reduction, bool) or not isinstance(self.reduction, int) or self.reduction < 1:
-            raise ValueError(f"se.reduction={self.reduction!r} is not allowed; it must be an integer >= 1")
-        if isinstance(self.divisor, bool) or not isinstance(self.divisor, int) or self.divisor < 1:
-            raise ValueError(f"se.divisor={self.divisor!r} is not allowed; it must be an integer >= 1")
-        _check_choice("se", "width_rounding", self.width_rounding, WIDTH_ROUNDINGS)
-        _check_choice("se", "squeeze", self.squeeze, SQUEEZES)
-        _check_choice("se", "activation", self.activation, ACTIVATIONS)
-        _check_choice("se", "gate", self.gate, GATES)
-        _check_choice("se", "placement", self.placement, PLACEMENTS)
+        check_int("se.reduction", self.reduction)
+        check_int("se.divisor", self.divisor)
+        check_choice("se.width_rounding", self.width_rounding, WIDTH_ROUNDINGS)
+        check_choice("se.squeeze", self.squeeze, SQUEEZES)
+        check_choice("se.activation", self.activation, ACTIVATIONS)
+        check_choice("se.gate", self.gate, GATES)
+        check_choice("se.placement", self.placement, PLACEMENTS)
         if not isinstance(self.bias, bool):
             raise ValueError(f"se.bias={self.bias!r} is not allowed; choose one of: True, False")
         if self.stages is not None:
@@ -144,16 +157,14 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.stride_on is not None:
-            _check_choice("model", "stride_on", self.stride_on, STRIDE_ON)
+            check_choice("model.stride_on", self.stride_on, STRIDE_ON)
         if self.stem_pool is not None:
-            _check_choice("model", "stem_pool", self.stem_pool, STEM_POOLS)
+            check_choice("model.stem_pool", self.stem_pool, STEM_POOLS)
         rate = self.drop_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
             raise ValueError(f"model.drop_rate={rate!r} is not allowed; it must be a number in [0, 1)")
         for name in ("num_classes", "in_chans"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"model.{name}={value!r} is not allowed; it must be an integer >= 1")
+            check_int(f"model.{name}", getattr(self, name))
 
 
 # ---- Generic helpers over trees of frozen dataclasses ---- #

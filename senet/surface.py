@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from senet.config import check_int
+
 
 class FeatureInfo(list):
     """timm's ``feature_info``: a list of dicts, with timm's accessors for one field of every entry."""
@@ -91,8 +93,7 @@ class TimmSurface(nn.Module):
         """
         if global_pool not in (None, "avg"):
             raise ValueError(f"global_pool={global_pool!r} is not allowed; the zoo pools by average: None or 'avg'")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes={num_classes!r} is not allowed; it must be an integer >= 0")
+        check_int("num_classes", num_classes, 0)
         old = next(self.get_classifier().parameters(), next(self.parameters(), None))
         factory = {} if old is None else {"device": old.device, "dtype": old.dtype}
         head = nn.Linear(self.head_hidden_size, num_classes, **factory) if num_classes else nn.Identity()

@@ -82,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     from ablations.quickstart import QuickstartConfig, quiet_lightning, relabel, run_quickstart, write_outputs
     from ablations.reporting import compare
     from ablations.run import git_commit
+    from senet.config import check_int
 
     q = QuickstartConfig(seeds=tuple(args.seeds), epochs=args.epochs, image_size=args.image_size,
                          output_dir=args.output_dir, results_dir=args.results_dir, wandb_mode=args.wandb,
                          data=args.data, arms=_pick_arms(args.arms), overrides=_overrides(args.sets))
-    if args.workers < 1:
-        raise ValueError(f"--workers={args.workers} is not allowed; it must be an integer >= 1")
+    check_int("--workers", args.workers)
     quiet_lightning()  # eight short runs: Lightning's per-run banners would drown the progress lines
 
     def progress(i: int, total: int, label: str, row: dict) -> None:

@@ -13,6 +13,7 @@ from ablations.data.digits import DigitsDataModule
 from ablations.data.fashion_mnist import FashionMNISTDataModule, read_idx
 from ablations.data.imagenet import ImageNetDataModule
 from ablations.data.synthetic import SyntheticDataModule
+from senet.config import check_choice
 
 DATAMODULES: dict[str, type[ImageDataModule]] = {
     cls.name: cls
@@ -32,8 +33,7 @@ def build_datamodule(cfg: DataConfig, seed: int = 0) -> ImageDataModule:
         FileNotFoundError: the folder is missing; the message names the path and the expected layout.
         ValueError: the folder or a file is malformed, or an option does not apply to the dataset.
     """
-    if cfg.name not in DATAMODULES:
-        raise ValueError(f"data.name={cfg.name!r} is not allowed; choose one of: {', '.join(DATAMODULES)}")
+    check_choice("data.name", cfg.name, tuple(DATAMODULES))
     return DATAMODULES[cfg.name](cfg, seed=seed)
 
 

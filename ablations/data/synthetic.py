@@ -6,6 +6,7 @@ from torch.utils.data import Dataset
 
 from ablations.config import DataConfig
 from ablations.data.base import ImageDataModule, TensorImageDataset
+from senet.config import check_int
 
 # The constructor's default (frozen, so one shared instance is safe): what LightningCLI builds without --data.cfg.
 DEFAULT_CONFIG = DataConfig(name="synthetic")
@@ -24,9 +25,7 @@ class SyntheticDataModule(ImageDataModule):
     def __init__(self, cfg: DataConfig = DEFAULT_CONFIG, seed: int = 0) -> None:
         super().__init__(cfg, seed)
         for field in ("num_samples", "num_classes"):
-            value = getattr(cfg, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{field}={value!r} is not allowed; it must be an integer >= 1")
+            check_int(f"data.{field}", getattr(cfg, field))
         self.num_classes = cfg.num_classes
         self.class_names = [f"class_{i}" for i in range(cfg.num_classes)]
 

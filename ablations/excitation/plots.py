@@ -18,12 +18,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ablations.excitation.recorder import ExcitationStats
+from senet.config import check_int
 
 
 def sample_channels(channels: int, n: int, seed: int = 0) -> np.ndarray:
     """``n`` channel indices drawn uniformly without replacement (all if ``channels <= n``), sorted."""
-    if n < 1:
-        raise ValueError(f"--channels={n} is not allowed; it must be >= 1")
+    check_int("--channels", n)
     if channels <= n:
         return np.arange(channels)
     return np.sort(np.random.default_rng(seed).choice(channels, size=n, replace=False))
