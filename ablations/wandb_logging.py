@@ -57,6 +57,20 @@ def save_run_id(run_dir: Path, rid: str) -> None:
     (run_dir / _ID_FILE).write_text(rid + "\n")
 
 
+def init_run(cfg: ExperimentConfig, directory: Path, **kwargs: Any) -> Any | None:
+    """``wandb.init`` with the project's conventions: ``cfg``'s project, entity, group and mode (online only with
+    a login), files under ``directory/wandb``, quiet. ``None`` when W&B is disabled. For the runs made beside
+    training (the comparison, the excitation analysis); training's own run is Lightning's (``make_logger``)."""
+    mode = resolve_mode(cfg)
+    if mode == "disabled":
+        return None
+    import wandb
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, group=group(cfg), dir=str(directory),
+                      mode=mode, settings=wandb.Settings(silent=True, console="off"), **kwargs)
+
+
 def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, rid: str) -> Any | None:
     """A Lightning ``WandbLogger`` for ``cfg`` writing into ``run_dir``, or ``None`` if W&B is disabled.
 

@@ -1,20 +1,15 @@
 """``senet-ablate excitation``: what the excitation of a trained model learns (paper Sec. 7.2, Figs. 6-7).
 
-One run: load ``<run>/checkpoints/last.ckpt``, rebuild its data from the checkpoint's config, record the
-gates of every SE block in one pass, and write ``<run>/excitation/{fig6.png, fig7.png, stats.npz,
-summary.csv}`` (also logged to W&B). A sweep (``--sweep-dir``): analyse every run folder under it that
-has a checkpoint and no statistics yet, then tabulate specificity and saturation per block across runs.
+Parses the flags into ``ablations.excitation.analysis.Options`` and runs one checkpoint or a sweep folder
+(``--sweep-dir``); the analysis itself is ``ablations.excitation.analysis``.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ablations.excitation.summary import SUMMARY_FIELDS, arm_pivot, format_table, sweep_rows, write_csv
-
-OUT = "excitation"
+if TYPE_CHECKING:
+    from ablations.excitation.analysis import Options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,48 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recompute", action="store_true", help="with --sweep-dir: redo runs that already have statistics")
 
 
-def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
-    """(checkpoint file, run folder) for a ``.ckpt`` path or a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        ckpt, run_dir = path / "checkpoints" / "last.ckpt", path
-    else:
-        ckpt = path
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} not found; give a .ckpt file or a run folder holding "
-                                "checkpoints/last.ckpt (what `senet-ablate train` writes)")
-    return ckpt, run_dir
-
-
-def describe_checkpoint(ckpt: Path, run_dir: Path) -> str:
-    """Which weights are analysed: the file, its epoch, and the run's status (an unfinished run says so)."""
-    import json
-
-    from ablations.run_folder import resume_point
-
-    text = f"{ckpt} (after epoch {resume_point(ckpt)['epoch'] + 1}"
-    result = run_dir / "result.json"
-    if result.is_file():
-        row = json.loads(result.read_text())
-        text += f" of {row['config']['train']['epochs']}; run {row['status']}"
-    return text + ")"
-
-
-def load_module(ckpt: Path):
-    """The ``SEClassifier`` of a checkpoint; a truncated or foreign file is one line naming it, not a traceback."""
-    from ablations.module import SEClassifier
-
-    try:
-        # weights_only=False: the training run keeps its RNG streams (numpy arrays) in the checkpoint for exact
-        # resumes; like any pickle, only load checkpoints you trust (your own runs).
-        return SEClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 (torch.load and Lightning raise anything from EOFError to KeyError)
-        reason = (str(exc).splitlines() or [""])[0][:120]
-        raise ValueError(f"checkpoint {ckpt} cannot be read ({type(exc).__name__}: {reason}); it is truncated or "
-                         "not a checkpoint of senet-ablate train; give a complete .ckpt or its run folder") from None
-
-
 def _data_overrides(items: list[str], batch_size: int | None) -> dict:
     from ablations.resolve import parse_assignments
 
@@ -92,133 +45,31 @@ def _data_overrides(items: list[str], batch_size: int | None) -> dict:
     return out
 
 
-def _classes(stats, classes: list[str] | None, fig7_classes: list[str] | None) -> tuple[list[int], list[int]]:
-    """Class indices for Fig. 6 (default: the first four seen, as the paper's four) and Fig. 7 (first two)."""
-    if classes and classes != ["all"]:
-        chosen = [stats.class_index(c) for c in classes]
-    else:
-        seen = [i for i, n in enumerate(stats.count) if n > 0]
-        chosen = seen if classes == ["all"] else seen[:4]
-    fig7 = [stats.class_index(c) for c in fig7_classes] if fig7_classes else chosen[:2]
-    return chosen, fig7
+def options(args: argparse.Namespace) -> Options:
+    """The analysis options of the parsed flags, checked before any checkpoint loads."""
+    from ablations.excitation.analysis import Options
+    from senet.config import check_int
 
-
-def _blocks(names: list[str], wanted: list[str] | None) -> list[str]:
-    from ablations.excitation import default_blocks
-
-    if not wanted:
-        return default_blocks(names)
-    if wanted == ["all"]:
-        return names
-    unknown = [b for b in wanted if b not in names]
-    if unknown:
-        raise ValueError(f"--blocks: unknown block {unknown[0]!r}; this model has: {', '.join(names)}")
-    return [b for b in names if b in wanted]
-
-
-def analyze(checkpoint: str | Path, args: argparse.Namespace) -> tuple[Path, list[dict]]:
-    """Record, plot and save one run's excitation; returns the output folder and the summary rows."""
-    from ablations.data import build_datamodule
-    from ablations.excitation import class_index, plots, record_excitation, se_blocks
-    from ablations.excitation.summary import summarize
-
-    if args.channels < 1:
-        raise ValueError(f"--channels={args.channels} is not allowed; it must be >= 1")
-    if args.max_samples is not None and args.max_samples < 1:
-        raise ValueError(f"--max-samples={args.max_samples} is not allowed; it must be >= 1")
+    check_int("--channels", args.channels)
+    if args.max_samples is not None:
+        check_int("--max-samples", args.max_samples)
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads={args.threads} is not allowed; it must be >= 1")
+        check_int("--threads", args.threads)
         import torch
 
         torch.set_num_threads(args.threads)
-    data = _data_overrides(args.data, args.batch_size)  # a typo fails before the checkpoint loads
-    ckpt, run_dir = resolve_checkpoint(checkpoint)
-    module = load_module(ckpt)
-    print(f"checkpoint: {describe_checkpoint(ckpt, run_dir)}", file=sys.stderr)
-    cfg = module.cfg.override(data)
-    names = list(se_blocks(module.model))
-    if not names:
-        raise ValueError(f"{ckpt} is a no-SE baseline (model.se=null): there is no excitation to record")
-    blocks = _blocks(names, args.blocks)  # plotted; every block is recorded for the summary table
-    dm = build_datamodule(cfg.data, seed=cfg.seed)
-    dm.setup("fit" if args.split == "train" else "validate")
-    if dm.num_classes != cfg.model.num_classes:
-        raise ValueError(f"data {cfg.data.name!r} has {dm.num_classes} classes but the model was trained for "
-                         f"{cfg.model.num_classes}; check --data")
-    for c in [*(args.classes or []), *(args.fig7_classes or [])]:  # fail before the pass, not after it
-        if c != "all":
-            class_index(c, list(dm.class_names))
-    loader = dm.train_dataloader() if args.split == "train" else dm.val_dataloader()
-    t0 = time.perf_counter()
-    stats = record_excitation(
-        module.model, loader, dm.num_classes, class_names=list(dm.class_names), device=args.device,
-        max_samples=args.max_samples,
-        meta={"checkpoint": str(ckpt), "split": args.split, "data": cfg.data.name, "run": run_dir.name})
-    record_s = time.perf_counter() - t0
-    classes, fig7_classes = _classes(stats, args.classes, args.fig7_classes)
-    out = Path(args.out) if args.out else run_dir / OUT
-    title = f"{run_dir.name}: {args.split} split, {stats.num_samples} samples"
-    fig6 = plots.save(plots.plot_fig6(stats, blocks, classes, channels=args.channels,
-                                      title=f"Excitation per class (Fig. 6) - {title}"), out / "fig6.png")
-    fig7 = plots.save(plots.plot_fig7(stats, blocks, fig7_classes, channels=args.channels,
-                                      title=f"Excitation within a class, mean ± std (Fig. 7) - {title}"),
-                      out / "fig7.png")
-    stats.save(out / "stats.npz")
-    rows = summarize(stats)
-    write_csv(rows, out / "summary.csv", SUMMARY_FIELDS)
-    print(f"{run_dir.name}: recorded {len(stats.blocks)} SE blocks over {stats.num_samples} {args.split} samples "
-          f"in {record_s:.1f}s")
-    print(format_table(rows, ("block", "channels", "mean_gate", "specificity", "eta2", "saturation_low",
-                              "saturation_high")))
-    from ablations.excitation.wandb_log import log_excitation
-
-    log_excitation(cfg, run_dir, rows, {"fig6": fig6, "fig7": fig7}, mode=args.wandb_mode)
-    print(f"wrote {fig6}, {fig7}, {out / 'stats.npz'}, {out / 'summary.csv'}")
-    return out, rows
-
-
-def _is_baseline(run: Path) -> bool:
-    import json
-
-    result = run / "result.json"
-    return result.is_file() and json.loads(result.read_text()).get("config", {}).get("model", {}).get("se") is None
-
-
-def sweep(args: argparse.Namespace) -> Path:
-    """Analyse every run under ``--sweep-dir`` (skipping those already done) and tabulate them."""
-    root = Path(args.sweep_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--sweep-dir {root} is not a folder; give the folder that holds the run folders")
-    runs = sorted({c.parent.parent for c in root.rglob("checkpoints/last.ckpt")})
-    if not runs:
-        raise FileNotFoundError(f"no run folders under {root}: expected <run>/checkpoints/last.ckpt")
-    per_run = argparse.Namespace(**{**vars(args), "out": None})  # --out names the sweep table here
-    for run in runs:
-        if _is_baseline(run):
-            print(f"{run.name}: no SE blocks (the no-SE baseline); listed with its accuracy only")
-        elif args.recompute or not (run / OUT / "stats.npz").is_file():
-            analyze(run, per_run)
-    rows, factors = sweep_rows(runs)
-    if not any(r["block"] for r in rows):
-        raise ValueError(f"no run under {root} has SE blocks to analyse")
-    out = Path(args.out) if args.out else root / "excitation_summary.csv"
-    write_csv(rows, out, ["run", "arm", *factors, "val/top1_best", *SUMMARY_FIELDS])
-    print(f"\nablated factors: {', '.join(factors) or 'none'}")
-    for field, what in (("eta2", "class-specificity (eta2: between-class share of the gate variance)"),
-                        ("saturation", "saturation (share of gates < 0.05 or > 0.95)")):
-        table, blocks = arm_pivot(rows, field)
-        print(f"\n{field} per block, mean over seeds: {what}")
-        print(format_table(table, ["arm", "seeds", "val/top1_best", *blocks]))
-    print(f"\nwrote {out}")
-    return out
+    return Options(split=args.split, data=_data_overrides(args.data, args.batch_size), classes=args.classes,
+                   fig7_classes=args.fig7_classes, blocks=args.blocks, channels=args.channels,
+                   max_samples=args.max_samples, device=args.device, wandb_mode=args.wandb_mode, out=args.out)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ablations.excitation import analysis
+
     if bool(args.checkpoint) == bool(args.sweep_dir):
         raise ValueError("give either a CHECKPOINT (or run folder) or --sweep-dir DIR, not both or neither")
     if args.sweep_dir:
-        sweep(args)
+        analysis.sweep(args.sweep_dir, options(args), recompute=args.recompute)
     else:
-        analyze(args.checkpoint, args)
+        analysis.analyze(args.checkpoint, options(args))
     return 0

@@ -12,76 +12,19 @@ Stds are population stds (ddof=0) over the samples of a class.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
 from torch import nn
 
-from senet.se import SqueezeExcite
+from ablations.excitation.blocks import class_index, se_blocks
+from senet.config import check_int
 
-STAGE_TAG = re.compile(r"^SE_(\d+)_?(\d+|[a-z]+)$")  # also Inception modules: SE_4e (stage 4, module e)
 SATURATION_LOW, SATURATION_HIGH = 0.05, 0.95
-
-
-def se_blocks(model: nn.Module) -> dict[str, SqueezeExcite]:
-    """Every SE block of ``model`` in forward-construction order, named as the paper names them.
-
-    ResNet-family blocks carry the paper's tag (``SE_4_6``: stage 4, block 6). When tags are not
-    unique (architectures that tag by module rather than by stage/block), blocks are named by their
-    module path instead (``features.3.se``), so every name addresses exactly one block.
-    """
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, SqueezeExcite)]
-    tags = [m.tag for _, m in found]
-    if len(set(tags)) == len(tags):
-        return {m.tag: m for _, m in found}
-    return {name: m for name, m in found}
-
-
-def stage_of(name: str) -> int | None:
-    """The stage id in a block name (``SE_4_6`` -> 4, ``SE_4e`` -> 4), or None for module-path names."""
-    m = STAGE_TAG.match(name)
-    return int(m.group(1)) if m else None
-
-
-def default_blocks(names: list[str]) -> list[str]:
-    """The paper's Fig. 6 selection: the last SE block of each stage, and every block of the last stage.
-
-    For SE-ResNet-50 that is SE_2_3, SE_3_4, SE_4_6, SE_5_1, SE_5_2, SE_5_3 (SE-BN-Inception: SE_3c,
-    SE_4e, SE_5a, SE_5b); a last stage of more than four blocks contributes its first, middle and last.
-    Names without a stage get up to six blocks spread evenly from first to last.
-    """
-    parsed = [stage_of(n) for n in names]
-    if names and all(s is not None for s in parsed):
-        stages: dict[int, list[str]] = {}
-        for n, s in zip(names, parsed):
-            stages.setdefault(s, []).append(n)
-        last = stages[max(stages)]
-        if len(last) > 4:  # a long last stage (Inception-ResNet-v2: 10 blocks) shows its first, middle and last
-            last = [last[i] for i in np.unique(np.linspace(0, len(last) - 1, 3).round().astype(int))]
-        chosen = {v[-1] for v in stages.values()} | set(last)
-        return [n for n in names if n in chosen]
-    if len(names) <= 6:
-        return list(names)
-    idx = np.unique(np.linspace(0, len(names) - 1, 6).round().astype(int))
-    return [names[i] for i in idx]
-
-
-def class_index(key: str | int, class_names: list[str]) -> int:
-    """Index of a class given by name or by index (as text or int); ValueError lists the allowed ones."""
-    if isinstance(key, str) and key in class_names:
-        return class_names.index(key)
-    try:
-        i = int(key)
-    except (TypeError, ValueError):
-        i = -1
-    if 0 <= i < len(class_names):
-        return i
-    raise ValueError(f"--classes: unknown class {key!r}; choose names or indices 0..{len(class_names) - 1} "
-                     f"of: {', '.join(class_names)}")
 
 
 @dataclass
@@ -221,8 +164,7 @@ class ExcitationRecorder:
         unknown = [b for b in names if b not in available]
         if unknown:
             raise ValueError(f"--blocks: unknown block {unknown[0]!r}; this model has: {', '.join(available)}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes={num_classes!r} is not allowed; it must be >= 1")
+        check_int("num_classes", num_classes)
         self.model, self.num_classes, self.thresholds = model, num_classes, thresholds
         self.blocks = [b for b in available if b in names]  # forward order
         self._modules = {b: available[b] for b in self.blocks}
@@ -230,7 +172,7 @@ class ExcitationRecorder:
         self._labels: torch.Tensor | None = None
         self._handles: list = []
 
-    def __enter__(self) -> ExcitationRecorder:
+    def __enter__(self) -> Self:
         for name, module in self._modules.items():
             self._handles.append(module.gate.register_forward_hook(self._hook(name)))
         return self

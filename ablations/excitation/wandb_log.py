@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.config import ExperimentConfig
-from ablations.excitation.recorder import stage_of
+from ablations.excitation.blocks import stage_of
 
 JOB_TYPE = "excitation"
 PER_BLOCK = ("eta2", "specificity", "saturation", "saturation_low", "saturation_high", "mean_gate")
@@ -55,29 +55,23 @@ def log_excitation(cfg: ExperimentConfig, run_dir: Path, rows: list[dict], image
         mode: ``offline`` / ``online`` / ``disabled``; ``None`` takes ``cfg.wandb.mode``. Online without a
             login falls back to offline, as training does.
     """
-    from ablations.naming import group, job_type, run_name
-    from ablations.wandb_logging import resolve_mode
-
-    cfg = cfg.override({"wandb.mode": mode}) if mode else cfg
-    mode = resolve_mode(cfg)
-    if mode == "disabled":
-        return None
-    import wandb
-
+    from ablations.naming import job_type, run_name
+    from ablations.wandb_logging import init_run
     from senet.config import flatten
 
+    cfg = cfg.override({"wandb.mode": mode}) if mode else cfg
     id_file = Path(run_dir) / "wandb_id.txt"
-    attach = id_file.is_file()
     name = run_name(cfg)
-    kwargs: dict[str, Any] = {
-        "project": cfg.wandb.project, "entity": cfg.wandb.entity, "group": group(cfg), "dir": str(run_dir),
-        "mode": mode, "config": flatten(cfg.to_dict()), "settings": wandb.Settings(silent=True, console="off"),
-    }
-    if attach:  # resume the training run: same id, name, group and job type
+    kwargs: dict[str, Any] = {"config": flatten(cfg.to_dict())}
+    if id_file.is_file():  # resume the training run: same id, name, group and job type
         kwargs.update(id=id_file.read_text().strip(), resume="allow", name=name, job_type=job_type(cfg))
     else:
         kwargs.update(name=f"{name}-{JOB_TYPE}", job_type=JOB_TYPE)
-    run = wandb.init(**kwargs)
+    run = init_run(cfg, Path(run_dir), **kwargs)
+    if run is None:
+        return None
+    import wandb
+
     try:
         columns = list(rows[0]) if rows else []
         media = {f"excitation/{k}": wandb.Image(str(p), caption=Path(p).stem) for k, p in images.items()}

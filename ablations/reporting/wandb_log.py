@@ -47,17 +47,13 @@ def log_comparison(cfg: ExperimentConfig, summaries: Sequence[ArmSummary], direc
         conclusion, provenance: the plain-words lines (``ablations.reporting.verdicts``), kept in the summary.
     """
     from ablations.naming import group
-    from ablations.wandb_logging import resolve_mode
+    from ablations.wandb_logging import init_run
 
-    mode = resolve_mode(cfg)
-    if mode == "disabled":
+    run = init_run(cfg, directory, job_type=JOB_TYPE, name=f"{group(cfg)}-{JOB_TYPE}")
+    if run is None:
         return None
     import wandb
 
-    directory.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, group=group(cfg), job_type=JOB_TYPE,
-                     name=f"{group(cfg)}-{JOB_TYPE}", dir=str(directory), mode=mode,
-                     settings=wandb.Settings(silent=True, console="off"))
     try:
         table = wandb.Table(columns=list(COLUMNS), data=table_rows(summaries))
         run.log({"compare/table": table})
