@@ -23,6 +23,7 @@ from ablations.metrics import VAL_TOP1, VAL_TOP5
 from ablations.naming import arm_name, default_baseline, model_name, se_tokens
 from ablations.reporting import stats
 from ablations.reporting.stats import NONE, Test, verdict, with_holm
+from ablations.reporting.tables import markdown_table, text_table
 from senet.config import config_hash
 
 
@@ -247,12 +248,6 @@ def table_rows(summaries: Sequence[ArmSummary]) -> list[list[str]]:
     return rows
 
 
-def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A GitHub-markdown table: a header of ``columns``, then one line per row of strings."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
-
-
 def format_markdown(summaries: Sequence[ArmSummary]) -> str:
     """A GitHub-markdown table of ``summaries``."""
     return markdown_table(COLUMNS, table_rows(summaries))
@@ -260,11 +255,7 @@ def format_markdown(summaries: Sequence[ArmSummary]) -> str:
 
 def format_text(summaries: Sequence[ArmSummary]) -> str:
     """A fixed-width table for the terminal."""
-    rows = [list(COLUMNS)] + table_rows(summaries)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n"
+    return text_table(COLUMNS, table_rows(summaries))
 
 
 STATS_NOTE = ("Δ: arm mean - baseline mean in percentage points, with its 95 % confidence interval; test: a paired "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ablations.reporting.compare import ArmSummary, markdown_table
+from ablations.reporting.compare import ArmSummary
+from ablations.reporting.tables import markdown_table
 
 COLUMNS = ("arm", "GMACs", "Δ GMACs", "train img/s", "step (ms)", "Δ step time", "s / run", "Δ s / run",
            "peak mem (MiB)", "Δ peak mem")
