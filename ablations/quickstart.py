@@ -18,10 +18,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablations.config import DataConfig, ExperimentConfig, WandbConfig
-from ablations.recipes import apply_recipe
+from ablations.config import ExperimentConfig
 from ablations.reporting import compare, cost_table
-from senet import model_config
+from ablations.resolve import layer, resolve_base
+from senet.config import check_int
 
 #: The arms: (label, dotted overrides on top of the baseline). ``model.se`` set = the registry's SE defaults.
 ARMS: tuple[tuple[str, dict], ...] = (
@@ -72,20 +72,22 @@ class QuickstartConfig:
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds={self.seeds!r} is not allowed; give distinct seeds, e.g. 0 1")
-        if self.epochs < 1:
-            raise ValueError(f"epochs={self.epochs!r} is not allowed; it must be an integer >= 1")
+        check_int("epochs", self.epochs)
+
+
+def explicit_keys(q: QuickstartConfig) -> dict:
+    """What the quickstart sets, as the dotted keys ``senet-ablate train`` would take (``q.overrides`` last)."""
+    return layer({"model": "resnet20_cifar", "data.name": q.data, "data.image_size": q.image_size,
+                  "output_dir": q.output_dir, "train.recipe": "quick", "train.epochs": q.epochs,
+                  "train.threads": THREADS, "wandb.mode": q.wandb_mode,
+                  "wandb.group": f"quickstart_resnet20_cifar_{q.data}", "wandb.job_type": "quickstart"},
+                 dict(q.overrides))
 
 
 def baseline_config(q: QuickstartConfig) -> ExperimentConfig:
-    """ResNet-20 without SE on ``q.data`` with the ``quick`` recipe, ``q.epochs`` epochs, then ``q.overrides``."""
-    cfg = ExperimentConfig(
-        model=model_config("resnet20_cifar"),
-        data=DataConfig(name=q.data, image_size=q.image_size),
-        output_dir=q.output_dir,
-        wandb=WandbConfig(mode=q.wandb_mode, group=f"quickstart_resnet20_cifar_{q.data}", job_type="quickstart"),
-    )
-    cfg = apply_recipe(cfg, "quick").override({"train.epochs": q.epochs, "train.threads": THREADS})
-    return cfg.override(dict(q.overrides)) if q.overrides else cfg
+    """ResNet-20 without SE on ``q.data`` with the ``quick`` recipe, ``q.epochs`` epochs, then ``q.overrides``,
+    resolved as train resolves the same flags (``train.devices=2`` shares the recipe's batch)."""
+    return resolve_base(explicit_keys(q))
 
 
 def experiments(q: QuickstartConfig) -> list[tuple[str, ExperimentConfig]]:
@@ -94,8 +96,9 @@ def experiments(q: QuickstartConfig) -> list[tuple[str, ExperimentConfig]]:
     Seed-major, as a sweep's grid: a load change on the machine, or a worker process's first run, then
     reaches every arm alike, so the measured costs (medians over seeds) stay comparable between arms.
     """
-    base = baseline_config(q)
-    return [(label, base.override(changes).replace(seed=seed)) for seed in q.seeds for label, changes in q.arms]
+    explicit = explicit_keys(q)
+    return [(label, resolve_base(layer(explicit, changes, {"seed": seed})))
+            for seed in q.seeds for label, changes in q.arms]
 
 
 def run_quickstart(q: QuickstartConfig, runner: Callable | None = None, workers: int = 1,

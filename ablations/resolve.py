@@ -127,6 +127,24 @@ def canonical(key: str) -> str:
     return "model." + key if key == "se" or key.startswith("se.") else key
 
 
+def layer(*mappings: dict[str, Any]) -> dict[str, Any]:
+    """Dotted-key mappings merged in order, later wins; a later key replaces every earlier key below it, so
+    ``model.se=null`` after ``model.se.reduction=8`` is the no-SE arm (one ``apply_overrides`` call would
+    read the pair as "SE on, r=8"). Nested mappings are flattened (an empty one is kept, for the unknown-key
+    check); a ``model`` name (a string) is kept."""
+    def flat(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
+        return [pair for k, v in d.items()
+                for pair in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [(f"{prefix}{k}", v)])]
+
+    out: dict[str, Any] = {}
+    for mapping in mappings:
+        for key, value in flat(mapping):
+            for below in [k for k in out if k.startswith(key + ".")]:
+                del out[below]
+            out[key] = value
+    return out
+
+
 def resolve_config(config_file: str | None = None, model: str | None = None,
                    overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """The experiment that a config file, a registered model name and dotted overrides describe.
@@ -157,7 +175,7 @@ def resolve_config(config_file: str | None = None, model: str | None = None,
         if model is not None:
             explicit = {k: v for k, v in explicit.items() if k != "model" and not k.startswith("model.")}
     flags = {canonical(k): v for k, v in (overrides or {}).items()}
-    explicit.update(flags)
+    explicit = layer(explicit, flags)
     recipe = explicit.pop("train.recipe", None)
     flags.pop("train.recipe", None)
     if model is not None:

@@ -78,6 +78,35 @@ def test_precedence_defaults_recipe_file_model_flags(tmp_path):
     assert scaled.train.lr == pytest.approx(get_recipe("paper-imagenet").lr * 256 / 1024)
 
 
+def test_a_later_null_turns_off_what_an_earlier_layer_set(tmp_path):
+    """``model.se=null`` over a file's SE section is the no-SE arm, with a recipe too (the recipe re-applies
+    the explicit keys on top; the file's ``model.se.*`` keys must not switch SE back on)."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"model": {"arch": "resnet20_cifar", "se": {"reduction": 4}},
+                                    "train": {"recipe": "quick"}}))
+    assert resolve_config(str(path), None, {}).model.se.reduction == 4
+    assert resolve_config(str(path), None, {"model.se": None}).model.se is None
+
+
+def test_sweep_device_counts_reshare_the_recipe_batch_as_train_does():
+    """``--set train.devices=4`` and ``--gpus-per-trial 4`` resolve with the spec's keys: the recipe's global
+    batch is shared over the devices and its lr kept, as ``senet-ablate train --train.devices 4`` gives."""
+    from ablations.sweep.slurm import with_gpus
+    from ablations.sweep.spec import parse_spec
+
+    raw = {"name": "x", "base": {"model": "se_resnet20_cifar", "data": {"name": "digits", "image_size": 16},
+                                 "train": {"recipe": "quick"}}, "space": {"model.se.reduction": [4]}}
+    flags = resolve_config(None, "se_resnet20_cifar", {"data.name": "digits", "data.image_size": 16,
+                                                       "train.recipe": "quick", "train.devices": 4})
+    from ablations.recipes import recipe_spec
+
+    assert flags.data.batch_size == recipe_spec("quick").batch_size // 4
+    by_set = parse_spec(raw, overrides={"train.devices": 4}).base
+    by_gpus = with_gpus(parse_spec(raw), 4).base
+    for cfg in (by_set, by_gpus):
+        assert (cfg.data.batch_size, cfg.train.lr) == (flags.data.batch_size, flags.train.lr)
+
+
 def test_string_fields_keep_the_text_typed(capsys):
     # YAML would read 007 as the integer 7; a string field keeps what was typed, and null still means None.
     assert main(["train", "--name", "007", "wandb.group=2024", "data.root=null", "--print-config"]) == 0

@@ -57,27 +57,28 @@ def _spawn_args(args: argparse.Namespace, url: str, study_name: str) -> list[str
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablations.sweep.spec import parse_spec, preflight, read_yaml
+    from ablations.sweep.spec import build_spec, preflight, read_yaml
     from ablations.sweep.storage import check_reachable, default_storage, resolve_storage
 
+    # Checked here by hand: senet.config.check_int would import torch (the senet package) before the cheap checks.
     if args.workers < 1:
-        raise ValueError(f"--workers={args.workers} is not allowed; it must be >= 1")
+        raise ValueError(f"--workers={args.workers} is not allowed; it must be an integer >= 1")
     if args.n_trials is not None and args.n_trials < 1:
-        raise ValueError(f"--n-trials={args.n_trials} is not allowed; it must be >= 1")
+        raise ValueError(f"--n-trials={args.n_trials} is not allowed; it must be an integer >= 1")
     # The cheap checks first (no torch yet): --set values, spec keys, storage choice, storage reachable.
     sets = _sets(args.sets)
     raw = read_yaml(args.spec)
     try:
-        name, spec_url, output_dir = preflight(raw, args.variant)
+        checked = preflight(raw, args.variant)
     except ValueError as exc:
         raise ValueError(f"{args.spec}: {exc}") from None
-    study_name = args.study_name or name
-    spec_url = args.storage or spec_url or default_storage(output_dir, study_name)
+    study_name = args.study_name or checked.study
+    spec_url = args.storage or checked.storage or default_storage(checked.output_dir, study_name)
     url = resolve_storage(spec_url, workers=args.workers, cluster=args.slurm)
     if not args.dry_run:
         check_reachable(url)
     try:
-        spec = parse_spec(raw, variant=args.variant, source=args.spec, overrides=sets)
+        spec = build_spec(checked, source=args.spec, overrides=sets)
     except ValueError as exc:
         raise ValueError(f"{args.spec}: {exc}") from None
     if args.slurm:

@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablations.sweep.spec import SweepSpec
+from ablations.sweep.spec import SweepSpec, with_overrides
+from senet.config import check_int
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,8 @@ class SlurmOptions:
 
     def __post_init__(self) -> None:
         for name in ("array_size", "array_parallelism", "cpus_per_task", "timeout_min"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')}={value!r} is not allowed; it must be an integer >= 1")
-        if not isinstance(self.gpus_per_trial, int) or self.gpus_per_trial < 0:
-            raise ValueError(f"--gpus-per-trial={self.gpus_per_trial!r} is not allowed; it must be an integer >= 0")
+            check_int(f"--{name.replace('_', '-')}", getattr(self, name))
+        check_int("--gpus-per-trial", self.gpus_per_trial, 0)
 
 
 def master_port() -> int:
@@ -93,7 +91,5 @@ def submit(spec: SweepSpec, url: str, study_name: str, options: SlurmOptions, n_
 
 def with_gpus(spec: SweepSpec, gpus: int) -> SweepSpec:
     """The spec whose trials use ``gpus`` GPUs each (apply before the study is set up: it changes config hashes)."""
-    import dataclasses
-
     over = trial_overrides(gpus)
-    return dataclasses.replace(spec, base=spec.base.override(over)) if over else spec
+    return with_overrides(spec, over) if over else spec

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ablations.resolve import layer, resolve_base, settle_data_fields
 from ablations.sweep.fields import (
     PRUNERS,
     SAMPLERS,
@@ -59,6 +60,9 @@ class SweepSpec:
     paper: str = ""
     variant: str | None = None
     source: str | None = None
+    # The base as given: the spec's base mapping, its wandb and budget.epochs, --set, --gpus-per-trial. Every
+    # arm is resolved over it by ``ablations.resolve`` (``make_config``), as train resolves the same flags.
+    explicit: dict = field(default_factory=dict)
 
     @property
     def multi_objective(self) -> bool:
@@ -104,19 +108,24 @@ def arm_overrides(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None) -> ExperimentConfig:
-    """The ``ExperimentConfig`` of one trial: the base with the arm's overrides and the seed, the data's
-    classes and channels settled (``resolve.settle_data_fields``) before anything hashes it."""
-    from ablations.resolve import settle_data_fields
-
+    """The ``ExperimentConfig`` of one trial: the arm's keys and the seed over the spec's explicit keys, resolved as
+    train resolves flags (an arm's ``data.batch_size`` rescales the recipe's lr there too), and the data's classes
+    and channels settled (``resolve.settle_data_fields``) before anything hashes it."""
     seed = params.get("seed", spec.seeds[0]) if seed is None else seed
-    return settle_data_fields(spec.base.override({**arm_overrides(params), "seed": seed}))
+    return settle_data_fields(resolve_base(layer(spec.explicit, arm_overrides(params), {"seed": seed})))
+
+
+def with_overrides(spec: SweepSpec, overrides: dict[str, Any]) -> SweepSpec:
+    """``spec`` with more explicit base keys, resolved with the rest (a device count re-shares the recipe's batch)."""
+    import dataclasses
+
+    explicit = layer(spec.explicit, overrides)
+    return dataclasses.replace(spec, explicit=explicit, base=build_base(explicit))
 
 
 def build_base(base_raw: dict) -> ExperimentConfig:
     """The base experiment, resolved exactly as ``senet-ablate train`` resolves the same keys given as flags
     (``ablations.resolve``: the recipe with its batch, image size and lr scaling; ``model`` may be a name)."""
-    from ablations.resolve import resolve_base
-
     return resolve_base(base_raw)
 
 
@@ -127,10 +136,21 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def preflight(raw: Any, variant: str | None = None) -> tuple[str, str, str]:
-    """The cheap checks, before torch is imported: top-level keys, the variant, the storage URL's form.
+@dataclass(frozen=True)
+class Checked:
+    """A spec mapping past the cheap checks (``preflight``): its variant merged in, its study and storage."""
 
-    Returns (study name, the spec's storage URL or ``""``, the base's output_dir).
+    raw: dict
+    study: str
+    storage: str
+    output_dir: str
+    variant: str | None = None
+
+
+def preflight(raw: Any, variant: str | None = None) -> Checked:
+    """The cheap checks, before torch is imported: top-level keys, the variant, the name, the storage URL's form.
+
+    The variant is merged here, once; ``build_spec`` takes the result.
     """
     raw = keys("", raw, TOP_KEYS)
     variants = raw.get("variants") or {}
@@ -141,10 +161,11 @@ def preflight(raw: Any, variant: str | None = None) -> tuple[str, str, str]:
     name = raw.get("name")
     if not isinstance(name, str) or not name or any(c in name for c in " /\\:"):
         raise fail("name", name, "give the study a name without spaces, slashes or colons")
-    study = f"{variant}-{name}" if variant else name
     base = raw.get("base") if isinstance(raw.get("base"), dict) else {}
     storage = raw.get("storage")
-    return study, check_storage_url(storage) if storage else "", str(base.get("output_dir", "runs"))
+    return Checked(raw=raw, study=f"{variant}-{name}" if variant else name,
+                   storage=check_storage_url(storage) if storage else "",
+                   output_dir=str(base.get("output_dir", "runs")), variant=variant)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -165,79 +186,104 @@ def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = No
         source: where the spec came from (for messages and the study's records).
         overrides: dotted base-config overrides from the command line (``--set train.epochs=2``).
     """
-    study_name, _, _ = preflight(raw, variant)
-    if variant is not None:
-        raw = _merge(raw, raw["variants"][variant])
-    base_raw = raw.get("base") or {}
-    if not isinstance(base_raw, dict):
-        raise fail("base", base_raw, "give the base experiment as a mapping (model, data, train, ...)")
-    wandb = keys("wandb", raw.get("wandb") or {}, ("project", "mode", "entity"))
-    try:
-        base = build_base(base_raw).override({f"wandb.{k}": v for k, v in wandb.items()})
-    except ValueError as exc:
-        raise ValueError(f"base: {exc}") from None
-    budget = keys("budget", raw.get("budget") or {}, ("n_trials", "epochs"))
-    if budget.get("epochs") is not None:
-        base = base.override({"train.epochs": budget["epochs"]})
-    if overrides:
-        try:
-            base = base.override(overrides)
-        except ValueError as exc:
-            raise ValueError(f"--set: {exc}") from None
-    if base.train.threads is None:  # pinned (float results change with it), so --workers never changes a number
-        base = base.override({"train.threads": SWEEP_THREADS})
+    return build_spec(preflight(raw, variant), source=source, overrides=overrides)
+
+
+def build_spec(checked: Checked, *, source: str | None = None, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """The ``SweepSpec`` of a preflighted mapping (see ``parse_spec``): every field checked, every arm built."""
+    raw = checked.raw
+    explicit, base = _explicit_base(raw, overrides or {})
     space_raw = raw.get("space")
     if not isinstance(space_raw, dict) or not space_raw:
         raise fail("space", space_raw, "give a mapping of dotted config keys to values, e.g. {model.se.reduction: [4, 16]}")
-    space = tuple(parse_param(k, v, base) for k, v in space_raw.items())
     objectives = parse_objectives(raw.get("objectives", ["val/top1_best"]))
     sampler = named("sampler", raw.get("sampler"), SAMPLERS, "grid")
     pruner = named("pruner", raw.get("pruner"), PRUNERS, "none")
     if len(objectives) > 1 and pruner["type"] != "none":
         raise fail("pruner.type", pruner["type"], "a multi-objective study cannot prune (Optuna's Trial.report "
                     "is single-objective); use pruner: none")
-    n_trials = budget.get("n_trials")
+    n_trials = (raw.get("budget") or {}).get("n_trials")
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise fail("budget.n_trials", n_trials, "it must be an integer >= 1")
     if sampler["type"] != "grid" and n_trials is None:
         raise ValueError(f"budget.n_trials is required with sampler {sampler['type']!r} (only a grid knows its size)")
-    seeds = raw.get("seeds", 1)
+    interval, grace, retry = _heartbeat(raw.get("heartbeat") or {})
+    baseline = raw.get("baseline", False)
+    if not isinstance(baseline, bool):
+        raise fail("baseline", baseline, "choose true (add the no-SE arm) or false")
+    spec = SweepSpec(name=checked.study, base=base, space=tuple(parse_param(k, v, base) for k, v in space_raw.items()),
+                     objectives=objectives, baseline=baseline, sampler=sampler, pruner=pruner, n_trials=n_trials,
+                     seeds=_seeds(raw.get("seeds", 1)), storage=raw.get("storage"), heartbeat_interval=interval,
+                     grace_period=grace, max_retry=retry, description=str(raw.get("description", "")),
+                     paper=str(raw.get("paper", "")), variant=checked.variant, source=source, explicit=explicit)
+    _check_arms(spec)
+    return spec
+
+
+def _explicit_base(raw: dict, overrides: dict[str, Any]) -> tuple[dict, ExperimentConfig]:
+    """The base's explicit keys and the config they resolve to.
+
+    The spec's ``wandb`` and ``budget.epochs``, then ``--set``, are explicit keys over ``base``, resolved with
+    it in one pass: ``--set train.devices=4`` shares the recipe's global batch as train's flag does.
+    """
+    base_raw = raw.get("base") or {}
+    if not isinstance(base_raw, dict):
+        raise fail("base", base_raw, "give the base experiment as a mapping (model, data, train, ...)")
+    wandb = keys("wandb", raw.get("wandb") or {}, ("project", "mode", "entity"))
+    budget = keys("budget", raw.get("budget") or {}, ("n_trials", "epochs"))
+    extra = {f"wandb.{k}": v for k, v in wandb.items()}
+    if budget.get("epochs") is not None:
+        extra["train.epochs"] = budget["epochs"]
+    explicit = layer(base_raw, extra)
+    try:
+        base = build_base(explicit)
+    except ValueError as exc:
+        raise ValueError(f"base: {exc}") from None
+    if overrides:
+        explicit = layer(explicit, overrides)
+        try:
+            base = build_base(explicit)
+        except ValueError as exc:
+            raise ValueError(f"--set: {exc}") from None
+    if base.train.threads is None:  # pinned (float results change with it), so --workers never changes a number
+        explicit["train.threads"] = SWEEP_THREADS
+        base = base.override({"train.threads": SWEEP_THREADS})
+    return explicit, base
+
+
+def _seeds(seeds: Any) -> tuple[int, ...]:
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
-        seeds = tuple(range(seeds))
-    elif isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        seeds = tuple(seeds)
-    else:
-        raise fail("seeds", seeds, "give a count >= 1 or a list of integer seeds")
-    storage = raw.get("storage")
-    if storage is not None:
-        check_storage_url(storage)
-    hb = keys("heartbeat", raw.get("heartbeat") or {}, ("interval", "grace_period", "max_retry"))
+        return tuple(range(seeds))
+    if isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        return tuple(seeds)
+    raise fail("seeds", seeds, "give a count >= 1 or a list of integer seeds")
+
+
+def _heartbeat(raw: Any) -> tuple[int, int, int]:
+    """(interval, grace period, max retry) of the spec's ``heartbeat``; the grace defaults to 3 intervals."""
+    hb = keys("heartbeat", raw, ("interval", "grace_period", "max_retry"))
     interval, grace, retry = hb.get("interval", 60), hb.get("grace_period"), hb.get("max_retry", 3)
     grace = 3 * interval if grace is None else grace
     if not (isinstance(interval, int) and interval >= 1 and isinstance(grace, int) and grace > interval):
         raise fail("heartbeat", hb, "interval must be an integer >= 1 s and grace_period an integer above it")
     if not isinstance(retry, int) or retry < 0:
         raise fail("heartbeat.max_retry", retry, "it must be an integer >= 0")
-    baseline = raw.get("baseline", False)
-    if not isinstance(baseline, bool):
-        raise fail("baseline", baseline, "choose true (add the no-SE arm) or false")
-    spec = SweepSpec(name=study_name, base=base, space=space, objectives=objectives,
-                     baseline=baseline, sampler=sampler, pruner=pruner, n_trials=n_trials, seeds=seeds,
-                     storage=storage, heartbeat_interval=interval, grace_period=grace, max_retry=retry,
-                     description=str(raw.get("description", "")), paper=str(raw.get("paper", "")),
-                     variant=variant, source=source)
+    return interval, grace, retry
+
+
+def _check_arms(spec: SweepSpec) -> None:
+    """Build every arm's model once (a grid: every cell; otherwise each categorical value and range end)."""
     if spec.is_grid:
         cells = spec.grid()  # raises for continuous parameters
         configs = [make_config(spec, c) for c in cells]
-        hashes = {c.hash() for c in configs}
-        if len(hashes) != len(configs):
+        if len({c.hash() for c in configs}) != len(configs):
             raise ValueError("space: two grid cells give the same config; every arm must differ")
         models = [c.model for c in configs]
     else:
-        models = [base.model] + [base.override({p.key: v}).model for p in space if p.key.startswith("model.")
-                                 for v in (p.values if p.type == "categorical" else (p.low, p.high))]
+        models = [spec.base.model] + [spec.base.override({p.key: v}).model for p in spec.space
+                                      if p.key.startswith("model.")
+                                      for v in (p.values if p.type == "categorical" else (p.low, p.high))]
     check_buildable(models)
-    return spec
 
 
 def load_spec(path: str | Path, *, variant: str | None = None, overrides: dict[str, Any] | None = None) -> SweepSpec:

@@ -23,13 +23,19 @@ COMMAND = ["${env}", "${interpreter}", "-m", "ablations.cli", "train", "${args_n
 
 
 def _constants(spec: SweepSpec) -> dict[str, Any]:
-    """Flattened base fields that differ from ``ExperimentConfig()`` (plus the recipe, which train expands first)."""
-    from ablations.config import ExperimentConfig
+    """The base as ``train`` flags: every flattened field that differs from what the flags' recipe alone gives.
+
+    Measured against ``resolve_config`` of the recipe, the devices and the batch (always passed: they decide
+    the per-device share and the lr scaling), not against bare defaults: a base field equal to a default but
+    not to the recipe's value (``data.batch_size: 64`` under a recipe of another batch) must travel too.
+    """
+    from ablations.resolve import resolve_config
     from senet.config import flatten
 
-    default, base = flatten(ExperimentConfig().to_dict()), flatten(spec.base.to_dict())
-    out = {k: v for k, v in base.items() if k not in default or default[k] != v}
-    out["train.recipe"] = base["train.recipe"]
+    base = flatten(spec.base.to_dict())
+    fixed = {k: base[k] for k in ("train.recipe", "train.devices", "train.num_nodes", "data.batch_size")}
+    reference = flatten(resolve_config(None, None, fixed).to_dict())
+    out = {**fixed, **{k: v for k, v in base.items() if k not in reference or reference[k] != v}}
     out["wandb.mode"] = "online"  # an agent's runs report to the sweep
     for k in ("output_dir", "name"):
         out.pop(k, None)
