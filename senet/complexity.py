@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from senet.config import check_choice
+
 # The measurement is part of the public counting API: ``from senet.complexity import count_ops`` keeps working.
 from senet.op_counts import MAC_CATEGORIES, OP_CATEGORY, OPTIONAL_CATEGORIES, OpCounts, count_ops
 

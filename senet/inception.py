@@ -123,4 +123,7 @@ class BNInception(PooledClassifier):
         return x
 
 
-register_arch("bn_inception", stages=STAGES, depths=DEPTHS, placements=("standard",), family="inception")(BNInception)
+@register_arch("bn_inception", stages=STAGES, depths=DEPTHS, placements=("standard",), family="inception")
+def bn_inception(cfg: ModelConfig) -> BNInception:
+    """bn_inception (``se_bn_inception`` with SE), built from ``cfg``."""
+    return BNInception(cfg)

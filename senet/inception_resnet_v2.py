@@ -123,5 +123,8 @@ class InceptionResNetV2(PooledClassifier):
         return self.conv_7b(self.stage5(self.mixed_7a(x)))
 
 
-register_arch("inception_resnet_v2", stages=STAGES, depths=DEPTHS, placements=PLACEMENTS, family="inception",
-              input_size=(3, 299, 299))(InceptionResNetV2)
+@register_arch("inception_resnet_v2", stages=STAGES, depths=DEPTHS, placements=PLACEMENTS, family="inception",
+               input_size=(3, 299, 299))
+def inception_resnet_v2(cfg: ModelConfig) -> InceptionResNetV2:
+    """inception_resnet_v2 (``se_inception_resnet_v2`` with SE), built from ``cfg``."""
+    return InceptionResNetV2(cfg)

@@ -74,4 +74,7 @@ class MobileNetV1(PooledClassifier):
         return x
 
 
-register_arch("mobilenet_v1", stages=STAGES, depths=DEPTHS, placements=("standard",), family="mobilenet")(MobileNetV1)
+@register_arch("mobilenet_v1", stages=STAGES, depths=DEPTHS, placements=("standard",), family="mobilenet")
+def mobilenet_v1(cfg: ModelConfig) -> MobileNetV1:
+    """mobilenet_v1 (``se_mobilenet_v1`` with SE), built from ``cfg``."""
+    return MobileNetV1(cfg)

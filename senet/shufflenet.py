@@ -114,4 +114,7 @@ class ShuffleNetV1(PooledClassifier):
         return self.stage4(self.stage3(self.stage2(x)))
 
 
-register_arch("shufflenet_v1_g3", stages=STAGES, depths=DEPTHS, family="shufflenet")(ShuffleNetV1)
+@register_arch("shufflenet_v1_g3", stages=STAGES, depths=DEPTHS, family="shufflenet")
+def shufflenet_v1_g3(cfg: ModelConfig) -> ShuffleNetV1:
+    """shufflenet_v1_g3 (``se_shufflenet_v1_g3`` with SE), built from ``cfg``."""
+    return ShuffleNetV1(cfg)

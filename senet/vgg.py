@@ -84,4 +84,7 @@ class VGG(TimmSurface):
         return x
 
 
-register_arch("vgg16_bn", stages=STAGES, depths=DEPTHS, placements=("standard",), family="vgg")(VGG)
+@register_arch("vgg16_bn", stages=STAGES, depths=DEPTHS, placements=("standard",), family="vgg")
+def vgg16_bn(cfg: ModelConfig) -> VGG:
+    """vgg16_bn (``se_vgg16_bn`` with SE), built from ``cfg``."""
+    return VGG(cfg)
