@@ -11,15 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from senet.config import (
-    ModelConfig,
-    apply_overrides,
-    check_choice,
-    check_number,
-    config_hash,
-    from_dict,
-    to_dict,
-)
+from senet.config import ModelConfig
+from senet.tree import apply_overrides, check_choice, check_number, config_hash, from_dict, to_dict
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic")
 DECODERS = ("pil", "gpu")

@@ -12,7 +12,8 @@ import re
 from typing import Any
 
 from ablations.config import ExperimentConfig
-from senet.config import SEConfig, flatten
+from senet.config import SEConfig
+from senet.tree import flatten
 
 # Short prefixes for the SE knobs; the value follows (``r8``, ``sq-max``, ``gate-tanh``).
 _SE_PREFIX = {

@@ -21,7 +21,7 @@ from pathlib import Path
 from ablations.config import ExperimentConfig
 from ablations.reporting import compare, cost_table
 from ablations.resolve import layer, resolve_base
-from senet.config import check_int
+from senet.tree import check_int
 
 #: The arms: (label, dotted overrides on top of the baseline). ``model.se`` set = the registry's SE defaults.
 ARMS: tuple[tuple[str, dict], ...] = (

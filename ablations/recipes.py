@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ablations.config import RECIPE_NAMES, ExperimentConfig, TrainConfig
-from senet.config import check_choice, check_int
+from senet.tree import check_choice, check_int
 
 # The TrainConfig fields a recipe owns. The rest (devices, precision, accelerator, limits) describe the
 # machine, not the method, and an applied recipe leaves them as they were.

@@ -105,7 +105,7 @@ def text_fields(cls: type | None = None, prefix: str = "") -> set[str]:
     """The dotted keys of string fields (``name``, ``data.root``, ``model.se.gate``, ...)."""
     import typing
 
-    from senet.config import unwrap_optional
+    from senet.tree import unwrap_optional
 
     if cls is None:
         from ablations.config import ExperimentConfig as cls
@@ -159,7 +159,7 @@ def resolve_config(config_file: str | None = None, model: str | None = None,
     from ablations.config import ExperimentConfig
     from ablations.recipes import apply_recipe
     from senet import model_config
-    from senet.config import flatten
+    from senet.tree import flatten
 
     explicit: dict[str, Any] = {}
     cfg = ExperimentConfig()
@@ -196,7 +196,7 @@ def resolve_base(raw: dict) -> ExperimentConfig:
     is a (nested or dotted) config key over the defaults.
     """
     from ablations.config import ExperimentConfig
-    from senet.config import flatten
+    from senet.tree import flatten
 
     fields = [f.name for f in dataclasses.fields(ExperimentConfig)]
     for key in raw:

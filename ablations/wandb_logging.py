@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from ablations import provenance
 from ablations.config import ExperimentConfig
 from ablations.naming import group, job_type
-from senet.config import flatten
+from senet.tree import flatten
 
 _ID_FILE = "wandb_id.txt"
 

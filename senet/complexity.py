@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from senet.config import check_choice
-
 # The measurement is part of the public counting API: ``from senet.complexity import count_ops`` keeps working.
 from senet.op_counts import MAC_CATEGORIES, OP_CATEGORY, OPTIONAL_CATEGORIES, OpCounts, count_ops
+from senet.tree import check_choice
 
 __all__ = ["BREAKDOWN_KEYS", "CONVENTIONS", "MAC_CATEGORIES", "OPTIONAL_CATEGORIES", "OP_CATEGORY", "Complexity",
            "Convention", "OpCounts", "check_convention", "complexity", "count_ops", "summarize"]

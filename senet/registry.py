@@ -14,8 +14,9 @@ from typing import Any, Optional
 
 from torch import nn
 
-from senet.config import PLACEMENTS, ModelConfig, SEConfig, apply_overrides
+from senet.config import PLACEMENTS, ModelConfig, SEConfig
 from senet.surface import FeatureList
+from senet.tree import apply_overrides
 
 
 @dataclass(frozen=True)

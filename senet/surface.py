@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.config import check_int
+from senet.tree import check_int
 
 
 class FeatureInfo(list):

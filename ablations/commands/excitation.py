@@ -48,7 +48,7 @@ def _data_overrides(items: list[str], batch_size: int | None) -> dict:
 def options(args: argparse.Namespace) -> Options:
     """The analysis options of the parsed flags, checked before any checkpoint loads."""
     from ablations.excitation.analysis import Options
-    from senet.config import check_int
+    from senet.tree import check_int
 
     check_int("--channels", args.channels)
     if args.max_samples is not None:

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from ablations.quickstart import QuickstartConfig, quiet_lightning, relabel, run_quickstart, write_outputs
     from ablations.reporting import compare
     from ablations.run import git_commit
-    from senet.config import check_int
+    from senet.tree import check_int
 
     q = QuickstartConfig(seeds=tuple(args.seeds), epochs=args.epochs, image_size=args.image_size,
                          output_dir=args.output_dir, results_dir=args.results_dir, wandb_mode=args.wandb,

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ablations.sweep.spec import build_spec, preflight, read_yaml
     from ablations.sweep.storage import check_reachable, default_storage, resolve_storage
 
-    # Checked here by hand: senet.config.check_int would import torch (the senet package) before the cheap checks.
+    # Checked here by hand: senet.tree.check_int would import torch (the senet package) before the cheap checks.
     if args.workers < 1:
         raise ValueError(f"--workers={args.workers} is not allowed; it must be an integer >= 1")
     if args.n_trials is not None and args.n_trials < 1:

@@ -17,7 +17,7 @@ import yaml
 
 from ablations.config import ExperimentConfig
 from ablations.resolve import canonical, parse_assignments, parse_text, resolve_config, text_fields
-from senet.config import unwrap_optional
+from senet.tree import unwrap_optional
 
 # Short flags for the keys people type most; each is also reachable under its dotted key.
 SHORTCUTS = {

@@ -13,7 +13,7 @@ from ablations.data.digits import DigitsDataModule
 from ablations.data.fashion_mnist import FashionMNISTDataModule, read_idx
 from ablations.data.imagenet import ImageNetDataModule
 from ablations.data.synthetic import SyntheticDataModule
-from senet.config import check_choice
+from senet.tree import check_choice
 
 DATAMODULES: dict[str, type[ImageDataModule]] = {
     cls.name: cls

@@ -6,7 +6,7 @@ from torch.utils.data import Dataset
 
 from ablations.config import DataConfig
 from ablations.data.base import ImageDataModule, TensorImageDataset
-from senet.config import check_int
+from senet.tree import check_int
 
 # The constructor's default (frozen, so one shared instance is safe): what LightningCLI builds without --data.cfg.
 DEFAULT_CONFIG = DataConfig(name="synthetic")

@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ablations.excitation.recorder import ExcitationStats
-from senet.config import check_int
+from senet.tree import check_int
 
 
 def sample_channels(channels: int, n: int, seed: int = 0) -> np.ndarray:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ablations.excitation.blocks import class_index, se_blocks
-from senet.config import check_int
+from senet.tree import check_int
 
 SATURATION_LOW, SATURATION_HIGH = 0.05, 0.95
 

@@ -57,7 +57,7 @@ def log_excitation(cfg: ExperimentConfig, run_dir: Path, rows: list[dict], image
     """
     from ablations.naming import job_type, run_name
     from ablations.wandb_logging import init_run
-    from senet.config import flatten
+    from senet.tree import flatten
 
     cfg = cfg.override({"wandb.mode": mode}) if mode else cfg
     id_file = Path(run_dir) / "wandb_id.txt"

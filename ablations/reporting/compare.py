@@ -24,7 +24,7 @@ from ablations.naming import arm_name, default_baseline, model_name, se_tokens
 from ablations.reporting import stats
 from ablations.reporting.stats import NONE, Test, verdict, with_holm
 from ablations.reporting.tables import markdown_table, text_table
-from senet.config import config_hash
+from senet.tree import config_hash
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ def check_buildable(models: list) -> None:
     import torch
 
     from senet import build_model
-    from senet.config import config_hash
+    from senet.tree import config_hash
 
     seen = set()
     for model in models:

@@ -27,7 +27,7 @@ from ablations.reporting.tables import markdown_table
 from ablations.reporting.verdicts import conclusion, provenance_line
 from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import is_se_key
-from senet.config import flatten
+from senet.tree import flatten
 
 # study.enqueue_grid's order, which is what keeps a sweep's measured times comparable between arms.
 GRID_ORDER = ("A grid sweep runs every arm's first seed, then every arm's second, and so on, so a change of load "

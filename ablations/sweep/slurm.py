@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablations.sweep.spec import SweepSpec, with_overrides
-from senet.config import check_int
+from senet.tree import check_int
 
 
 @dataclass(frozen=True)

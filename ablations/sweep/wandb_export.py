@@ -30,7 +30,7 @@ def _constants(spec: SweepSpec) -> dict[str, Any]:
     not to the recipe's value (``data.batch_size: 64`` under a recipe of another batch) must travel too.
     """
     from ablations.resolve import resolve_config
-    from senet.config import flatten
+    from senet.tree import flatten
 
     base = flatten(spec.base.to_dict())
     fixed = {k: base[k] for k in ("train.recipe", "train.devices", "train.num_nodes", "data.batch_size")}
@@ -49,7 +49,8 @@ def _se_dict(spec: SweepSpec, overrides: dict[str, Any]) -> dict[str, Any]:
 
     ``None`` fields are left out too: the agent would pass the text ``None``, which YAML reads as a string.
     """
-    from senet.config import SEConfig, to_dict
+    from senet.config import SEConfig
+    from senet.tree import to_dict
 
     default = to_dict(SEConfig())
     se = to_dict(spec.base.model.se or SEConfig())
