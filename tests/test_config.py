@@ -10,16 +10,8 @@ import yaml
 
 from ablations.config import ExperimentConfig
 from senet import build_model, model_config, se_modules
-from senet.config import (
-    ModelConfig,
-    SEConfig,
-    apply_overrides,
-    config_hash,
-    flatten,
-    from_dict,
-    parse_value,
-    to_dict,
-)
+from senet.config import ModelConfig, SEConfig
+from senet.tree import apply_overrides, config_hash, flatten, from_dict, parse_value, to_dict
 
 
 def test_defaults_are_the_papers():

@@ -53,7 +53,7 @@ def test_recipe_expands_like_the_train_command():
 def test_spec_base_and_train_flags_resolve_to_one_experiment(model):
     """The Optuna path (a spec's base) and the W&B agent's (train's flags) give one config and one hash."""
     from ablations.resolve import resolve_config
-    from senet.config import flatten
+    from senet.tree import flatten
 
     base = {"model": model, "data": {"name": "digits", "image_size": 16, "batch_size": 256},
             "train": {"recipe": "quick", "devices": 2}}

@@ -77,7 +77,8 @@ def test_agent_arguments_rebuild_exactly_the_optuna_arms(raw):
 
 def optuna_params(spec, run_config: dict) -> dict:
     """The Optuna params of the arm a W&B run carries (``model.se`` None / a mapping is the baseline switch)."""
-    from senet.config import SEConfig, to_dict
+    from senet.config import SEConfig
+    from senet.tree import to_dict
 
     values = {k: v["value"] for k, v in run_config.items()}
     params = {p.key: values[p.key] for p in spec.space if p.key in values}
