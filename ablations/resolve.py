@@ -132,13 +132,11 @@ def layer(*mappings: dict[str, Any]) -> dict[str, Any]:
     ``model.se=null`` after ``model.se.reduction=8`` is the no-SE arm (one ``apply_overrides`` call would
     read the pair as "SE on, r=8"). Nested mappings are flattened (an empty one is kept, for the unknown-key
     check); a ``model`` name (a string) is kept."""
-    def flat(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
-        return [pair for k, v in d.items()
-                for pair in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [(f"{prefix}{k}", v)])]
+    from senet.tree import flatten
 
     out: dict[str, Any] = {}
     for mapping in mappings:
-        for key, value in flat(mapping):
+        for key, value in flatten(mapping, keep_empty=True).items():
             for below in [k for k in out if k.startswith(key + ".")]:
                 del out[below]
             out[key] = value

@@ -172,13 +172,14 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], prefix: str = "") -> An
     return dataclasses.replace(cfg, **direct)
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"se": {"reduction": 8}}}`` -> ``{"model.se.reduction": 8}``."""
+def flatten(d: dict, prefix: str = "", keep_empty: bool = False) -> dict[str, Any]:
+    """``{"model": {"se": {"reduction": 8}}}`` -> ``{"model.se.reduction": 8}``; ``keep_empty`` keeps an empty
+    mapping as a value (``{"trian": {}}`` -> ``{"trian": {}}``), so a key check still sees it."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
+        if isinstance(v, dict) and (v or not keep_empty):
+            out.update(flatten(v, key + ".", keep_empty))
         else:
             out[key] = v
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ablations.excitation.recorder import ExcitationStats
+from senet.tree import flatten
 
 SUMMARY_FIELDS = ("block", "channels", "samples", "classes", "mean_gate", "specificity", "eta2",
                   "saturation_low", "saturation_high", "saturation")
@@ -101,14 +102,9 @@ def format_table(rows: list[dict], fields: Iterable[str]) -> str:
 _NOT_FACTORS = ("output_dir", "name", "wandb.")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list) else v
-    return out
+def _flatten(d: dict) -> dict:
+    """Dotted keys, lists as JSON text (a CSV cell and a hashable factor level)."""
+    return {k: json.dumps(v) if isinstance(v, list) else v for k, v in flatten(d).items()}
 
 
 def sweep_rows(run_dirs: Iterable[str | Path], metric: str = "val/top1_best") -> tuple[list[dict], list[str]]:
