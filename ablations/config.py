@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from senet.config import ModelConfig
-from senet.tree import apply_overrides, check_choice, check_number, config_hash, from_dict, to_dict
+from senet.tree import apply_overrides, check_choice, check_int, check_number, config_hash, from_dict, to_dict
 
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet", "synthetic")
 DECODERS = ("pil", "gpu")
@@ -36,7 +36,9 @@ class DataConfig:
         root: dataset folder (``None`` = the dataset's default location, if it has one).
         image_size: side of the square input the model sees.
         batch_size: per-device batch size.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers; ``null`` lets the machine decide (``ablations.data.base.auto_workers``:
+            for datasets decoded from files, the CPU cores this process may use shared among the local devices,
+            less one for the training process; in-memory datasets: 0). The hash keeps ``null``, not the number.
         val_fraction: held-out share for datasets without a fixed validation split (digits, synthetic).
         num_samples: size of the ``synthetic`` dataset (train split); ignored elsewhere.
         num_classes: classes of the ``synthetic`` dataset; ignored elsewhere.
@@ -49,7 +51,7 @@ class DataConfig:
     root: Optional[str] = None
     image_size: int = 32
     batch_size: int = 64
-    num_workers: int = 0
+    num_workers: Optional[int] = 0
     val_fraction: float = 0.2
     num_samples: int = 512
     num_classes: int = 10
@@ -64,7 +66,8 @@ class DataConfig:
                              "(data.name='imagenet'); the other datasets are tensors already, use data.decoder='pil'")
         check_number("data.image_size", self.image_size, 8)
         check_number("data.batch_size", self.batch_size)
-        check_number("data.num_workers", self.num_workers, 0)
+        if self.num_workers is not None:
+            check_int("data.num_workers", self.num_workers, 0)
         check_number("data.num_samples", self.num_samples)
         check_number("data.num_classes", self.num_classes, 2)
         if not 0 < self.val_fraction < 1:

@@ -203,6 +203,8 @@ def _record(cfg: ExperimentConfig, name: str, run_dir: Path, module: SEClassifie
     result = _result(cfg, cfg.hash(), name, run_dir, module, trainer, status, reason, wall)
     result.attempts = len(attempts.entries) if attempts is not None else 1
     result.env = provenance.collect(trainer)
+    if getattr(trainer, "datamodule", None) is not None:  # data.num_workers may be null: the number used
+        result.env["data_workers"] = trainer.datamodule.num_workers
     result.cost = cost.cost(trainer.strategy.root_device)
     summary = {PARAMS: result.params, GMACS: result.gmacs, "status": result.status, "epochs": result.epochs,
                **result.metrics, **{f"cost/{k}": v for k, v in result.cost.items() if v is not None}}

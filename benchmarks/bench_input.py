@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from ablations.config import DataConfig
+from ablations.data.base import auto_workers
 from ablations.data.imagenet import ImageNetDataModule
 from ablations.reporting.tables import invocation, write_generated
 
@@ -135,17 +136,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000, help="training JPEGs to generate")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, nargs="+",
+                        help="worker counts to time (default: 0, 1, 2 and what data.num_workers: null picks here)")
     parser.add_argument("--batches", type=int, default=20, help="timed batches per path and worker count")
     parser.add_argument("--train", action="store_true", help="GPU only: SE-ResNet-50 training fed by each path")
     parser.add_argument("--out", type=Path, help="write the markdown report here too")
     args = parser.parse_args(argv)
+    auto = auto_workers()
+    args.workers = args.workers or sorted({0, 1, 2, auto})
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     where = torch.cuda.get_device_name() if cuda else "no GPU"
     lines = [(f"Machine: {os.cpu_count()} CPU cores, {where}; torch {torch.__version__}; batch {args.batch}, "
-             f"{args.batches} timed batches after the first."), ""]
+             f"{args.batches} timed batches after the first; data.num_workers: null picks {auto} workers "
+              "per training process here."), ""]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         kb = make_tree(Path(tmp), args.images)

@@ -48,6 +48,7 @@ def test_writes_one_complete_result_row(tmp_path):
     cost = row["cost"]  # measured, next to the GMACs: 6 steps of 16 images, the first one warm-up
     assert cost["train_img_per_s"] > 0 and cost["step_time_ms"] > 0 and cost["peak_mem_mb"] > 0
     assert row["env"]["threads"] == torch.get_num_threads() and row["env"]["torch"] == torch.__version__
+    assert row["env"]["data_workers"] == row["config"]["data"]["num_workers"]  # the number the loaders used
     assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "config.yaml").exists()
     assert Result.load(run_dir) == result
 

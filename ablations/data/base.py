@@ -9,6 +9,7 @@ seeded split of digits and synthetic), and it is the validation split as well; n
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -52,6 +53,8 @@ class ImageDataModule(pl.LightningDataModule):
     """
 
     name: ClassVar[str] = ""
+    # Whether samples are decoded from files (worth worker processes) or already tensors in memory.
+    decodes_files: ClassVar[bool] = False
     # The DataLoader's collate function (None: torch's default, stacking tensors); the GPU-decoding path
     # batches encoded JPEGs of different lengths as a list.
     collate_fn: Callable | None = None
@@ -102,7 +105,7 @@ class ImageDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a DataLoader")
-        workers = self.cfg.num_workers
+        workers = self.num_workers
         return DataLoader(
             dataset,
             batch_size=self.cfg.batch_size,
@@ -113,11 +116,38 @@ class ImageDataModule(pl.LightningDataModule):
             persistent_workers=workers > 0,
         )
 
+    @property
+    def num_workers(self) -> int:
+        """The DataLoader workers: ``data.num_workers``, or ``auto_workers`` where it is ``null``."""
+        if self.cfg.num_workers is not None:
+            return self.cfg.num_workers
+        return auto_workers() if self.decodes_files else 0
+
     def summary(self) -> dict:
         """Plain facts for logs and result rows (split sizes are known after ``setup``)."""
         sizes = {k: len(v) for k, v in (("train_size", self.train_set), ("val_size", self.val_set)) if v is not None}
         return {"name": self.name, "root": self.cfg.root, "num_classes": self.num_classes,
-                "input_size": list(self.input_size), **sizes}
+                "input_size": list(self.input_size), "num_workers": self.num_workers, **sizes}
+
+
+def local_devices() -> int:
+    """Training processes on this node: torchrun's ``LOCAL_WORLD_SIZE``, SLURM's tasks per node, else the visible
+    GPUs (Lightning's DDP starts one process per device), else 1."""
+    for var in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(var, "").split("(")[0]  # SLURM may write "4(x2)"
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return max(1, torch.cuda.device_count())
+
+
+def auto_workers(cores: int | None = None, devices: int | None = None) -> int:
+    """Workers per training process for a dataset decoded from files: this process's CPU cores (its affinity,
+    which SLURM and containers narrow) shared among the node's training processes, less one for the process
+    itself; at least 1. Decoding is the bottleneck (``results/input/cpu.md``: one core decodes ~120-150 ImageNet
+    images/s), so every spare core goes to it."""
+    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    devices = local_devices() if devices is None else devices
+    return max(1, cores // max(1, devices) - 1)
 
 
 # ---- Folder checks: one message naming the path and the layout we expected ---- #

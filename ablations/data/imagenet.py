@@ -46,6 +46,7 @@ class ImageNetDataModule(ImageDataModule):
     """
 
     name = "imagenet"
+    decodes_files = True
 
     def __init__(self, cfg: DataConfig = DEFAULT_CONFIG, seed: int = 0) -> None:
         super().__init__(cfg, seed)
