@@ -3,8 +3,10 @@
 Writes a seeded ImageFolder tree of real JPEGs (ImageNet-like: about 500x375 on average, quality 90) to a
 temporary folder and times ``ImageNetDataModule``'s training loader as a run uses it: decode,
 RandomResizedCrop 224, flip, normalise, collate, and the host-to-device copy (pinned) where a GPU exists.
-Paths: ``pil`` (DataLoader workers decode with PIL and augment per sample) and ``gpu`` (workers read bytes;
-the batch is decoded with TorchCodec's nvJPEG and augmented per image on the GPU; a GPU only). A first table
+Paths: ``pil`` (DataLoader workers decode with PIL and augment per sample), ``pil, uint8`` (the same, the
+workers stopping at uint8 crops and the batch normalised after the copy: what a GPU run does; without a GPU
+the main process normalises, inside the timing) and ``gpu`` (workers read bytes; the batch is decoded with
+TorchCodec's nvJPEG and augmented per image on the GPU; a GPU only). A first table
 times one image on one core: decoding alone with PIL and with TorchCodec, and the PIL path's whole
 per-sample work, to say where the time goes. img/s per core divides by the cores the path keeps
 busy (the workers, or the main process when there are none). ``--train`` (GPU) also feeds SE-ResNet-50 training
@@ -50,9 +52,14 @@ def make_tree(root: Path, images: int, classes: int = 10, seed: int = 0) -> floa
     return float(np.mean(sizes)) / 1e3
 
 
-def datamodule(root: Path, decoder: str, workers: int, batch: int) -> ImageNetDataModule:
+#: The paths timed: (label, data.decoder, uint8 batches normalised after the transfer).
+PATHS = (("pil", "pil", False), ("pil, uint8", "pil", True), ("gpu", "gpu", False))
+
+
+def datamodule(root: Path, decoder: str, workers: int, batch: int, uint8: bool = False) -> ImageNetDataModule:
     dm = ImageNetDataModule(DataConfig(name="imagenet", root=str(root), image_size=224, batch_size=batch,
                                        num_workers=workers, decoder=decoder))
+    dm.uint8_batches = uint8  # what a GPU trainer picks for the PIL path; here explicit, with or without one
     dm.setup()
     return dm
 
@@ -161,16 +168,16 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(os.cpu_count() or 1)
         lines += ["", "| path | workers | img/s | img/s per core |", "|---|---|---|---|"]
         loaders = {}
-        for decoder in ("pil", "gpu"):
+        for label, decoder, uint8 in PATHS:
             for w in args.workers:
                 try:
-                    dm = datamodule(Path(tmp), decoder, w, args.batch)
+                    dm = datamodule(Path(tmp), decoder, w, args.batch, uint8)
                 except (ImportError, ValueError) as exc:  # no TorchCodec: the PIL path alone
-                    lines.append(f"| {decoder} | {w} | – ({exc}) | – |")
+                    lines.append(f"| {label} | {w} | – ({exc}) | – |")
                     break
                 rate = loader_rate(dm, device, args.batches)
-                lines.append(f"| {decoder} | {w} | {rate:,.0f} | {rate / max(w, 1):,.0f} |")
-                loaders[(decoder, w)] = (dm, rate)
+                lines.append(f"| {label} | {w} | {rate:,.0f} | {rate / max(w, 1):,.0f} |")
+                loaders[(label, w)] = (dm, rate)
                 print(lines[-1], flush=True)
         if args.train and cuda:
             lines += ["", "| SE-ResNet-50 training fed by | img/s | share of synthetic |", "|---|---|---|"]
@@ -179,11 +186,11 @@ def main(argv: list[str] | None = None) -> None:
             steps = 3 * args.batches
             synthetic = train_rate(iter(lambda: (x, y), None), device, steps)
             lines.append(f"| synthetic batch on the GPU | {synthetic:,.0f} | 100 % |")
-            for decoder in ("pil", "gpu"):
-                best = max((k for k in loaders if k[0] == decoder), key=lambda k: loaders[k][1], default=None)
+            for label, _, _ in PATHS:
+                best = max((k for k in loaders if k[0] == label), key=lambda k: loaders[k][1], default=None)
                 if best is not None:
                     rate = train_rate(device_batches(loaders[best][0], device, steps), device, steps)
-                    lines.append(f"| {decoder}, {best[1]} workers | {rate:,.0f} | {100 * rate / synthetic:.0f} % |")
+                    lines.append(f"| {label}, {best[1]} workers | {rate:,.0f} | {100 * rate / synthetic:.0f} % |")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:

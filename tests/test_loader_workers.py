@@ -38,3 +38,28 @@ def test_null_keeps_the_default_hash_and_bad_counts_say_what_is_allowed():
     assert auto.hash() != ExperimentConfig().hash() and auto.to_dict()["data"]["num_workers"] is None
     with pytest.raises(ValueError, match=r"data.num_workers=-1 is not allowed; it must be an integer >= 0"):
         DataConfig(num_workers=-1)
+
+
+def test_uint8_batches_normalised_on_the_device_equal_the_workers_floats(tmp_path):
+    """The PIL path on a GPU ships uint8 crops and normalises after the copy: the same numbers, a quarter of
+    the bytes. Forced here on the CPU (``uint8_batches``); the eval crops are deterministic, so exactly equal."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(2):
+            (tmp_path / split / f"c{c}").mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / split / f"c{c}" / f"{i}.jpg")
+    batches = {}
+    for uint8 in (False, True):
+        dm = build_datamodule(DataConfig(name="imagenet", root=str(tmp_path), image_size=24, batch_size=6))
+        dm.uint8_batches = uint8
+        dm.setup()
+        batch = next(iter(dm.val_dataloader()))
+        assert batch[0].dtype == (torch.uint8 if uint8 else torch.float32)
+        batches[uint8] = dm.on_after_batch_transfer(batch, 0)
+    assert torch.equal(batches[True][0], batches[False][0]) and torch.equal(batches[True][1], batches[False][1])
+    assert build_datamodule(DataConfig(name="imagenet", root=str(tmp_path)))._normalise_on_device() is False  # no trainer

@@ -3,7 +3,10 @@
 The paper's augmentation: random-size crops (scale and aspect ratio, after Szegedy et al.) to 224 and
 horizontal flips for training; evaluation resizes the shorter side to 256 and centre-crops 224. With
 ``data.decoder=gpu`` the same augmentation runs on the GPU for the whole batch (``jpeg_batch``): the workers
-only read bytes, and Lightning's batch hooks decode and augment after the labels reach the device.
+only read bytes, and Lightning's batch hooks decode and augment after the labels reach the device. With the
+PIL path on a GPU the workers stop at uint8 crops and the batch is normalised on the device, after the copy:
+a quarter of the bytes to collate, pin and copy, and ~0.5 ms less per image on a worker core (FFCV and DALI
+do the same). Same functions (torchvision's ``to_dtype`` and ``normalize``), so the same numbers.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
@@ -27,6 +30,7 @@ DEFAULT_CONFIG = DataConfig(name="imagenet")
 # our (documented) choice: every torchvision/timm ImageNet model does it, and BN makes the difference small.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALISE = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 EVAL_RESIZE = 256 / 224  # shorter side before the centre crop, relative to the crop
 LAYOUT = "{train,val}/<class>/<image> (an ImageFolder tree; val/ sorted into the same class folders as train/)"
 
@@ -57,6 +61,8 @@ class ImageNetDataModule(ImageDataModule):
         self.class_names = self._check_layout()
         self.num_classes = len(self.class_names)
         self._pipelines: dict[bool, jpeg_batch.JpegBatchPipeline] = {}
+        #: PIL path: uint8 batches normalised after the transfer; ``None`` decides by the trainer's device (a GPU).
+        self.uint8_batches: bool | None = None
         if cfg.decoder == "gpu":
             jpeg_batch.require_torchcodec()
             if not torch.cuda.is_available():
@@ -85,10 +91,10 @@ class ImageNetDataModule(ImageDataModule):
                              f"{only_val[:5]}{' ...' if len(only_val) > 5 else ''}); expected {LAYOUT}")
         return train
 
-    def transforms(self) -> tuple[v2.Compose, v2.Compose]:
-        """(train, eval) transforms from PIL images to normalised float tensors."""
+    def transforms(self, normalise: bool = True) -> tuple[v2.Compose, v2.Compose]:
+        """(train, eval) transforms from PIL images to normalised float tensors (``normalise=False``: uint8 crops)."""
         size = self.cfg.image_size
-        tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        tail = [v2.ToImage(), *(NORMALISE.transforms if normalise else ())]
         train = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), *tail])
         val = v2.Compose([v2.Resize(round(size * EVAL_RESIZE), antialias=True), v2.CenterCrop(size), *tail])
         return train, val
@@ -106,7 +112,19 @@ class ImageNetDataModule(ImageDataModule):
                 raise FileNotFoundError(f"data.root={self.cfg.root}: {exc}; expected {self.root}/{LAYOUT}") from exc
         return sets[0], sets[1]
 
-    # ---- data.decoder=gpu: Lightning's batch hooks ---- #
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is not None and self.cfg.decoder == "pil":  # uint8 or float crops: decided once a trainer runs
+            train, val = self.transforms(normalise=not self._normalise_on_device())
+            dataset.transform = train if dataset is self.train_set else val
+        return super()._loader(dataset, shuffle)
+
+    def _normalise_on_device(self) -> bool:
+        if self.uint8_batches is not None:
+            return self.uint8_batches
+        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
+        return device is not None and device.type == "cuda"
+
+    # ---- Lightning's batch hooks: data.decoder=gpu, and uint8 batches of the PIL path ---- #
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Labels to the device; encoded JPEGs stay on the CPU, where the decoder reads them."""
@@ -116,9 +134,11 @@ class ImageNetDataModule(ImageDataModule):
         return encoded, labels.to(device, non_blocking=True)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Decode and augment the batch on the labels' device: training crops while fitting, else eval crops."""
+        """GPU path: decode and augment the batch on the labels' device (training crops while fitting, else eval
+        crops). PIL path: normalise uint8 batches where they arrived; float batches pass through."""
         if self.cfg.decoder != "gpu":
-            return batch
+            images, labels = batch
+            return (NORMALISE(images) if images.dtype == torch.uint8 else images), labels
         encoded, labels = batch
         train = bool(self.trainer is not None and self.trainer.training)
         return self.pipeline(train, labels.device)(encoded), labels
