@@ -30,7 +30,7 @@ from PIL import Image
 from ablations.config import DataConfig
 from ablations.data.base import auto_workers
 from ablations.data.imagenet import ImageNetDataModule
-from ablations.reporting.tables import invocation, write_generated
+from ablations.reporting.tables import invocation, publish
 
 
 def make_tree(root: Path, images: int, classes: int = 10, seed: int = 0) -> float:
@@ -192,9 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                     rate = train_rate(device_batches(loaders[best][0], device, steps), device, steps)
                     lines.append(f"| {label}, {best[1]} workers | {rate:,.0f} | {100 * rate / synthetic:.0f} % |")
     text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out:
-        write_generated(args.out, "ImageNet input speed", invocation("benchmarks/bench_input.py", argv), text)
+    publish(text, args.out, "ImageNet input speed", invocation("benchmarks/bench_input.py", argv))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ablations.reporting.tables import invocation, write_generated
+from ablations.reporting.tables import invocation, publish
 from senet import build_model
 from senet.blocks import set_fused_se
 from senet.complexity import complexity
@@ -181,9 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             train[name].append(step_seconds(models[name], x, y, args.steps, args.amp))
             infer[name].append(infer_seconds(models[name], x, args.steps, args.amp))
     text = report(args, models, train, infer)
-    print(text, end="")
-    if args.out:
-        write_generated(args.out, f"SE overhead: {args.arch}", invocation("benchmarks/bench_se_overhead.py", argv), text)
+    publish(text, args.out, f"SE overhead: {args.arch}", invocation("benchmarks/bench_se_overhead.py", argv))
 
 
 if __name__ == "__main__":

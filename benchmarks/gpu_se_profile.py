@@ -36,18 +36,18 @@ def main(batch: int = 128, steps: int = 20) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.randn(batch, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device="cuda")
-    for _ in range(5):
+    def train_step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
+
+    for _ in range(5):  # warm-up: cuDNN's algorithm search, the allocator
+        train_step()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
+            train_step()
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=70))
     for label in ("1x1 conv FCs", "linear FCs"):

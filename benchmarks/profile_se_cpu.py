@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ablations.reporting.tables import invocation, write_generated
+from ablations.reporting.tables import invocation, publish
 from senet import build_model
 
 
@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> None:
              "| op | ResNet-50 | SE-ResNet-50 | difference |", "|---|---|---|---|"]
     lines += [f"| `{k}` | {base[k]:.1f} | {se[k]:.1f} | {d:+.1f} |" for d, k in rows]
     text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out:
-        write_generated(args.out, "SE overhead, CPU profile", invocation("benchmarks/profile_se_cpu.py", argv), text)
+    publish(text, args.out, "SE overhead, CPU profile", invocation("benchmarks/profile_se_cpu.py", argv))
 
 
 if __name__ == "__main__":

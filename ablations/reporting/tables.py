@@ -36,6 +36,13 @@ def write_generated(path: Path, title: str, command: str, body: str) -> Path:
     return path
 
 
+def publish(text: str, out: Path | None, title: str, command: str) -> None:
+    """Print a report, and write it to ``out`` (headed by ``command``, see ``write_generated``) when given."""
+    print(text, end="")
+    if out:
+        write_generated(out, title, command, text)
+
+
 def invocation(script: str, argv: Sequence[str] | None = None) -> str:
     """``python <script> <args>`` as the user typed it (``argv``, or this process's own arguments)."""
     return shlex.join(["python", script, *(argv if argv is not None else sys.argv[1:])])
