@@ -13,7 +13,8 @@ else
   # "NVIDIA H100 80GB HBM3" -> h100: the model token, not the memory one
   card=$($PY -c "import re, torch; n = torch.cuda.get_device_name(); m = re.search(r'\b([A-Z]+\d{2,4}\w*)\b', n.replace('NVIDIA', '')); print((m.group(1) if m else n.split()[-1]).lower())"); dev=cuda
   se_args=(--batch 256 --size 224 --rounds 5 --steps 10 --amp bf16 --channels-last --compile)
-  in_args=(--images 4000 --batch 256 --batches 20 --workers 4 8 16 --train)
+  auto=$($PY -c "from ablations.data.base import auto_workers; print(auto_workers())")  # data.num_workers: null
+  in_args=(--images 4000 --batch 256 --batches 20 --workers 4 8 "$auto" --train)
 fi
 out=results/gpu/${card}.md
 tmp=$(mktemp -d)
