@@ -21,7 +21,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 4
+EPOCHS = 3  # the signal lands in epoch 2 or 3, after the first epoch-end checkpoint
 ARGS = ["--model", "se_resnet20_cifar", "--data", "digits", "data.image_size=8", "data.batch_size=32",
         f"train.epochs={EPOCHS}", "train.threads=1", "--no-progress"]
 RUN = "se_resnet20_cifar_digits_s0"
@@ -98,8 +98,9 @@ def test_signal_after_first_checkpoint_then_resume(tmp_path, straight, sig):
     assert val_epochs(tmp_path) == list(range(EPOCHS))  # the history survives the resume, each epoch once
     assert sorted(p.name for p in (tmp_path / RUN / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
-    rc, out, _ = finish(train(tmp_path))  # only a complete run is reused
-    assert rc == 0 and out.startswith("complete:") and row(tmp_path)["attempts"] == 2
+    if sig == signal.SIGINT:  # only a complete run is reused (the same check after any signal: once is enough)
+        rc, out, _ = finish(train(tmp_path))
+        assert rc == 0 and out.startswith("complete:") and row(tmp_path)["attempts"] == 2
 
 
 def test_two_identical_commands_one_trains_one_refuses(tmp_path):
