@@ -43,7 +43,6 @@ from ablations.run_folder import (
     AtomicCheckpoint,
     AttemptCallback,
     Attempts,
-    HistoryCSVLogger,
     RNGStateCallback,
     RunFolderBusy,
     RunLock,
@@ -51,6 +50,7 @@ from ablations.run_folder import (
     resume_point,
     start_over,
 )
+from ablations.run_history import HistoryCSVLogger, epoch_values
 
 __all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "claim_run_dir", "prepare",
            "run_experiment"]
@@ -241,8 +241,7 @@ def _pinned_threads(threads: int | None):
 
 # Lightning hints that do not apply to these runs (small in-memory data sets, resumed folders).
 _BENIGN_WARNINGS = (
-    ".*does not have many workers.*",
-    ".*Checkpoint directory .* exists and is not empty.*",
+    ".*does not have many workers.*", ".*Checkpoint directory .* exists and is not empty.*",
     ".*The number of training batches .* is smaller than the logging interval.*",
     ".*Experiment logs directory .* exists and is not empty.*",
     ".*The `srun` command is available on your system but is not used.*",  # submitit launches SLURM jobs
@@ -289,6 +288,8 @@ def _result(cfg: ExperimentConfig, chash: str, name: str, run_dir: Path, module:
         except Exception:  # noqa: BLE001
             cx = None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in RESULT_METRICS}
+    if status == "complete" and not metrics:  # resumed from the last epoch's checkpoint: nothing left to log
+        metrics = epoch_values(run_dir, RESULT_METRICS, trainer.current_epoch - 1)
     if status == "complete" and any(not math.isfinite(v) for v in metrics.values()):
         status, reason = "failed", "non-finite metric"
     return Result(

@@ -6,15 +6,13 @@ identical command refuses with one line, and the kernel drops the lock when its 
 run's lock is taken over without a stale-lock heuristic (``flock`` also works on NFSv4, where Linux maps
 it to POSIX locks). Each training attempt (first run, every resume) is one entry in ``attempts.json``,
 updated at every epoch end, so the wall time of an attempt killed by SIGKILL still counts up to its last
-epoch. ``HistoryCSVLogger`` keeps the per-epoch rows of earlier attempts in ``csv/metrics.csv`` when a run
-resumes (Lightning's CSV writer deletes the file). ``AtomicCheckpoint`` writes ``last.ckpt``/``best.ckpt``
+epoch. The per-epoch metrics survive a resume (``ablations.run_history``). ``AtomicCheckpoint`` writes ``last.ckpt``/``best.ckpt``
 to a temporary name and renames it, holding interrupts meanwhile, so a checkpoint is whole or absent, and
 ``RNGStateCallback`` keeps the RNG streams in it, so a resume is bit-equal to an uninterrupted run.
 Written by hand: Lightning has no run-folder lock, attempt record or resumable CSV history.
 """
 from __future__ import annotations
 
-import csv
 import datetime
 import fcntl
 import json
@@ -32,10 +30,10 @@ import torch
 import yaml
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from ablations import interrupts
 from ablations.config import ExperimentConfig
+from ablations.run_history import save_csv_history
 
 LOCK_FILE = "run.lock"
 ATTEMPTS_FILE = "attempts.json"
@@ -205,14 +203,6 @@ class AttemptCallback(Callback):
                 self.attempts.update(epochs=trainer.current_epoch + 1)
 
 
-def save_csv_history(trainer: pl.Trainer) -> None:
-    """Write the rows the CSV logger buffers (Lightning flushes every 100 steps) to ``metrics.csv`` (rank 0)."""
-    if trainer.is_global_zero:
-        for logger in trainer.loggers:
-            if isinstance(logger, CSVLogger):
-                logger.save()
-
-
 class AtomicCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose files are written to ``<name>.part`` and renamed, with interrupts held meanwhile."""
 
@@ -250,39 +240,3 @@ class RNGStateCallback(Callback):
         if states is not None:
             name, keys, pos, has_gauss, cached = states["numpy"]
             _set_rng_states({**states, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)})
-
-
-class HistoryCSVLogger(CSVLogger):
-    """``CSVLogger`` that keeps the rows of earlier attempts up to the resume point in ``metrics.csv``.
-
-    Rows of the epoch the interrupted attempt did not finish are dropped: the resumed attempt logs them again.
-    """
-
-    def __init__(self, *args: Any, resume_from: dict[str, int] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._resume_from = resume_from
-
-    @property
-    def experiment(self):
-        if self._experiment is not None:
-            return self._experiment
-        kept = self._kept_rows()
-        writer = super().experiment  # deletes the old metrics.csv
-        if writer is not None and kept:
-            writer.metrics = kept + writer.metrics
-        return writer
-
-    def _kept_rows(self) -> list[dict]:
-        path = Path(self.log_dir) / "metrics.csv"
-        if self._resume_from is None or not path.is_file():
-            return []
-        epoch, step = self._resume_from["epoch"], self._resume_from["global_step"]
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-
-        def keep(row: dict) -> bool:
-            if row.get("epoch") not in (None, ""):
-                return int(float(row["epoch"])) <= epoch
-            return row.get("step") not in (None, "") and int(float(row["step"])) < step  # e.g. the epoch's lr
-
-        return [{k: v for k, v in row.items() if v != ""} for row in rows if keep(row)]

@@ -57,3 +57,22 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert Result.load(Path(resumed.run_dir) / RESULT_FILE).status == "complete"
     # The comparison can fail: the resumed epoch moved the metrics away from where the cut run stopped.
     assert cut.metrics != resumed.metrics
+
+
+class DieAtTheEnd(pl.Callback):
+    """Kills the run after its last epoch-end checkpoint, before the result is written (a preemption there)."""
+
+    def on_train_end(self, trainer, pl_module):
+        raise RuntimeError("preempted after the last checkpoint")
+
+
+def test_a_resume_from_the_last_epochs_checkpoint_reports_that_epochs_metrics(tmp_path):
+    """Nothing is left to train, so Lightning logs nothing: the metrics come from the run's CSV history (seen in
+    CI: a sweep worker stopped there, and the rerun's trial failed with "the run reported no val/top1_best")."""
+    straight = run_experiment(config(tmp_path / "a"), progress_bar=False, quiet=True)
+    cut = run_experiment(config(tmp_path / "b"), callbacks=[DieAtTheEnd()], progress_bar=False, quiet=True)
+    assert cut.status == "failed" and cut.epochs == 3
+    resumed = run_experiment(config(tmp_path / "b"), progress_bar=False, quiet=True)
+    assert (resumed.status, resumed.epochs, resumed.attempts) == ("complete", 3, 2)
+    val = {k: v for k, v in straight.metrics.items() if k.startswith("val/")}
+    assert val and {k: resumed.metrics.get(k) for k in val} == val  # bit-equal: the same epoch's logged values

@@ -5,21 +5,19 @@ trial reports its objective once per validation epoch (``trial.report(value, epo
 whether or not a pruner is on. Pruning stays optuna-integration's ``PyTorchLightningPruningCallback``,
 used only when the spec names a pruner (it reports too); without one ``EpochReport`` reports and never
 asks ``should_prune``, so nothing can stop the trial. After the run, ``report_history`` fills in the epochs
-the trial did not see train, from the run folder's ``csv/metrics.csv``: a run that was complete on disk
+the trial did not see train, from the run folder's ``csv/metrics.csv`` (``ablations.run_history``): a run that was complete on disk
 (reused), or the earlier attempts of a resumed one. Optuna keeps no intermediate values for
 multi-objective studies.
 """
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
 from typing import Any
 
 import optuna
 from lightning.pytorch.callbacks import Callback
 
-HISTORY = Path("csv") / "metrics.csv"  # HistoryCSVLogger's file in a run folder (ablations.run_folder)
+from ablations.run_history import history
 
 
 class EpochReport(Callback):
@@ -33,20 +31,6 @@ class EpochReport(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero or value is None:
             return
         self.trial.report(float(value), step=int(trainer.current_epoch))
-
-
-def history(run_dir: str | Path, metric: str) -> dict[int, float]:
-    """epoch -> the last logged value of ``metric`` in the run folder's CSV history (empty if there is none)."""
-    path = Path(run_dir) / HISTORY
-    out: dict[int, float] = {}
-    try:
-        with path.open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("epoch") and row.get(metric):
-                    out[int(row["epoch"])] = float(row[metric])
-    except (OSError, ValueError):
-        return {}
-    return {e: v for e, v in sorted(out.items()) if math.isfinite(v)}
 
 
 def report_history(trial: optuna.Trial, run_dir: str | Path, metric: str) -> int:

@@ -1,0 +1,84 @@
+"""A run's per-epoch metric history, ``<run>/csv/metrics.csv``, kept across resumes (DESIGN: Training).
+
+``HistoryCSVLogger`` keeps the rows of earlier attempts up to the resume point (Lightning's CSV writer deletes
+the file), ``save_csv_history`` writes what the logger buffers (the checkpoint callbacks call it, so the
+history on disk matches the checkpoint), and ``history`` reads one metric back per epoch: the learning curve
+of a resumed or reused sweep trial, and the metrics of a run resumed from its last epoch's checkpoint, which
+has nothing left to train or log. Written by hand: Lightning's CSV logger starts every attempt afresh.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger
+
+HISTORY = Path("csv") / "metrics.csv"  # HistoryCSVLogger's file in a run folder
+
+
+def history(run_dir: str | Path, metric: str) -> dict[int, float]:
+    """epoch -> the last logged value of ``metric`` in the run folder's CSV history (empty if there is none)."""
+    path = Path(run_dir) / HISTORY
+    out: dict[int, float] = {}
+    try:
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("epoch") and row.get(metric):
+                    out[int(float(row["epoch"]))] = float(row[metric])
+    except (OSError, ValueError):
+        return {}
+    return {e: v for e, v in sorted(out.items()) if math.isfinite(v)}
+
+
+def epoch_values(run_dir: str | Path, metrics: Sequence[str], epoch: int) -> dict[str, float]:
+    """The values of ``metrics`` the history holds for ``epoch`` (0-based): a run resumed from its last epoch's
+    checkpoint has nothing left to train, so Lightning logs nothing, and its result takes these."""
+    return {k: h[epoch] for k in metrics if epoch in (h := history(run_dir, k))}
+
+
+def save_csv_history(trainer: pl.Trainer) -> None:
+    """Write the rows the CSV logger buffers (Lightning flushes every 100 steps) to ``metrics.csv`` (rank 0)."""
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.save()
+
+
+class HistoryCSVLogger(CSVLogger):
+    """``CSVLogger`` that keeps the rows of earlier attempts up to the resume point in ``metrics.csv``.
+
+    Rows of the epoch the interrupted attempt did not finish are dropped: the resumed attempt logs them again.
+    """
+
+    def __init__(self, *args: Any, resume_from: dict[str, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume_from = resume_from
+
+    @property
+    def experiment(self):
+        if self._experiment is not None:
+            return self._experiment
+        kept = self._kept_rows()
+        writer = super().experiment  # deletes the old metrics.csv
+        if writer is not None and kept:
+            writer.metrics = kept + writer.metrics
+        return writer
+
+    def _kept_rows(self) -> list[dict]:
+        path = Path(self.log_dir) / "metrics.csv"
+        if self._resume_from is None or not path.is_file():
+            return []
+        epoch, step = self._resume_from["epoch"], self._resume_from["global_step"]
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+
+        def keep(row: dict) -> bool:
+            if row.get("epoch") not in (None, ""):
+                return int(float(row["epoch"])) <= epoch
+            return row.get("step") not in (None, "") and int(float(row["step"])) < step  # e.g. the epoch's lr
+
+        return [{k: v for k, v in row.items() if v != ""} for row in rows if keep(row)]
