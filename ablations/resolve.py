@@ -143,7 +143,7 @@ def layer(*mappings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_config(config_file: str | None = None, model: str | None = None,
+def resolve_experiment(config_file: str | None = None, model: str | None = None,
                    overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """The experiment that a config file, a registered model name and dotted overrides describe.
 
@@ -202,7 +202,7 @@ def resolve_base(raw: dict) -> ExperimentConfig:
             raise ValueError(f"unknown key {key}; allowed keys: {', '.join(fields)}")
     name = raw.get("model") if isinstance(raw.get("model"), str) else None
     overrides = flatten({k: v for k, v in raw.items() if not (k == "model" and name is not None)})
-    return resolve_config(None, name, overrides)
+    return resolve_experiment(None, name, overrides)
 
 
 def with_data_fields(cfg: ExperimentConfig, datamodule: Any) -> ExperimentConfig:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ablations.cli import main
-from ablations.commands.train import config_keys, resolve_config
+from ablations.commands.train import config_keys, resolve_experiment
 from ablations.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,15 +66,15 @@ def test_precedence_defaults_recipe_file_model_flags(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump({"model": {"arch": "resnet50"}, "train": {"recipe": "cifar", "epochs": 3},
                                     "data": {"image_size": 24}}))
-    cfg = resolve_config(str(path), None, {"train.lr": 0.05})
+    cfg = resolve_experiment(str(path), None, {"train.lr": 0.05})
     cifar = get_recipe("cifar")
     assert cfg.model.arch == "resnet50" and cfg.model.se is not None  # the file's model section
     assert (cfg.train.recipe, cfg.train.milestones) == ("cifar", cifar.milestones)  # the recipe under the file
     assert (cfg.train.epochs, cfg.train.lr, cfg.data.image_size) == (3, 0.05, 24)  # file, then flags win
-    named = resolve_config(str(path), "resnet20_cifar", {"se.reduction": 4})
+    named = resolve_experiment(str(path), "resnet20_cifar", {"se.reduction": 4})
     assert named.model.arch == "resnet20_cifar" and named.model.se.reduction == 4  # --model replaces the section
     # An explicit per-device batch rescales the recipe's lr linearly (global batch = batch x devices).
-    scaled = resolve_config(None, None, {"train.recipe": "paper-imagenet", "data.batch_size": 64, "train.devices": 4})
+    scaled = resolve_experiment(None, None, {"train.recipe": "paper-imagenet", "data.batch_size": 64, "train.devices": 4})
     assert scaled.train.lr == pytest.approx(get_recipe("paper-imagenet").lr * 256 / 1024)
 
 
@@ -84,8 +84,8 @@ def test_a_later_null_turns_off_what_an_earlier_layer_set(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump({"model": {"arch": "resnet20_cifar", "se": {"reduction": 4}},
                                     "train": {"recipe": "quick"}}))
-    assert resolve_config(str(path), None, {}).model.se.reduction == 4
-    assert resolve_config(str(path), None, {"model.se": None}).model.se is None
+    assert resolve_experiment(str(path), None, {}).model.se.reduction == 4
+    assert resolve_experiment(str(path), None, {"model.se": None}).model.se is None
 
 
 def test_sweep_device_counts_reshare_the_recipe_batch_as_train_does():
@@ -96,7 +96,7 @@ def test_sweep_device_counts_reshare_the_recipe_batch_as_train_does():
 
     raw = {"name": "x", "base": {"model": "se_resnet20_cifar", "data": {"name": "digits", "image_size": 16},
                                  "train": {"recipe": "quick"}}, "space": {"model.se.reduction": [4]}}
-    flags = resolve_config(None, "se_resnet20_cifar", {"data.name": "digits", "data.image_size": 16,
+    flags = resolve_experiment(None, "se_resnet20_cifar", {"data.name": "digits", "data.image_size": 16,
                                                        "train.recipe": "quick", "train.devices": 4})
     from ablations.recipes import recipe_spec
 
@@ -178,7 +178,7 @@ def test_readme_train_examples_run_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     # Their inputs: the run folder that --config names, and a tiny ImageFolder for data.root=/data/imagenet.
     Path("runs/NAME").mkdir(parents=True)
-    Path("runs/NAME/config.yaml").write_text(yaml.safe_dump(resolve_config(None, "se_resnet20_cifar").to_dict()))
+    Path("runs/NAME/config.yaml").write_text(yaml.safe_dump(resolve_experiment(None, "se_resnet20_cifar").to_dict()))
     imagenet = _image_folder(tmp_path / "imagenet")
     # The ImageNet line asks for 8 GPUs: --print-config checks the config, not this machine's devices.
     before = sorted(tmp_path.rglob("*"))

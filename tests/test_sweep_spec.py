@@ -52,14 +52,14 @@ def test_recipe_expands_like_the_train_command():
                          ids=["model-fields", "model-name"])
 def test_spec_base_and_train_flags_resolve_to_one_experiment(model):
     """The Optuna path (a spec's base) and the W&B agent's (train's flags) give one config and one hash."""
-    from ablations.resolve import resolve_config
+    from ablations.resolve import resolve_experiment
     from senet.tree import flatten
 
     base = {"model": model, "data": {"name": "digits", "image_size": 16, "batch_size": 256},
             "train": {"recipe": "quick", "devices": 2}}
     from_spec = build_base(copy.deepcopy(base))
     name = model if isinstance(model, str) else None
-    from_flags = resolve_config(None, name, flatten({k: v for k, v in base.items() if not (k == "model" and name)}))
+    from_flags = resolve_experiment(None, name, flatten({k: v for k, v in base.items() if not (k == "model" and name)}))
     assert from_spec == from_flags and from_spec.hash() == from_flags.hash()
     # quick's lr 0.1 belongs to a global batch of 64; this one is 256 per device x 2 devices = 512
     assert (from_spec.train.lr, from_spec.data.batch_size, from_spec.train.devices) == (pytest.approx(0.8), 256, 2)

@@ -47,7 +47,7 @@ def test_schema_violations_are_reported():
 
 def agent_configs(config: dict, form: str = "args_no_hyphens") -> list:
     """Every run W&B's own engine proposes for a grid sweep, turned into configs by ``senet-ablate train``'s parser."""
-    from ablations.commands.train import _parse_overrides, add_arguments, resolve_config
+    from ablations.commands.train import _parse_overrides, add_arguments, resolve_experiment
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -57,7 +57,7 @@ def agent_configs(config: dict, form: str = "args_no_hyphens") -> list:
         runs.append(run)
         argv = create_sweep_command_args({"args": run.config})[form]  # what ${args_no_hyphens} expands to
         args = parser.parse_args(argv)
-        out.append(resolve_config(args.config, args.model, _parse_overrides(args)))
+        out.append(resolve_experiment(args.config, args.model, _parse_overrides(args)))
     return out
 
 
@@ -100,7 +100,7 @@ def test_every_shipped_spec_gives_the_agent_and_optuna_one_experiment_on_four_de
     """Issue 10: for every spec and variant in ``sweeps/``, with the lr left to the recipe and 4 devices, each
     arm W&B's engine proposes resolves through ``senet-ablate train``'s flags (then ``prepare``'s data fields)
     to the config and hash the Optuna worker builds from the same arm (``make_config``)."""
-    from ablations.commands.train import _parse_overrides, add_arguments, resolve_config
+    from ablations.commands.train import _parse_overrides, add_arguments, resolve_experiment
     from ablations.resolve import settle_data_fields
 
     spec = load_spec(path, variant=variant, overrides={"train.devices": 4})
@@ -113,7 +113,7 @@ def test_every_shipped_spec_gives_the_agent_and_optuna_one_experiment_on_four_de
         run.state = sweeps.RunState.finished
         runs.append(run)
         args = parser.parse_args(create_sweep_command_args({"args": run.config})["args_no_hyphens"])
-        agent = settle_data_fields(resolve_config(args.config, args.model, _parse_overrides(args)))
+        agent = settle_data_fields(resolve_experiment(args.config, args.model, _parse_overrides(args)))
         optuna = make_config(spec, optuna_params(spec, run.config))
         assert agent.semantic() == optuna.semantic() and agent.hash() == optuna.hash()  # wandb.mode: online
     assert runs, "W&B's engine proposed no run"

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ablations.config import ExperimentConfig
-from ablations.resolve import canonical, parse_assignments, parse_text, resolve_config, text_fields
+from ablations.resolve import canonical, parse_assignments, parse_text, resolve_experiment, text_fields
 from senet.tree import unwrap_optional
 
 # Short flags for the keys people type most; each is also reachable under its dotted key.
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ablations.run import prepare, run_experiment
 
     overrides = _parse_overrides(args)
-    cfg = resolve_config(args.config, args.model, overrides)
+    cfg = resolve_experiment(args.config, args.model, overrides)
     resolved, dm = prepare(cfg)  # fails here, before any training, on a bad config or data folder
     _check_data_fields(overrides, resolved)
     if args.print_config:

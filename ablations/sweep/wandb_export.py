@@ -25,16 +25,16 @@ COMMAND = ["${env}", "${interpreter}", "-m", "ablations.cli", "train", "${args_n
 def _constants(spec: SweepSpec) -> dict[str, Any]:
     """The base as ``train`` flags: every flattened field that differs from what the flags' recipe alone gives.
 
-    Measured against ``resolve_config`` of the recipe, the devices and the batch (always passed: they decide
+    Measured against ``resolve_experiment`` of the recipe, the devices and the batch (always passed: they decide
     the per-device share and the lr scaling), not against bare defaults: a base field equal to a default but
     not to the recipe's value (``data.batch_size: 64`` under a recipe of another batch) must travel too.
     """
-    from ablations.resolve import resolve_config
+    from ablations.resolve import resolve_experiment
     from senet.tree import flatten
 
     base = flatten(spec.base.to_dict())
     fixed = {k: base[k] for k in ("train.recipe", "train.devices", "train.num_nodes", "data.batch_size")}
-    reference = flatten(resolve_config(None, None, fixed).to_dict())
+    reference = flatten(resolve_experiment(None, None, fixed).to_dict())
     out = {**fixed, **{k: v for k, v in base.items() if k not in reference or reference[k] != v}}
     out["wandb.mode"] = "online"  # an agent's runs report to the sweep
     for k in ("output_dir", "name"):
