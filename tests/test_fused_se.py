@@ -25,8 +25,10 @@ SLOW = {"resnet34", "resnet101", "resnet152", "resnext101_32x4d", "resnet56_cifa
 
 
 def _input(arch: str) -> torch.Tensor:
+    """Small inputs: 64 pixels for ImageNet nets, 32 for CIFAR nets and the deep ImageNet ResNets (float64 there
+    is the cost; every unit still sees a map of at least 1x1), 75 for the 299-pixel nets (their minimum)."""
     c, h, _ = get_arch(arch).input_size
-    side = 32 if h <= 32 else 75 if h > 224 else 64
+    side = 75 if h > 224 else 32 if h <= 32 or arch in SLOW else 64
     return torch.randn(2, c, side, side, generator=torch.Generator().manual_seed(0))
 
 
@@ -63,7 +65,9 @@ def _assert_same(fused: tuple, plain: tuple, tol: float) -> None:
     floor = 1e-3 * max((g.abs().max().item() for g in plain[1].values()), default=0.0)
     for name, a, b in pairs:
         scale = max(b.abs().max().item(), 0.0 if name == "logits" else floor)
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol * scale + 1e-30, msg=lambda m, name=name: f"{name}: {m}")
+        atol = tol * scale + 1e-30
+        if not ((a - b).abs() <= atol + tol * b.abs()).all():  # assert_close's test; it runs to say what differs
+            torch.testing.assert_close(a, b, rtol=tol, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("arch, placement", _params())
