@@ -15,7 +15,7 @@ quickstart: $(VENV)/.installed
 
 # The whole suite, slow integration tests included (what CI runs).
 test: $(VENV)/.installed
-	$(PY) -m pytest -m '' -q
+	$(PY) -m pytest -m '' -q --durations=25
 
 # The fast subset for the edit-test loop.
 test-fast: $(VENV)/.installed
