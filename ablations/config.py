@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from senet.config import ModelConfig
 from senet.tree import apply_overrides, check_choice, check_int, check_number, config_hash, from_dict, to_dict
@@ -48,10 +48,10 @@ class DataConfig:
     """
 
     name: str = "digits"
-    root: Optional[str] = None
+    root: str | None = None
     image_size: int = 32
     batch_size: int = 64
-    num_workers: Optional[int] = 0
+    num_workers: int | None = 0
     val_fraction: float = 0.2
     num_samples: int = 512
     num_classes: int = 10
@@ -99,15 +99,15 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     deterministic: bool = True
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
     # torch intra-op threads for the run. Float results depend on the thread count (how reductions are split),
     # so sweeps and the quickstart pin it; None leaves torch's default (one per core), recorded in result.json.
-    threads: Optional[int] = None
+    threads: int | None = None
     # torch.compile mode for the network (COMPILE_MODES), None = eager. Compiling reorders and fuses float ops
     # (fp32 losses agree with eager to ~1e-5), so like threads it enters the hash only when set: eager runs keep
     # theirs. Checkpoints hold the plain module's keys and load into an eager model.
-    compile: Optional[str] = None
+    compile: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("train.recipe", self.recipe, RECIPE_NAMES)
@@ -132,9 +132,9 @@ class WandbConfig:
 
     mode: str = "offline"
     project: str = "senet-ablations"
-    group: Optional[str] = None
-    job_type: Optional[str] = None
-    entity: Optional[str] = None
+    group: str | None = None
+    job_type: str | None = None
+    entity: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("wandb.mode", self.mode, WANDB_MODES)
@@ -149,7 +149,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     output_dir: str = "runs"
-    name: Optional[str] = None
+    name: str | None = None
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self) -> None:
@@ -165,10 +165,10 @@ class ExperimentConfig:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ExperimentConfig":
+    def from_dict(cls, data: dict) -> ExperimentConfig:
         return from_dict(cls, data)
 
-    def override(self, overrides: dict[str, Any]) -> "ExperimentConfig":
+    def override(self, overrides: dict[str, Any]) -> ExperimentConfig:
         """A copy with dotted-key overrides applied (``{"model.se.reduction": 8}``)."""
         return apply_overrides(self, overrides)
 
@@ -189,5 +189,5 @@ class ExperimentConfig:
         """Stable id of the arm+seed; equal configs hash equal whatever the key order."""
         return config_hash(self.semantic())
 
-    def replace(self, **changes: Any) -> "ExperimentConfig":
+    def replace(self, **changes: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **changes)
