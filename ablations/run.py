@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,8 +77,9 @@ def prepare(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Any]:
 
 def _check_devices(t: Any) -> None:
     """One CPU process per device: more processes than cores only slows a run down and hides a typo."""
-    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from ablations.data.base import usable_cores
+
+    on_cpu, cores = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available()), usable_cores()
     if on_cpu and t.num_nodes == 1 and t.devices > cores:
         raise ValueError(f"train.devices={t.devices} is not allowed on this machine: it has no GPU and {cores} CPU "
                          f"cores; use train.devices between 1 and {cores} (one DDP process per device)")

@@ -140,12 +140,18 @@ def local_devices() -> int:
     return max(1, torch.cuda.device_count())
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity, which SLURM and containers narrow (all cores where the
+    platform has no affinity, e.g. macOS)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def auto_workers(cores: int | None = None, devices: int | None = None) -> int:
     """Workers per training process for a dataset decoded from files: this process's CPU cores (its affinity,
     which SLURM and containers narrow) shared among the node's training processes, less one for the process
     itself; at least 1. Decoding is the bottleneck (``results/input/cpu.md``: one core decodes ~120-150 ImageNet
     images/s), so every spare core goes to it."""
-    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    cores = usable_cores() if cores is None else cores
     devices = local_devices() if devices is None else devices
     return max(1, cores // max(1, devices) - 1)
 
