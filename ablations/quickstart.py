@@ -76,18 +76,13 @@ class QuickstartConfig:
 
 
 def explicit_keys(q: QuickstartConfig) -> dict:
-    """What the quickstart sets, as the dotted keys ``senet-ablate train`` would take (``q.overrides`` last)."""
+    """The baseline arm as the dotted keys ``senet-ablate train`` would take: ResNet-20 without SE on ``q.data``,
+    the ``quick`` recipe, ``q.epochs`` epochs, then ``q.overrides`` (resolved as train resolves them)."""
     return layer({"model": "resnet20_cifar", "data.name": q.data, "data.image_size": q.image_size,
                   "output_dir": q.output_dir, "train.recipe": "quick", "train.epochs": q.epochs,
                   "train.threads": THREADS, "wandb.mode": q.wandb_mode,
                   "wandb.group": f"quickstart_resnet20_cifar_{q.data}", "wandb.job_type": "quickstart"},
                  dict(q.overrides))
-
-
-def baseline_config(q: QuickstartConfig) -> ExperimentConfig:
-    """ResNet-20 without SE on ``q.data`` with the ``quick`` recipe, ``q.epochs`` epochs, then ``q.overrides``,
-    resolved as train resolves the same flags (``train.devices=2`` shares the recipe's batch)."""
-    return resolve_base(explicit_keys(q))
 
 
 def experiments(q: QuickstartConfig) -> list[tuple[str, ExperimentConfig]]:
