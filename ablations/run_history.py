@@ -20,24 +20,30 @@ from lightning.pytorch.loggers import CSVLogger
 HISTORY = Path("csv") / "metrics.csv"  # HistoryCSVLogger's file in a run folder
 
 
+def histories(run_dir: str | Path, metrics: Sequence[str]) -> dict[str, dict[int, float]]:
+    """metric -> (epoch -> the last logged value) for each of ``metrics``, from one read of the run folder's CSV
+    history (empty mappings if there is none)."""
+    out: dict[str, dict[int, float]] = {k: {} for k in metrics}
+    try:
+        with (Path(run_dir) / HISTORY).open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                for k in metrics:
+                    if row.get("epoch") and row.get(k):
+                        out[k][int(float(row["epoch"]))] = float(row[k])
+    except (OSError, ValueError):
+        return {k: {} for k in metrics}
+    return {k: {e: v for e, v in sorted(h.items()) if math.isfinite(v)} for k, h in out.items()}
+
+
 def history(run_dir: str | Path, metric: str) -> dict[int, float]:
     """epoch -> the last logged value of ``metric`` in the run folder's CSV history (empty if there is none)."""
-    path = Path(run_dir) / HISTORY
-    out: dict[int, float] = {}
-    try:
-        with path.open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("epoch") and row.get(metric):
-                    out[int(float(row["epoch"]))] = float(row[metric])
-    except (OSError, ValueError):
-        return {}
-    return {e: v for e, v in sorted(out.items()) if math.isfinite(v)}
+    return histories(run_dir, [metric])[metric]
 
 
 def epoch_values(run_dir: str | Path, metrics: Sequence[str], epoch: int) -> dict[str, float]:
     """The values of ``metrics`` the history holds for ``epoch`` (0-based): a run resumed from its last epoch's
     checkpoint has nothing left to train, so Lightning logs nothing, and its result takes these."""
-    return {k: h[epoch] for k in metrics if epoch in (h := history(run_dir, k))}
+    return {k: h[epoch] for k, h in histories(run_dir, metrics).items() if epoch in h}
 
 
 def save_csv_history(trainer: pl.Trainer) -> None:
