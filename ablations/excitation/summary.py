@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ablations.excitation.recorder import ExcitationStats
+from ablations.reporting.tables import markdown_table
 from senet.tree import flatten
 
 SUMMARY_FIELDS = ("block", "channels", "samples", "classes", "mean_gate", "specificity", "eta2",
@@ -91,10 +92,8 @@ def write_csv(rows: list[dict], path: str | Path, fields: Iterable[str] | None =
 def format_table(rows: list[dict], fields: Iterable[str]) -> str:
     """A markdown table of ``rows`` over ``fields`` (floats with 3 decimals)."""
     fields = list(fields)
-    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
-    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
-    lines += ["| " + " | ".join(cell(r.get(k)) for k in fields) + " |" for r in rows]
-    return "\n".join(lines)
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+    return markdown_table(fields, ([fmt(r.get(k)) for k in fields] for r in rows)).rstrip("\n")
 
 
 # ---- Across a sweep: one row per (run, block), with the config keys that vary between runs ---- #
