@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the markdown report here too")
     args = parser.parse_args(argv)
     auto = auto_workers()
-    args.workers = args.workers or sorted({0, 1, 2, auto})
+    args.workers = sorted(set(args.workers or (0, 1, 2, auto)))  # gpu_all.sh passes the auto count: time it once
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
