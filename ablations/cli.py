@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
         module = importlib.import_module(args._module)
+    if any("://" in a for a in sys.argv):
+        # A storage URL's password must not outlive parsing in sys.argv, which W&B records in every run's
+        # metadata. (The process's own command line, /proc/self/cmdline, cannot be changed from Python.)
+        from ablations.sweep.storage import masked_argv
+
+        sys.argv[:] = masked_argv(sys.argv)
     from ablations.interrupts import RunInterrupted
 
     try:

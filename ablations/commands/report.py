@@ -1,7 +1,8 @@
 """``senet-ablate report STUDY``: a sweep's study as the paper's tables and plots under ``results/<study>/``.
 
 Reads the result rows stored in the study's trials (``ablations.sweep.report``), so it works on a study
-that is still running, on one from a cluster's PostgreSQL, or on a copied SQLite file.
+that is still running, on one from a cluster's PostgreSQL, or on a copied SQLite file. The storage URL is
+shown (and written into the report's command line) with its password masked.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY", help="the study name (what senet-ablate sweep printed)")
-    parser.add_argument("--storage", metavar="URL", help="the study's storage (default: sqlite:///runs/STUDY/study.db, "
-                        "the single-worker default of senet-ablate sweep)")
+    parser.add_argument("--storage", metavar="URL", help="the study's storage (default: $SENET_STORAGE_URL, else "
+                        "sqlite:///runs/STUDY/study.db, the single-worker default of senet-ablate sweep)")
     parser.add_argument("--out", help="output folder (default results/STUDY)")
     parser.add_argument("--no-html", action="store_true", help="skip Optuna's HTML plots")
     parser.add_argument("--min-effect", type=float, metavar="PP", default=None,
@@ -40,9 +41,9 @@ def _check_study_file(url: str, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablations.sweep.storage import check_reachable, check_storage_url, default_storage
+    from ablations.sweep.storage import check_reachable, check_storage_url, default_storage, masked, storage_from_env
 
-    url = check_storage_url(args.storage or default_storage("runs", args.study))
+    url = check_storage_url(args.storage or storage_from_env() or default_storage("runs", args.study))
     if url.startswith("sqlite"):
         import sqlalchemy
 
@@ -56,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = [s.study_name for s in optuna.get_all_study_summaries(url)]
     if args.study not in names:
-        raise ValueError(f"study {args.study!r} is not in {url}; it holds: {', '.join(names) or 'no studies'}")
+        raise ValueError(f"study {args.study!r} is not in {masked(url)}; it holds: {', '.join(names) or 'no studies'}")
     from ablations.sweep.report import write_report
 
     study = optuna.load_study(study_name=args.study, storage=url)
-    command = f"senet-ablate report {args.study} --storage {url}" + (f" --out {args.out}" if args.out else "") \
+    command = f"senet-ablate report {args.study} --storage {masked(url)}" + (f" --out {args.out}" if args.out else "") \
         + (f" --min-effect {args.min_effect:g}" if args.min_effect is not None else "")
     path = write_report(study, Path(args.out or Path("results") / args.study), command=command, html=not args.no_html,
                         min_effect=args.min_effect)

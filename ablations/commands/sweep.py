@@ -4,6 +4,8 @@ Everything is checked before any work: the spec (keys, distributions, metrics, e
 the storage choice (SQLite only for one worker) and that the storage answers within seconds. Then
 the study is created once and the grid enqueued once; workers (this process, N local processes or
 SLURM array elements) claim trials until none is left. See ``ablations.sweep`` and DESIGN: Sweeps.
+The storage URL reaches the workers through the environment (``storage.STORAGE_ENV``), never their command
+line, and is printed with its password masked.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base-experiment key (repeatable), e.g. --set train.epochs=2")
     parser.add_argument("--storage", metavar="URL", help="Optuna storage: sqlite:///file.db (one worker, the default "
-                        "runs/<study>/study.db) or postgresql://user:pw@host:port/db (several workers, clusters)")
+                        "runs/<study>/study.db) or postgresql://user:pw@host:port/db (several workers, clusters); "
+                        "default: $SENET_STORAGE_URL, then the spec's storage. Keep a password off the command "
+                        "line: $SENET_STORAGE_URL, PGPASSWORD or ~/.pgpass")
     parser.add_argument("--study-name", help="the study (default: the spec's name, prefixed with the variant)")
     parser.add_argument("--n-trials", type=int, help="the study's trial budget (default: the spec's; a grid's size)")
     parser.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default 1)")
@@ -44,9 +48,9 @@ def _sets(items: list[str]) -> dict:
     return parse_assignments(items, "--set", "train.epochs=2")
 
 
-def _spawn_args(args: argparse.Namespace, url: str, study_name: str) -> list[str]:
-    cmd = [sys.executable, "-m", "ablations.cli", "sweep", args.spec, "--worker-only", "--storage", url,
-           "--study-name", study_name]
+def _spawn_args(args: argparse.Namespace, study_name: str) -> list[str]:
+    """A local worker's command line: no storage URL (``ps`` shows it to every user); it comes in the environment."""
+    cmd = [sys.executable, "-m", "ablations.cli", "sweep", args.spec, "--worker-only", "--study-name", study_name]
     if args.variant:
         cmd += ["--variant", args.variant]
     for item in args.sets:
@@ -58,7 +62,7 @@ def _spawn_args(args: argparse.Namespace, url: str, study_name: str) -> list[str
 
 def run(args: argparse.Namespace) -> int:
     from ablations.sweep.spec import build_spec, preflight, read_yaml
-    from ablations.sweep.storage import check_reachable, default_storage, resolve_storage
+    from ablations.sweep.storage import check_reachable, default_storage, resolve_storage, storage_from_env
 
     # Checked here by hand: senet.tree.check_int would import torch (the senet package) before the cheap checks.
     if args.workers < 1:
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ValueError(f"{args.spec}: {exc}") from None
     study_name = args.study_name or checked.study
-    spec_url = args.storage or checked.storage or default_storage(checked.output_dir, study_name)
+    spec_url = args.storage or storage_from_env() or checked.storage or default_storage(checked.output_dir, study_name)
     url = resolve_storage(spec_url, workers=args.workers, cluster=args.slurm)
     if not args.dry_run:
         check_reachable(url)
@@ -103,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         # Each run pins its own torch threads (train.threads, 1 unless the spec sets it), so the worker
         # count changes no number. The workers get their own session: a Ctrl-C reaches them once, from here.
-        procs = [subprocess.Popen(_spawn_args(args, url, study_name), start_new_session=True)
+        from ablations.sweep.storage import worker_env
+
+        procs = [subprocess.Popen(_spawn_args(args, study_name), env=worker_env(url), start_new_session=True)
                  for _ in range(args.workers)]
         codes = _wait_workers(procs)
         if any(codes):
@@ -140,17 +146,25 @@ def _submit(args: argparse.Namespace, spec, url: str, study_name: str) -> int:
     print(f"submitted job array {jobs[0].job_id.split('_')[0]} ({size} workers, {options.array_parallelism} at once); "
           f"logs in {options.folder}", file=sys.stderr)
     if not args.wait:
-        print(f"follow it with: senet-ablate report {study_name} --storage {url}", file=sys.stderr)
+        print(f"follow it with: {_report_command(study_name, url)}", file=sys.stderr)
         return 0
     for job in jobs:
         job.results()  # every task of every element; raises if a worker crashed
     return _summary(spec, url, study_name)
 
 
+def _report_command(study_name: str, url: str) -> str:
+    """The follow-up ``senet-ablate report`` command, its URL masked (and how to give the password then)."""
+    from ablations.sweep.storage import PASSWORD_HINT, has_password, masked
+
+    return f"senet-ablate report {study_name} --storage {masked(url)}" + (f" ({PASSWORD_HINT})" if has_password(url) else "")
+
+
 def _print_plan(spec, study_name: str, url: str) -> int:
     from ablations.sweep.spec import make_config
+    from ablations.sweep.storage import masked
 
-    print(f"study {study_name}: {spec.description or spec.name}\nstorage: {url}\n"
+    print(f"study {study_name}: {spec.description or spec.name}\nstorage: {masked(url)}\n"
           f"objectives: {', '.join(f'{o.direction} {o.metric}' for o in spec.objectives)}; "
           f"sampler {spec.sampler['type']}, pruner {spec.pruner['type']}, seeds {list(spec.seeds)}")
     if spec.is_grid:
@@ -179,7 +193,7 @@ def _summary(spec, url: str, study_name: str, n_trials: int | None = None) -> in
         for t in best:
             values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
             print(f"  #{t.number} {values}  {t.params}")
-    print(f"report: senet-ablate report {study_name} --storage {url}")
+    print(f"report: {_report_command(study_name, url)}")
     missing = unfinished(study, spec, n_trials)
     if not missing:
         return 0

@@ -6,9 +6,14 @@ SLURM tasks of one element (``ntasks-per-node = G = train.devices``, as Lightnin
 requires); each element gets its own ``MASTER_PORT``, because Lightning's default (15000 + the last
 four digits of the job id) collides when two elements share a node. The tasks of an element are
 ``train.devices`` (set by ``--gpus-per-trial``, or the spec's own, e.g. CPU DDP with ``devices: 2``).
+
+submitit pickles the function and its arguments into the job folder, so the storage URL (which may hold a
+password) is not among them: sbatch hands the job the submitting environment, ``storage.STORAGE_ENV`` included,
+and each task reads the URL from there.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +56,14 @@ def trial_overrides(gpus: int) -> dict:
             "train.strategy": "ddp" if gpus > 1 else "auto"}
 
 
-def array_worker(spec: SweepSpec, url: str, study_name: str, n_trials: int | None = None) -> int:
+def array_worker(spec: SweepSpec, study_name: str, n_trials: int | None = None) -> int:
     """The function every array element (and each of its tasks) runs: one Optuna worker, DDP-aware."""
+    from ablations.sweep.storage import STORAGE_ENV, storage_from_env
+
+    url = storage_from_env()
+    if url is None:
+        raise RuntimeError(f"${STORAGE_ENV} is not set in this SLURM job: the sweep passes the storage URL in the "
+                           "environment, which sbatch exports unless --export or $SBATCH_EXPORT says otherwise")
     os.environ.setdefault("MASTER_PORT", str(master_port()))
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
@@ -71,6 +82,8 @@ def submit(spec: SweepSpec, url: str, study_name: str, options: SlurmOptions, n_
     """
     import submitit
 
+    from ablations.sweep.storage import storage_in_env
+
     folder = Path(options.folder.replace("%A_%a", "%j").replace("%A", "%j"))
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     gpus = options.gpus_per_trial
@@ -85,8 +98,10 @@ def submit(spec: SweepSpec, url: str, study_name: str, options: SlurmOptions, n_
     if options.mem_gb:
         params["mem_gb"] = options.mem_gb
     executor.update_parameters(**params)
-    return executor.map_array(array_worker, [spec] * options.array_size, [url] * options.array_size,
-                              [study_name] * options.array_size, [n_trials] * options.array_size)
+    pickled = dataclasses.replace(spec, storage=None)  # the spec file's own URL stays out of the job folder
+    with storage_in_env(url):  # sbatch, run inside, copies the environment into the job
+        return executor.map_array(array_worker, [pickled] * options.array_size, [study_name] * options.array_size,
+                                  [n_trials] * options.array_size)
 
 
 def with_gpus(spec: SweepSpec, gpus: int) -> SweepSpec:

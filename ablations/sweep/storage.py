@@ -1,14 +1,21 @@
-"""Where a study lives (DESIGN: Sweeps; anchors §D.1, §E.3): choosing, refusing and reaching the storage URL.
+"""Where a study lives (DESIGN: Sweeps; anchors §D.1, §E.3): choosing, refusing, reaching and hiding the storage URL.
 
 Kept free of Optuna and torch so that ``senet-ablate sweep`` refuses a bad storage within a second:
 SQLite serves one worker and is refused for several or for a cluster (writers lock each other out,
 and shared filesystems lose its locks); a server that does not answer within ``CONNECT_TIMEOUT_S``
 is reported with what to check.
+
+A URL's password is a secret: every message and file shows the URL ``masked``, and the workers a sweep
+starts get the URL in the environment (``STORAGE_ENV``), never on their command line, where ``ps`` shows it
+and W&B records it. A password-less URL with libpq's ``PGPASSWORD`` or ``~/.pgpass`` works as well.
 """
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy
@@ -17,13 +24,65 @@ STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
 
 CONNECT_TIMEOUT_S = 3
 
+#: The environment variable that carries the storage URL: from a sweep to its workers (local processes and
+#: SLURM jobs, which sbatch gives the submitting environment), and from a user who keeps it off the command line.
+STORAGE_ENV = "SENET_STORAGE_URL"
+
+PASSWORD_HINT = (f"the password is hidden: give the URL in ${STORAGE_ENV} instead of --storage, "
+                 "or drop it from the URL and set PGPASSWORD or ~/.pgpass")
+
+# userinfo's password in anything URL-like that SQLAlchemy cannot parse (a mistyped scheme://user:PASSWORD@host)
+_USERINFO_PASSWORD = re.compile(r"((?:^|[/\s])[^:/@\s]*:)[^@\s]*@")
+
 
 def masked(url: str) -> str:
-    """The URL with its password hidden, for messages."""
+    """The URL with its password shown as ``***`` (``postgresql://user:***@host:5432/db``), for every message and file."""
+    url = str(url)
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse is shown as given
-        return url
+    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL: hide whatever sits where a password would
+        return _USERINFO_PASSWORD.sub(r"\1***@", url)
+
+
+def has_password(url: str) -> bool:
+    """Whether the URL itself carries a password (rather than libpq's PGPASSWORD or ~/.pgpass)."""
+    try:
+        return bool(sqlalchemy.engine.make_url(url).password)
+    except Exception:  # noqa: BLE001 - unparsable: masking it changes it only where a password sits
+        return masked(url) != url
+
+
+def masked_argv(argv: Sequence[str]) -> list[str]:
+    """Command-line arguments with every URL's password hidden (``--storage URL`` and ``--storage=URL``)."""
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        out.append(flag + eq + masked(value) if "://" in value else arg)
+    return out
+
+
+def storage_from_env() -> str | None:
+    """The URL a user or a sweep put in ``STORAGE_ENV`` (``None`` when unset or empty)."""
+    return os.environ.get(STORAGE_ENV) or None
+
+
+def worker_env(url: str) -> dict[str, str]:
+    """This process's environment plus the URL in ``STORAGE_ENV``, for a worker process started with it."""
+    return {**os.environ, STORAGE_ENV: url}
+
+
+@contextmanager
+def storage_in_env(url: str) -> Iterator[None]:
+    """``STORAGE_ENV`` holds ``url`` inside the block (what a SLURM job submitted there inherits), as before after."""
+    before = os.environ.get(STORAGE_ENV)
+    os.environ[STORAGE_ENV] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(STORAGE_ENV, None)
+        else:
+            os.environ[STORAGE_ENV] = before
 
 
 def engine_kwargs(url: str) -> dict:
@@ -50,6 +109,9 @@ def check_reachable(url: str) -> None:
             conn.execute(sqlalchemy.text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - driver errors vary; the message is what matters
         reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
+        password = sqlalchemy.engine.make_url(url).password
+        if password:  # drivers do not echo it today; a message must not depend on that
+            reason = reason.replace(str(password), "***")
         raise ValueError(f"storage {masked(url)} cannot be reached: {reason} (is the server running, "
                          "and are host, port, user, password and database right?)") from None
     finally:
@@ -64,7 +126,7 @@ def check_storage_url(url: str) -> str:
     """
     scheme = url.split(":", 1)[0].split("+", 1)[0] if isinstance(url, str) and "://" in url else None
     if scheme not in STORAGE_SCHEMES:
-        raise ValueError(f"storage={url!r} is not allowed; give an SQLAlchemy URL: sqlite:///path.db (one worker) or "
+        raise ValueError(f"storage={masked(url)!r} is not allowed; give an SQLAlchemy URL: sqlite:///path.db (one worker) or "
                          "postgresql://user:password@host:port/db (several workers, clusters)")
     if url.startswith("postgresql://"):
         import importlib.util
@@ -84,7 +146,7 @@ def resolve_storage(url: str, workers: int = 1, cluster: bool = False) -> str:
     url = check_storage_url(url)
     if url.startswith("sqlite") and (workers > 1 or cluster):
         who = "a SLURM job array" if cluster else f"{workers} workers"
-        raise ValueError(f"storage {url} is SQLite, which cannot be shared by {who} (writers lock each other "
+        raise ValueError(f"storage {masked(url)} is SQLite, which cannot be shared by {who} (writers lock each other "
                          "out and shared filesystems lose its locks); use PostgreSQL: "
                          "--storage postgresql://USER:PASSWORD@HOST:5432/DB (see README, Sweeps: storage)")
     return url
