@@ -1,8 +1,9 @@
-"""Interrupts (DESIGN: Training, reliability): Ctrl-C, SIGTERM, SIGUSR1/2 become one exception, ``RunInterrupted``.
+"""Interrupts: Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2 become one exception, ``RunInterrupted``.
 
 Clusters stop jobs with signals: SLURM sends SIGTERM on preemption, ``scancel`` and at the time limit
 (SIGUSR1 first with ``--signal=USR1@N``; SIGUSR2 for jobs submitted by submitit, whose
-``slurm_signal_delay_s`` asks for ``--signal=USR2@N``), people press Ctrl-C. Lightning turns Ctrl-C into
+``slurm_signal_delay_s`` asks for ``--signal=USR2@N``), people press Ctrl-C, and an ssh session that
+closes on a login node sends SIGHUP to the runs started from it. Lightning turns Ctrl-C into
 ``sys.exit(1)`` and SIGTERM into ``SIGTERMException``, both ``SystemExit``, which say neither which
 signal came nor that the run is unfinished. Inside ``guard()`` each of these signals raises
 ``RunInterrupted`` (a ``KeyboardInterrupt``, so Lightning and Optuna treat it as Ctrl-C: teardown,
@@ -20,7 +21,8 @@ from collections.abc import Iterator
 
 # SIGUSR2: submitit's warning before the time limit. Its own handler would exit the worker mid-trial
 # (a FAIL in Optuna, not a requeued, resumable trial), so inside a run it is an interrupt like the others.
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# SIGHUP: the terminal went away (ssh closed); the run cannot go on reporting there, so it stops resumable.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -62,7 +64,7 @@ def _handler(signum: int, _frame) -> None:
 
 @contextlib.contextmanager
 def guard() -> Iterator[None]:
-    """Turn SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 into ``RunInterrupted`` inside the block (main thread only; nestable)."""
+    """Turn SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 into ``RunInterrupted`` inside the block (main thread only; nestable)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

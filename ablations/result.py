@@ -2,7 +2,8 @@
 
 ``Result`` is the ``result.json`` of a run folder, written by ``run_experiment`` and read by the
 quickstart, the sweep objective, ``compare`` and the reports. ``status`` is one of ``STATUSES``:
-``complete`` only when training reached its planned end; ``interrupted`` (a signal) resumes on a rerun.
+``complete`` only when training reached its planned end; ``interrupted`` (a signal, or a fault of the machine
+such as a full disk: ``ablations.faults``) resumes on a rerun.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from ablations.faults import written_whole
 
 RESULT_FILE = "result.json"
 STATUSES = ("complete", "failed", "pruned", "interrupted")
@@ -58,8 +61,9 @@ class Result:
         """Write ``<run_dir>/result.json`` atomically (a reader never sees half a row)."""
         path = Path(self.run_dir) / RESULT_FILE
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str) + "\n")
-        os.replace(tmp, path)
+        with written_whole(tmp):
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False, default=str) + "\n")
+            os.replace(tmp, path)
         return path
 
 

@@ -1,27 +1,23 @@
-"""``run_experiment(cfg) -> Result``: one arm, one seed, trained and evaluated (DESIGN: Training).
+"""``run_experiment(cfg) -> Result``: one arm, one seed, trained and evaluated.
 
 The one plain function that the CLI, the quickstart, the Optuna objective and the W&B agent all call.
 It validates everything before any work (bad config, missing data folder: ``ValueError`` /
 ``FileNotFoundError``), seeds, trains with Lightning (checkpoints, resume, DDP, mixed precision),
 and writes one JSON result row to ``<output_dir>/<run_name>/result.json``, independent of W&B.
 A failure inside training (NaN loss, out of memory, ...) becomes ``status="failed"`` with its reason; a
-signal (Ctrl-C, SIGTERM, SIGUSR1) becomes ``status="interrupted"`` and ``RunInterrupted`` is raised;
+signal (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2) becomes ``status="interrupted"`` and ``RunInterrupted`` is raised;
 ``complete`` means training reached its last epoch. The run folder's lock, attempts and resumable
 history live in ``ablations.run_folder``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
@@ -30,8 +26,16 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from ablations import interrupts, provenance, wandb_logging
 from ablations.config import ExperimentConfig
 from ablations.cost import CostCallback
-from ablations.epoch_log import progress_callbacks
+from ablations.faults import MachineFault, machine_fault
 from ablations.interrupts import RunInterrupted
+from ablations.lightning_trainer import (
+    benign_warnings_off,
+    check_devices,
+    make_trainer,
+    pinned_threads,
+    pruning_callback,
+    quiet_lightning,
+)
 from ablations.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
 from ablations.module import NonFiniteLossError, SEClassifier
 from ablations.naming import run_name
@@ -39,17 +43,19 @@ from ablations.resolve import with_data_fields
 from ablations.result import RESULT_FILE, STATUSES, Result, git_commit
 from ablations.run_folder import (
     CHECKPOINTS,
-    AtomicCheckpoint,
     AttemptCallback,
     Attempts,
     RNGStateCallback,
     RunFolderBusy,
     RunLock,
+    check_real_folder,
+    checkpoint_callbacks,
     claim_run_dir,
     resume_point,
     start_over,
 )
 from ablations.run_history import HistoryCSVLogger, epoch_values
+from senet import safe_load
 
 __all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "claim_run_dir", "prepare",
            "run_experiment"]
@@ -73,16 +79,6 @@ def prepare(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Any]:
 
     build_model(cfg.model)
     return cfg, dm
-
-
-def _check_devices(t: Any) -> None:
-    """One CPU process per device: more processes than cores only slows a run down and hides a typo."""
-    from ablations.data.base import usable_cores
-
-    on_cpu, cores = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available()), usable_cores()
-    if on_cpu and t.num_nodes == 1 and t.devices > cores:
-        raise ValueError(f"train.devices={t.devices} is not allowed on this machine: it has no GPU and {cores} CPU "
-                         f"cores; use train.devices between 1 and {cores} (one DDP process per device)")
 
 
 def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | None = None, trial: Any = None,
@@ -111,13 +107,14 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
             says ``interrupted`` and ``checkpoints/last.ckpt`` resumes it.
         RunFolderBusy: another live process trains the same experiment in this folder.
     """
-    with interrupts.guard(), _pinned_threads(cfg.train.threads):
+    with interrupts.guard(), pinned_threads(cfg.train.threads):
         cfg, dm = prepare(cfg) if datamodule is None else (cfg, datamodule)
         name, run_dir = claim_run_dir(cfg, run_name(cfg, baseline))
-        _check_devices(cfg.train)  # here, not in prepare(): --print-config checks a cluster's config on a laptop
-        with _benign_warnings_off(), _quiet_lightning():
+        check_real_folder(run_dir)
+        check_devices(cfg.train)  # here, not in prepare(): --print-config checks a cluster's config on a laptop
+        with benign_warnings_off(), quiet_lightning():
             try:  # a dry build: a refused Trainer setting leaves no folder behind
-                _trainer(cfg.train, False, [], run_dir, False, True)
+                make_trainer(cfg.train, False, [], run_dir, False, True)
             except MisconfigurationException as exc:  # e.g. precision=16-mixed on a CPU, accelerator=gpu without one
                 raise ValueError(f"train.accelerator/devices/strategy/precision: {exc}") from None
         last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
@@ -125,15 +122,29 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
         resume_from = resume_point(last_ckpt) if resume and last_ckpt.exists() else None
         if rank_zero_only.rank != 0:  # DDP followers: rank 0 owns the folder, its lock and its files
             return _train(cfg, name, run_dir, dm, callbacks, trial, resume_from, progress_bar, quiet, None)
-        with RunLock(run_dir):
-            previous = run_dir / RESULT_FILE
+        lock = RunLock(run_dir)
+        try:
+            lock.acquire()
+        except MachineFault:  # a folder that cannot be written still answers for its complete run
+            if resume and (done := _complete(run_dir)) is not None:
+                return done
+            raise
+        try:
             if not resume:
                 start_over(run_dir)
-            elif previous.exists():
-                old = Result.load(previous)
-                if old.status == "complete":
-                    return old
+            elif (done := _complete(run_dir)) is not None:
+                return done
             return _train(cfg, name, run_dir, dm, callbacks, trial, resume_from, progress_bar, quiet, Attempts(run_dir))
+        finally:
+            lock.release()
+
+
+def _complete(run_dir: Path) -> Result | None:
+    """The run's result row if it is complete (a rerun returns it as is), else ``None``."""
+    previous = run_dir / RESULT_FILE
+    if previous.exists() and (old := Result.load(previous)).status == "complete":
+        return old
+    return None
 
 
 def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: Sequence[Callback] | None,
@@ -149,25 +160,24 @@ def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: 
     loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="csv", resume_from=resume_from)]
     if wandb_logger is not None:
         loggers.append(wandb_logger)
-    # No version counter: the files stay last.ckpt / best.ckpt, which resume and the analysis tools read.
-    checkpoint = AtomicCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="best", monitor=MONITOR,
-                                  mode=MONITOR_MODE, save_last=True, save_top_k=1, enable_version_counter=False)
     cost = CostCallback()
-    cbs: list[Callback] = [checkpoint, RNGStateCallback(), LearningRateMonitor(logging_interval="epoch"),
-                           AttemptCallback(attempts), cost]
-    pruning = _pruning_callback(trial)
+    cbs: list[Callback] = [*checkpoint_callbacks(run_dir / CHECKPOINTS, MONITOR, MONITOR_MODE), RNGStateCallback(),
+                           LearningRateMonitor(logging_interval="epoch"), AttemptCallback(attempts), cost]
+    pruning = pruning_callback(trial)
     cbs += [c for c in (pruning,) if c is not None] + list(callbacks or [])
-    with _benign_warnings_off():
-        trainer = _trainer(cfg.train, loggers, cbs, run_dir, progress_bar, quiet)
-    if attempts is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        wandb_logging.save_run_id(run_dir, wandb_id)
-        attempts.begin(None if resume_from is None else resume_from["epoch"] + 1)
+    with benign_warnings_off():
+        trainer = make_trainer(cfg.train, loggers, cbs, run_dir, progress_bar, quiet)
     status, reason, stop = "complete", None, None
     try:
-        with _benign_warnings_off():
-            trainer.fit(module, datamodule=dm, ckpt_path=str(last_ckpt) if resume_from else None)
+        if attempts is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            wandb_logging.save_run_id(run_dir, wandb_id)
+            attempts.begin(None if resume_from is None else resume_from["epoch"] + 1)
+        # The resume reads last.ckpt as tensors and plain data only.
+        with benign_warnings_off(), safe_load.safe_loading():
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last_ckpt) if resume_from else None,
+                        weights_only=True)
         if pruning is not None:
             pruning.check_pruned()
         if trainer.current_epoch < cfg.train.epochs:  # fit returned early without an error: not a finished run
@@ -175,7 +185,9 @@ def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: 
     except NonFiniteLossError as exc:
         status, reason = "failed", f"non-finite loss: {exc}"
     except Exception as exc:  # noqa: BLE001 (a failed trial is recorded, and the sweep goes on)
-        if type(exc).__name__ == "TrialPruned":
+        if (stop := machine_fault(exc, run_dir)) is not None:  # the machine's fault, not the arm's: resumable
+            status, reason = "interrupted", f"{stop}; rerun the same command to resume once that is fixed"
+        elif type(exc).__name__ == "TrialPruned":
             status, reason = "pruned", str(exc) or f"pruned at epoch {trainer.current_epoch}"
         else:
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
@@ -187,7 +199,13 @@ def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: 
                                          "rerun the same command to resume from checkpoints/last.ckpt")
     finally:
         with interrupts.deferred():  # a second Ctrl-C must not cut the result row in half
-            result = _record(cfg, name, run_dir, module, trainer, status, reason, attempts, wandb_logger, stop, cost)
+            try:
+                result = _record(cfg, name, run_dir, module, trainer, status, reason, attempts, wandb_logger, stop,
+                                 cost)
+            except OSError as exc:  # the row cannot be written either (a full disk): the first fault is reported
+                stop = stop or machine_fault(exc, run_dir)
+                if stop is None:
+                    raise
     if stop is not None:
         raise stop from None
     return result
@@ -213,70 +231,6 @@ def _record(cfg: ExperimentConfig, name: str, run_dir: Path, module: SEClassifie
     if attempts is not None:
         result.save()
     return result
-
-
-@contextlib.contextmanager
-def _quiet_lightning():
-    """Lightning's "GPU available" lines once per run, from the real Trainer, not from the dry build too."""
-    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-@contextlib.contextmanager
-def _pinned_threads(threads: int | None):
-    """``train.threads`` for the duration of a run (float results depend on it); torch's default when ``None``."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-# Lightning hints that do not apply to these runs (small in-memory data sets, resumed folders).
-_BENIGN_WARNINGS = (
-    ".*does not have many workers.*", ".*Checkpoint directory .* exists and is not empty.*",
-    ".*The number of training batches .* is smaller than the logging interval.*",
-    ".*Experiment logs directory .* exists and is not empty.*",
-    ".*The `srun` command is available on your system but is not used.*",  # submitit launches SLURM jobs
-    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",  # inside Lightning 2.6 on torch >= 2.10
-)
-
-
-@contextlib.contextmanager
-def _benign_warnings_off():
-    with warnings.catch_warnings():
-        for pattern in _BENIGN_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern)
-        yield
-
-
-def _trainer(t: Any, loggers: list, cbs: list, run_dir: Path, progress_bar: bool | None, quiet: bool) -> pl.Trainer:
-    bar, bar_cbs = progress_callbacks(progress_bar)  # a SLURM log gets one line per epoch instead of tqdm
-    return pl.Trainer(
-        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-        strategy=t.strategy, precision=t.precision,
-        # "warn": deterministic kernels wherever they exist (all of them on CPU), a warning instead of a crash
-        # for the few CUDA backward kernels that have none (adaptive pooling: the SE squeeze).
-        deterministic="warn" if t.deterministic else False,
-        logger=loggers, callbacks=[*cbs, *bar_cbs], default_root_dir=str(run_dir), enable_progress_bar=bar,
-        enable_model_summary=not quiet, log_every_n_steps=10,
-        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
-    )
-
-
-def _pruning_callback(trial: Any) -> Callback | None:
-    if trial is None or len(trial.study.directions) != 1:  # Optuna prunes single-objective studies only
-        return None
-    from optuna_integration import PyTorchLightningPruningCallback
-
-    return PyTorchLightningPruningCallback(trial, monitor=MONITOR)
 
 
 def _result(cfg: ExperimentConfig, chash: str, name: str, run_dir: Path, module: SEClassifier,

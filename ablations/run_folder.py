@@ -1,4 +1,4 @@
-"""A run folder and its one writer (DESIGN: Training): its name, lock, fresh start, resume checkpoint, history.
+"""A run folder and its one writer: its name, lock, fresh start, resume checkpoint, history.
 
 A run folder (``<output_dir>/<run name>``) belongs to one experiment and, while it trains, to one process:
 ``RunLock`` is an ``flock`` on ``run.lock`` whose file names the holder (PID, host, start), so a second
@@ -7,7 +7,8 @@ run's lock is taken over without a stale-lock heuristic (``flock`` also works on
 it to POSIX locks). Each training attempt (first run, every resume) is one entry in ``attempts.json``,
 updated at every epoch end, so the wall time of an attempt killed by SIGKILL still counts up to its last
 epoch. The per-epoch metrics survive a resume (``ablations.run_history``). ``AtomicCheckpoint`` writes ``last.ckpt``/``best.ckpt``
-to a temporary name and renames it, holding interrupts meanwhile, so a checkpoint is whole or absent, and
+to a temporary name and renames it, holding interrupts meanwhile, so a checkpoint is whole or absent (a write that
+fails, say on a full disk, removes the temporary file and names it: ``ablations.faults``), and
 ``RNGStateCallback`` keeps the RNG streams in it, so a resume is bit-equal to an uninterrupted run.
 Written by hand: Lightning has no run-folder lock, attempt record or resumable CSV history.
 """
@@ -33,7 +34,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from ablations import interrupts
 from ablations.config import ExperimentConfig
+from ablations.faults import machine_fault, written_whole
 from ablations.run_history import save_csv_history
+from senet import safe_load
 
 LOCK_FILE = "run.lock"
 ATTEMPTS_FILE = "attempts.json"
@@ -75,8 +78,11 @@ class RunLock:
         self._file = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        except OSError as exc:
+            raise (machine_fault(exc, self.path) or exc) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -115,14 +121,28 @@ def _describe_holder(text: str) -> str:
         return "another process"
 
 
+# What a run writes in its folder (the lock stays); ``start_over`` removes these and nothing else.
+RUN_ENTRIES = (CHECKPOINTS, "csv", "wandb", "excitation", "result.json", "config.yaml", ATTEMPTS_FILE, "wandb_id.txt",
+               "result.json.tmp", "attempts.json.tmp")
+
+
+def check_real_folder(run_dir: Path) -> None:
+    """A run folder is a real folder: one that is a symbolic link would have the run write and ``--no-resume``
+    delete wherever it points, outside the output folder."""
+    if Path(run_dir).is_symlink():
+        raise ValueError(f"run folder {run_dir} is a symbolic link (to {os.readlink(run_dir)}); senet-ablate writes "
+                         "and clears only real folders inside output_dir: remove the link or choose another output_dir")
+
+
 def start_over(run_dir: Path) -> None:
-    """Empty a run folder for ``--no-resume``: old checkpoints, logs, results and W&B files go, the lock stays."""
-    for entry in Path(run_dir).iterdir():
-        if entry.name == LOCK_FILE:
-            continue
+    """Empty a run folder for ``--no-resume``: the entries a run writes (``RUN_ENTRIES``) go, a link among them
+    as a link (never what it points to), anything else stays."""
+    check_real_folder(run_dir)
+    for name in RUN_ENTRIES:
+        entry = Path(run_dir) / name
         if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
+            shutil.rmtree(entry)  # does not follow links inside the tree
+        elif entry.is_symlink() or entry.exists():
             entry.unlink()
 
 
@@ -132,8 +152,10 @@ def resume_point(ckpt: Path) -> dict[str, int]:
     if not zipfile.is_zipfile(ckpt):  # torch.save writes a zip whose directory is at the end: truncation shows here
         raise ValueError(f"checkpoint {ckpt} is truncated or not a checkpoint (was the run killed while saving?); {hint}")
     try:
-        state = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
+        state = safe_load.load(ckpt, map_location="cpu", mmap=True)
         return {"epoch": int(state["epoch"]), "global_step": int(state["global_step"])}
+    except safe_load.UnsafeCheckpoint:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
         raise ValueError(f"checkpoint {ckpt} cannot be read ({type(exc).__name__}: {exc}); {hint}") from None
 
@@ -169,8 +191,9 @@ class Attempts:
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.entries, indent=1) + "\n")
-        os.replace(tmp, self.path)
+        with written_whole(tmp):
+            tmp.write_text(json.dumps(self.entries, indent=1) + "\n")
+            os.replace(tmp, self.path)
 
 
 class AttemptCallback(Callback):
@@ -213,10 +236,27 @@ class AtomicCheckpoint(ModelCheckpoint):
             # The epoch's validation rows are logged by now: on disk before the checkpoint that says the epoch is done.
             save_csv_history(trainer)
             part = filepath + ".part"
-            super()._save_checkpoint(trainer, part)
-            if trainer.is_global_zero:
-                os.replace(part, filepath)
+            with written_whole(part):
+                super()._save_checkpoint(trainer, part)
+                if trainer.is_global_zero:
+                    os.replace(part, filepath)
             self._last_checkpoint_saved = filepath
+
+
+def checkpoint_callbacks(folder: Path, monitor: str, mode: str) -> list[AtomicCheckpoint]:
+    """``best.ckpt`` (the best ``monitor`` so far) and ``last.ckpt`` (the state after every epoch), in that order.
+
+    Lightning's ``save_last`` rewrites ``last.ckpt`` only in an epoch that also wrote a top-k file, so after
+    an epoch that did not improve it would hold an older epoch: a resume would train epochs again and the
+    analysis tools would read older weights. ``last.ckpt`` is therefore its own callback with no monitor,
+    which writes every epoch; it runs second, so it holds the best tracker's state of that same epoch. No
+    version counter: the names stay ``best.ckpt``/``last.ckpt``, which resume and the analysis tools read.
+    """
+    best = AtomicCheckpoint(dirpath=str(folder), filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                            enable_version_counter=False)
+    last = AtomicCheckpoint(dirpath=str(folder), filename="last", monitor=None, save_top_k=1,
+                            enable_version_counter=False)
+    return [best, last]
 
 
 class RNGStateCallback(Callback):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from senet import safe_load
 from senet.blocks import BottleneckBranch
 from senet.config import SEConfig
 
@@ -92,7 +93,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         sd = load_file(str(path))
     elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = safe_load.load(path, map_location="cpu")
     else:
         raise ValueError(f"weights file {str(path)!r}: unknown format {path.suffix!r}; "
                          "allowed: .pth, .pt, .bin, .ckpt (torch.save) or .safetensors")

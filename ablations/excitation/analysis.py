@@ -64,12 +64,15 @@ def describe_checkpoint(ckpt: Path, run_dir: Path) -> str:
 def load_module(ckpt: Path):
     """The ``SEClassifier`` of a checkpoint; a truncated or foreign file is one line naming it, not a traceback."""
     from ablations.module import SEClassifier
+    from senet import safe_load
 
     try:
-        # weights_only=False: the training run keeps its RNG streams (numpy arrays) in the checkpoint for exact
-        # resumes; like any pickle, only load checkpoints you trust (your own runs).
-        return SEClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+        with safe_load.safe_loading():  # tensors and plain data only: a checkpoint never runs code
+            return SEClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 (torch.load and Lightning raise anything from EOFError to KeyError)
+        refused = safe_load.refusal(ckpt, exc)
+        if refused is not None:
+            raise refused from None
         reason = (str(exc).splitlines() or [""])[0][:120]
         raise ValueError(f"checkpoint {ckpt} cannot be read ({type(exc).__name__}: {reason}); it is truncated or "
                          "not a checkpoint of senet-ablate train; give a complete .ckpt or its run folder") from None

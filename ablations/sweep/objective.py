@@ -5,7 +5,7 @@ one compact entry per run from which the report rebuilds the result rows, so rep
 files. Its learning curve is the objective per epoch, reported with or without a pruner (``curves``). A
 failed run is recorded with its reason (``user_attrs["reason"]``) and raised, so Optuna marks the trial
 FAIL and the worker goes on; a pruned run raises ``optuna.TrialPruned``; an interrupted one (Ctrl-C,
-SIGTERM, SIGUSR1) is recorded as ``interrupted`` and the ``RunInterrupted`` goes on to the worker, which
+SIGTERM, SIGHUP, SIGUSR1/2) is recorded as ``interrupted`` and the ``RunInterrupted`` goes on to the worker, which
 re-queues the trial. Sampled (non-grid) studies skip an arm whose config hash already has a complete trial
 and reuse its values, so TPE's repeats cost nothing.
 """

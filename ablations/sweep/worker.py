@@ -6,7 +6,7 @@ the same lock it takes the trial's lease (``leases``), which dies with the proce
 runs outside the lock. Before each claim the worker fails and re-queues the RUNNING trials whose lease
 is free (a killed worker's: at once) or whose heartbeat is stale (a worker cut off from the database:
 after the grace period), and it does not exit while other workers' trials still run, so a trial lost
-with its worker is re-run, never dropped. A signal (Ctrl-C, SIGTERM, SIGUSR1) stops the worker: its
+with its worker is re-run, never dropped. A signal (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2) stops the worker: its
 trial is failed, marked ``interrupted`` and re-queued at once, and ``RunInterrupted`` leaves with the
 exit code 128 + signal. Under DDP (a SLURM trial with several GPUs) rank 0 is the worker and the other
 ranks follow it.

@@ -1,0 +1,94 @@
+"""The Lightning ``Trainer`` of a run and the process settings around it (threads, warnings, pruning).
+
+``run_experiment`` builds one ``Trainer`` per attempt from ``TrainConfig`` (and a dry one first, so a refused
+setting fails before the run folder is touched), pins ``train.threads`` for the run, and silences the
+Lightning hints that do not apply to these runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from ablations.epoch_log import progress_callbacks
+from ablations.metrics import MONITOR
+
+
+def check_devices(t: Any) -> None:
+    """One CPU process per device: more processes than cores only slows a run down and hides a typo."""
+    from ablations.data.base import usable_cores
+
+    on_cpu, cores = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available()), usable_cores()
+    if on_cpu and t.num_nodes == 1 and t.devices > cores:
+        raise ValueError(f"train.devices={t.devices} is not allowed on this machine: it has no GPU and {cores} CPU "
+                         f"cores; use train.devices between 1 and {cores} (one DDP process per device)")
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's "GPU available" lines once per run, from the real Trainer, not from the dry build too."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int | None):
+    """``train.threads`` for the duration of a run (float results depend on it); torch's default when ``None``."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# Lightning hints that do not apply to these runs (small in-memory data sets, resumed folders).
+_BENIGN_WARNINGS = (
+    ".*does not have many workers.*", ".*Checkpoint directory .* exists and is not empty.*",
+    ".*The number of training batches .* is smaller than the logging interval.*",
+    ".*Experiment logs directory .* exists and is not empty.*",
+    ".*The `srun` command is available on your system but is not used.*",  # submitit launches SLURM jobs
+    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",  # inside Lightning 2.6 on torch >= 2.10
+)
+
+
+@contextlib.contextmanager
+def benign_warnings_off():
+    with warnings.catch_warnings():
+        for pattern in _BENIGN_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
+
+
+def make_trainer(t: Any, loggers: list, cbs: list, run_dir: Path, progress_bar: bool | None, quiet: bool) -> pl.Trainer:
+    bar, bar_cbs = progress_callbacks(progress_bar)  # a SLURM log gets one line per epoch instead of tqdm
+    return pl.Trainer(
+        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=t.strategy, precision=t.precision,
+        # "warn": deterministic kernels wherever they exist (all of them on CPU), a warning instead of a crash
+        # for the few CUDA backward kernels that have none (adaptive pooling: the SE squeeze).
+        deterministic="warn" if t.deterministic else False,
+        logger=loggers, callbacks=[*cbs, *bar_cbs], default_root_dir=str(run_dir), enable_progress_bar=bar,
+        enable_model_summary=not quiet, log_every_n_steps=10,
+        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+    )
+
+
+def pruning_callback(trial: Any) -> Callback | None:
+    if trial is None or len(trial.study.directions) != 1:  # Optuna prunes single-objective studies only
+        return None
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    return PyTorchLightningPruningCallback(trial, monitor=MONITOR)
