@@ -12,24 +12,70 @@ class is named with ``--data`` (required: any ``ImageDataModule`` subclass, e.g.
     python -m ablations.lightning_cli test --data=DigitsDataModule --ckpt_path=lightning_logs/version_0/checkpoints/...
 
 ``--model.config.data`` is not needed: the module records the datamodule's ``cfg`` when training starts.
+``validate``/``test``/``predict`` with ``--ckpt_path`` evaluate the experiment the checkpoint records: a defining
+data field left at the data class's default (the image size, and the split of digits and synthetic) takes the
+checkpoint's value, with one line on stderr saying so; one set to another value is refused by the module.
 
-``LightningCLI(SEClassifier, DigitsDataModule)`` works as well, with one data class and no ``--data`` choice.
+``CheckpointDataCLI(SEClassifier, DigitsDataModule)`` (or plain ``LightningCLI``, which leaves the checkpoint check
+to the module) works as well, with one data class and no ``--data`` choice.
 """
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+
+import torch
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
+from ablations.config import ExperimentConfig
 from ablations.data import ImageDataModule
+from ablations.data_check import adapt_to_record
 from ablations.module import SEClassifier
 
+EVALUATING = ("validate", "test", "predict")
 
-def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
+
+class CheckpointDataCLI(LightningCLI):
+    """``LightningCLI`` whose evaluating subcommands build the datamodule for the checkpoint's experiment: the
+    defining data fields (``ablations.data_check``) the user left at the class's defaults take the checkpoint's
+    values, and one line on stderr names them."""
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.subcommand
+        if sub not in EVALUATING:
+            return
+        path = self.config[sub].get("ckpt_path")
+        if not path or not Path(path).is_file():
+            return
+        # mmap: only the hyperparameters are read here, not the weights (the Trainer loads those).
+        recorded = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+        if not isinstance(recorded.get("config"), dict):
+            return
+        data = self.config[sub].data
+        init = data.init_args if "class_path" in data else data
+        cls = self._datamodule_class if "class_path" not in data else _import(data.class_path)
+        given = {**vars(init.cfg), "seed": init.get("seed")} if isinstance(init.get("cfg"), Namespace) else {}
+        changes, line = adapt_to_record(ExperimentConfig.from_dict(recorded["config"]), cls, given)
+        for field, value in changes.items():
+            setattr(init if field == "seed" else init.cfg, field, value)
+        if line:
+            print(f"{sub}: {line}", file=sys.stderr)
+
+
+def _import(dotted: str) -> type:
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def main(args: list[str] | None = None, run: bool = True) -> CheckpointDataCLI:
     """Parse ``args`` (``sys.argv[1:]`` when ``None``) and run the subcommand; returns the CLI object.
 
     ``--data`` has no default on purpose: jsonargparse carries a default class's ``init_args`` over to the class
     that ``--data`` names, so a digits default would hand ``data.name='digits'`` to every other DataModule.
     """
-    return LightningCLI(SEClassifier, ImageDataModule, subclass_mode_data=True, args=args, run=run)
+    return CheckpointDataCLI(SEClassifier, ImageDataModule, subclass_mode_data=True, args=args, run=run)
 
 
 if __name__ == "__main__":

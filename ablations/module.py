@@ -7,6 +7,10 @@ The constructor is typed, so ``LightningCLI(SEClassifier, DigitsDataModule)`` bu
 top-1/top-5 with torchmetrics for validation and ``trainer.test``, logits for ``trainer.predict``, the optimizer
 and LR schedule of ``cfg.train``, and one complexity record (params, GMACs) logged when fitting starts.
 
+A network that has been trained (loaded from a checkpoint, or after ``fit``) is validated, tested and predicted
+only on the data its config records: a Trainer's datamodule that differs in image size, dataset or split is
+refused with one line naming the field (``ablations.data_check``). An untrained module takes the datamodule's.
+
 ``train.compile`` compiles the network in place (``nn.Module.compile``) when a Trainer sets the module up
 (``setup``), so checkpoints keep the plain keys (no ``_orig_mod.``) and load into an eager model. A module
 loaded from a checkpoint outside a Trainer (the excitation analysis) stays eager, so forward hooks on the
@@ -23,6 +27,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ablations.config import DataConfig, ExperimentConfig, TrainConfig
+from ablations.data_check import adopted, mismatch, model_mismatch
 from ablations.metrics import (
     GMACS,
     PARAMS,
@@ -81,14 +86,18 @@ class SEClassifier(pl.LightningModule):
         self.test_top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
         self.complexity: Any | None = None  # senet.complexity.Complexity, set at fit start
+        # The experiment the weights were trained on (from the checkpoint, or recorded when fit starts); None for
+        # an untrained network, which takes any datamodule's data.
+        self.trained_on: ExperimentConfig | None = None
 
     def setup(self, stage: str) -> None:
-        """Take the data section from the Trainer's datamodule, and compile the network for ``train.compile``.
+        """Check the Trainer's datamodule against the network (and take its data section for ``fit``), and
+        compile the network for ``train.compile``.
 
         A Trainer calls this hook, ``load_from_checkpoint`` does not (it calls ``configure_model``), so a module
         loaded for analysis stays eager.
         """
-        self._adopt_datamodule()
+        self._check_datamodule(stage)
         mode = self.cfg.train.compile
         if mode is None or getattr(self.model, "_compiled_call_impl", None) is not None:
             return
@@ -97,21 +106,43 @@ class SEClassifier(pl.LightningModule):
         # In place, not torch.compile(model): the module and its state_dict keys stay the plain network's.
         self.model.compile(mode=mode)
 
-    def _adopt_datamodule(self) -> None:
-        """Record the data the network really sees: under LightningCLI ``--data.cfg`` and ``--model.config.data``
-        are separate flags, and the checkpoint's config must name the images that trained it (the excitation
-        analysis rebuilds its datamodule from it). ``run_experiment`` passes equal ones: then nothing changes."""
+    def _datamodule(self) -> Any | None:
+        """The Trainer's datamodule when it is one of ours (a ``DataConfig`` as ``cfg``), else ``None``."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        data = getattr(dm, "cfg", None)
-        if not isinstance(data, DataConfig):
+        return dm if isinstance(getattr(dm, "cfg", None), DataConfig) else None
+
+    def _check_datamodule(self, stage: str) -> None:
+        """A trained network is evaluated on the data it was trained with: a datamodule that differs in a
+        defining field (``ablations.data_check``) is refused with one line. Otherwise the module records the
+        datamodule's data: under LightningCLI ``--data.cfg`` and ``--model.config.data`` are separate flags, and
+        the checkpoint's config must name the images that trained it (the excitation analysis rebuilds its
+        datamodule from it). ``run_experiment`` passes equal ones: then nothing changes."""
+        dm = self._datamodule()
+        if dm is None:
             return
-        classes = getattr(dm, "num_classes", 0)
-        if classes and classes != self.cfg.model.num_classes:
-            raise ValueError(f"model.num_classes={self.cfg.model.num_classes} but the {data.name!r} datamodule has "
-                             f"{classes} classes; set model.num_classes={classes} (--model.config.model.num_classes)")
-        if data != self.cfg.data:
-            self.cfg = self.cfg.replace(data=data)
-            self.hparams["config"] = self.cfg.to_dict()  # the checkpoint stores the hparams as they are at save time
+        if (line := model_mismatch(self.cfg, dm)) is not None:
+            raise ValueError(line)
+        if stage != "fit" and self.trained_on is not None:
+            if (line := mismatch(self.trained_on, dm)) is not None:
+                raise ValueError(line)
+        cfg = adopted(self.cfg, dm)
+        if cfg != self.cfg:
+            self.cfg = cfg
+            self.hparams["config"] = cfg.to_dict()  # the checkpoint stores the hparams as they are at save time
+        if stage == "fit":
+            self.trained_on = self.cfg
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Remember the experiment the weights were trained on. When a Trainer restores them to validate, test or
+        predict (``ckpt_path=``), this runs after ``setup`` (which saw the module's own config), so its datamodule
+        is checked against the checkpoint here. A resumed ``fit`` keeps what ``setup`` recorded."""
+        recorded = checkpoint.get("hyper_parameters", {}).get("config")
+        dm = self._datamodule()
+        if not isinstance(recorded, dict) or (dm is not None and self._trainer.state.fn == "fit"):
+            return
+        self.trained_on = ExperimentConfig.from_dict(recorded)
+        if dm is not None and (line := mismatch(self.trained_on, dm)) is not None:
+            raise ValueError(line)
 
     # ---- forward and steps ---- #
 

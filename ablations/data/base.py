@@ -55,6 +55,10 @@ class ImageDataModule(pl.LightningDataModule):
     name: ClassVar[str] = ""
     # Whether samples are decoded from files (worth worker processes) or already tensors in memory.
     decodes_files: ClassVar[bool] = False
+    # The DataConfig fields besides ``name`` that decide which images the held-out split holds, at what size and
+    # normalisation: a trained network is evaluated only where they are the ones it was trained with
+    # (``ablations.data_check``). ``seed`` is this module's ``seed`` argument, for datasets that draw their split.
+    experiment_fields: ClassVar[tuple[str, ...]] = ("image_size",)
     # The DataLoader's collate function (None: torch's default, stacking tensors); the GPU-decoding path
     # batches encoded JPEGs of different lengths as a list.
     collate_fn: Callable | None = None

@@ -32,6 +32,8 @@ class DigitsDataModule(ImageDataModule):
     """
 
     name = "digits"
+    # The split, and the normalisation computed from its training part, follow val_fraction and the seed.
+    experiment_fields = ("image_size", "val_fraction", "seed")
 
     def __init__(self, cfg: DataConfig = DEFAULT_CONFIG, seed: int = 0) -> None:
         super().__init__(cfg, seed)

@@ -21,6 +21,8 @@ class SyntheticDataModule(ImageDataModule):
     """
 
     name = "synthetic"
+    # Every tensor and label is drawn from the seed, in numbers set by these fields.
+    experiment_fields = ("image_size", "val_fraction", "num_samples", "num_classes", "seed")
 
     def __init__(self, cfg: DataConfig = DEFAULT_CONFIG, seed: int = 0) -> None:
         super().__init__(cfg, seed)
