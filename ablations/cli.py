@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    own_argv = argv is None
     argv = sys.argv[1:] if argv is None else argv
     # Import only the chosen subcommand's module (and peek for --help over all of them).
     commands = _available()
@@ -56,12 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
         module = importlib.import_module(args._module)
-    if any("://" in a for a in sys.argv):
-        # A storage URL's password must not outlive parsing in sys.argv, which W&B records in every run's
-        # metadata. (The process's own command line, /proc/self/cmdline, cannot be changed from Python.)
-        from ablations.sweep.storage import masked_argv
+    if own_argv and getattr(args, "storage", None):
+        # A storage URL's password must not outlive parsing in sys.argv, which W&B records in every run.
+        from ablations.sweep.storage import move_storage_to_env
 
-        sys.argv[:] = masked_argv(sys.argv)
+        move_storage_to_env(args.storage)
     from ablations.interrupts import RunInterrupted
 
     try:

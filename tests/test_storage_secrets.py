@@ -25,12 +25,33 @@ import yaml
 from fixtures_servers import postgres_server, slurm_cluster
 
 from ablations.sweep.spec import load_spec
-from ablations.sweep.storage import STORAGE_ENV, check_reachable
+from ablations.sweep.storage import STORAGE_ENV, check_reachable, has_password, masked, masked_argv, without_option
 from ablations.sweep.study import load_study, make_storage
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 USER = "sweeper"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u:s3cret@h:5432/db", "postgresql://u:***@h:5432/db"),
+    ("postgresql+psycopg2://u:p%40ss@h/db?sslmode=require", "postgresql+psycopg2://u:***@h/db?sslmode=require"),
+    ("postgres://u:s3cret@h/db", "postgres://u:***@h/db"),  # a refused scheme, still parsed
+    ("postgres//u:s3cret@h/db", "postgres//u:***@h/db"),  # not a URL at all: hidden where a password would sit
+    ("postgresql://u@h/db", "postgresql://u@h/db"),  # PGPASSWORD / ~/.pgpass: nothing to hide
+    ("sqlite:///runs/x/study.db", "sqlite:///runs/x/study.db"),
+])
+def test_masked_hides_only_the_password(url, shown):
+    assert masked(url) == shown
+    assert has_password(url) == (shown != url)
+
+
+def test_the_storage_option_leaves_argv_in_every_spelling():
+    url = "postgresql://u:s3cret@h/db"
+    for argv in (["sweep", "s.yaml", "--storage", url, "--workers", "2"], ["sweep", "s.yaml", f"--storage={url}",
+                 "--workers", "2"], ["sweep", "s.yaml", "--stor", url, "--workers", "2"]):
+        assert without_option(argv, "--storage", url) == ["sweep", "s.yaml", "--workers", "2"]
+    assert masked_argv(["report", "--out", "x", f"--storage={url}"]) == ["report", "--out", "x",
+                                                                          "--storage=postgresql://u:***@h/db"]
 
 
 class SecretServer:
@@ -115,6 +136,7 @@ def assert_secret_nowhere(secret: str, tmp_path: Path, *outputs: str) -> None:
         assert secret not in text
 
 
+@pytest.mark.slow
 def test_password_is_checked_and_never_echoed(secret_pg, monkeypatch):
     url = secret_pg.new_database("auth")
     monkeypatch.delenv("PGPASSWORD", raising=False)
@@ -148,6 +170,7 @@ def command_lines(root: int) -> dict[int, tuple[int, bytes]]:
     return out
 
 
+@pytest.mark.slow
 def test_local_workers_get_the_url_from_the_environment(secret_pg, tmp_path):
     url, secret = secret_pg.new_database("local"), secret_pg.password
     path = write_spec(tmp_path, "local", [4, 8], baseline=True, wandb="offline")
@@ -186,17 +209,19 @@ def test_local_workers_get_the_url_from_the_environment(secret_pg, tmp_path):
                           study_text(url, path, "local"))
 
 
+@pytest.mark.slow
 def test_an_in_process_worker_keeps_the_password_out_of_wandb(secret_pg, tmp_path):
-    # One worker runs in the CLI's own process, whose sys.argv W&B records: the CLI masks it after parsing.
+    # One worker runs in the CLI's own process, whose sys.argv W&B records: the CLI moves the URL to the
+    # environment after parsing.
     url, secret = secret_pg.new_database("inproc"), secret_pg.password
     path = write_spec(tmp_path, "inproc", [4], baseline=False, wandb="offline")
     env = clean_env(tmp_path)
     proc = process_guard.run([sys.executable, "-m", "ablations.cli", "sweep", str(path), f"--storage={url}"],
                              cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # W&B's offline run (``run-*.wandb``, what ``wandb sync`` uploads) holds the process's arguments, masked.
+    # W&B's offline run (``run-*.wandb``, what ``wandb sync`` uploads) holds the process's arguments, less --storage.
     (record,) = (tmp_path / "runs").rglob("offline-run-*/run-*.wandb")
-    assert f"--storage=postgresql+psycopg2://{USER}:***@".encode() in record.read_bytes()
+    assert str(path).encode() in record.read_bytes() and b"--storage" not in record.read_bytes()
     assert_secret_nowhere(secret, tmp_path, proc.stdout, proc.stderr, study_text(url, path, "inproc"))
 
 
@@ -206,6 +231,7 @@ def slurm():
         yield cluster
 
 
+@pytest.mark.slow
 def test_slurm_job_folder_holds_no_password(secret_pg, slurm, tmp_path):
     # The URL in $SENET_STORAGE_URL, the way a user keeps it off the command line; sbatch passes it to the jobs.
     url, secret = secret_pg.new_database("slurm"), secret_pg.password

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -59,6 +60,32 @@ def masked_argv(argv: Sequence[str]) -> list[str]:
         flag, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
         out.append(flag + eq + masked(value) if "://" in value else arg)
     return out
+
+
+def without_option(argv: Sequence[str], flag: str, value: str) -> list[str]:
+    """``argv`` less the option ``flag`` given ``value`` (``--flag VALUE``, ``--flag=VALUE``, argparse abbreviations)."""
+    names = lambda arg: len(arg) > 2 and flag.startswith(arg)  # argparse accepts any unique prefix
+    out: list[str] = []
+    for arg in argv:
+        name, eq, rest = arg.partition("=")
+        if arg == value and out and names(out[-1]):
+            out.pop()
+        elif not (eq and rest == value and names(name)):
+            out.append(arg)
+    return out
+
+
+def move_storage_to_env(url: str) -> None:
+    """Take a ``--storage`` URL that holds a password out of ``sys.argv`` and put it in ``STORAGE_ENV``.
+
+    W&B records ``sys.argv`` in every run (``wandb sync`` uploads it) and Lightning's DDP launcher starts the
+    other ranks with it; they inherit the environment, so they still find the URL. The process's own command
+    line (``/proc/self/cmdline``) cannot be changed from Python: a user keeps the password off it with
+    ``STORAGE_ENV``, ``PGPASSWORD`` or ``~/.pgpass``.
+    """
+    if has_password(url):
+        sys.argv[:] = masked_argv(without_option(sys.argv, "--storage", url))
+        os.environ[STORAGE_ENV] = url
 
 
 def storage_from_env() -> str | None:
