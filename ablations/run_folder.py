@@ -279,4 +279,5 @@ class RNGStateCallback(Callback):
         states = state_dict.get("rng")
         if states is not None:
             name, keys, pos, has_gauss, cached = states["numpy"]
-            _set_rng_states({**states, "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)})
+            keys = keys.numpy() if torch.is_tensor(keys) else keys  # an ndarray in checkpoints of older code
+            _set_rng_states({**states, "numpy": (name, keys.astype(np.uint32), pos, has_gauss, cached)})
