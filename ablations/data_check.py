@@ -8,11 +8,10 @@ there means the datamodule's ``seed`` argument, recorded as the experiment's ``s
 normalised, so they may differ. The model's classes and input channels must match the data in every stage.
 
 ``SEClassifier`` refuses a datamodule that disagrees (``mismatch``); ``python -m ablations.lightning_cli`` first
-takes the checkpoint's values for defining fields the user left at the class's defaults (``adapt_to_record``).
+takes the checkpoint's values for defining fields the user did not set (``adapt_to_record``).
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from ablations.config import DataConfig, ExperimentConfig
@@ -91,33 +90,22 @@ def adopted(cfg: ExperimentConfig, datamodule: Any) -> ExperimentConfig:
     return out
 
 
-def class_defaults(datamodule_class: type) -> tuple[DataConfig | None, int | None]:
-    """The ``cfg`` and ``seed`` a datamodule class is built with when LightningCLI is given neither."""
-    params = inspect.signature(datamodule_class.__init__).parameters
-    cfg, seed = params.get("cfg"), params.get("seed")
-    cfg_default = cfg.default if cfg is not None and isinstance(cfg.default, DataConfig) else None
-    seed_default = seed.default if seed is not None and isinstance(seed.default, int) else None
-    return cfg_default, seed_default
-
-
-def adapt_to_record(trained: ExperimentConfig, datamodule_class: type, given: dict[str, Any]) -> tuple[dict, str | None]:
+def adapt_to_record(trained: ExperimentConfig, datamodule_class: type, given: dict[str, Any],
+                    explicit: set[str]) -> tuple[dict[str, Any], str | None]:
     """The defining values to change in ``given`` (the parsed ``--data.cfg.*`` fields and ``seed``) so that the
     datamodule serves what ``trained`` records, and one line saying so (``None``: nothing to change).
 
-    Only fields left at the class's defaults change: a value the user set stays, and ``mismatch`` refuses it
-    later with its own line. The dataset is never changed (``--data`` names the class on purpose).
+    Only fields the user did not set (not in ``explicit``) change: a value set by hand stays, and ``mismatch``
+    refuses it later with its own line. The dataset is never changed (``--data`` names the class on purpose).
     """
-    cfg_default, seed_default = class_defaults(datamodule_class)
-    defaults = {**(vars(cfg_default) if cfg_default is not None else {}), "seed": seed_default}
     changes, was = {}, []
     for field in defining_fields(datamodule_class)[1:]:
         want = recorded_value(trained, field)
-        if field in given and given[field] != want and given[field] == defaults.get(field):
+        if field in given and field not in explicit and given[field] != want:
             changes[field] = want
-            was.append(f"{given[field]!r}")
+            was.append(repr(given[field]))
     if not changes:
         return {}, None
     flags = ", ".join(f"--data.{'seed' if f == 'seed' else 'cfg.' + f}={v}" for f, v in changes.items())
-    line = (f"{flags}: taken from the checkpoint, which was trained with it ({datamodule_class.__name__}'s default: "
-            f"{', '.join(was)})")
-    return changes, line
+    return changes, (f"{flags}: taken from the checkpoint, which was trained with it "
+                     f"({datamodule_class.__name__}'s default: {', '.join(was)})")

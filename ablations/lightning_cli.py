@@ -13,8 +13,8 @@ class is named with ``--data`` (required: any ``ImageDataModule`` subclass, e.g.
 
 ``--model.config.data`` is not needed: the module records the datamodule's ``cfg`` when training starts.
 ``validate``/``test``/``predict`` with ``--ckpt_path`` evaluate the experiment the checkpoint records: a defining
-data field left at the data class's default (the image size, and the split of digits and synthetic) takes the
-checkpoint's value, with one line on stderr saying so; one set to another value is refused by the module.
+data field the user did not set (the image size, and the split of digits and synthetic) takes the checkpoint's
+value, with one line on stderr saying so; one set to another value is refused by the module.
 
 ``CheckpointDataCLI(SEClassifier, DigitsDataModule)`` (or plain ``LightningCLI``, which leaves the checkpoint check
 to the module) works as well, with one data class and no ``--data`` choice.
@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from jsonargparse import Namespace
@@ -39,14 +40,22 @@ EVALUATING = ("validate", "test", "predict")
 
 class CheckpointDataCLI(LightningCLI):
     """``LightningCLI`` whose evaluating subcommands build the datamodule for the checkpoint's experiment: the
-    defining data fields (``ablations.data_check``) the user left at the class's defaults take the checkpoint's
-    values, and one line on stderr names them."""
+    defining data fields (``ablations.data_check``) the user did not set take the checkpoint's values, and one
+    line on stderr names them."""
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # What the user wrote (flags and config files), without the defaults: only those are never replaced.
+        # Where this second parse fails, everything counts as written, and the module refuses what disagrees.
+        try:
+            self.written = (parser.parse_object(args, defaults=False) if isinstance(args, (dict, Namespace))
+                            else parser.parse_args(args, defaults=False))
+        except SystemExit:
+            self.written = None
 
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
-        if sub not in EVALUATING:
-            return
-        path = self.config[sub].get("ckpt_path")
+        path = self.config[sub].get("ckpt_path") if sub in EVALUATING else None
         if not path or not Path(path).is_file():
             return
         # mmap: only the hyperparameters are read here, not the weights (the Trainer loads those).
@@ -55,13 +64,26 @@ class CheckpointDataCLI(LightningCLI):
             return
         data = self.config[sub].data
         init = data.init_args if "class_path" in data else data
-        cls = self._datamodule_class if "class_path" not in data else _import(data.class_path)
-        given = {**vars(init.cfg), "seed": init.get("seed")} if isinstance(init.get("cfg"), Namespace) else {}
-        changes, line = adapt_to_record(ExperimentConfig.from_dict(recorded["config"]), cls, given)
+        cls = _import(data.class_path) if "class_path" in data else self._datamodule_class
+        if not isinstance(init.get("cfg"), Namespace):
+            return
+        given = {**vars(init.cfg), "seed": init.get("seed")}
+        changes, line = adapt_to_record(ExperimentConfig.from_dict(recorded["config"]), cls, given,
+                                        explicit=set(given) if self.written is None else written_data(self.written[sub]))
         for field, value in changes.items():
             setattr(init if field == "seed" else init.cfg, field, value)
         if line:
             print(f"{sub}: {line}", file=sys.stderr)
+
+
+def written_data(written: Namespace) -> set[str]:
+    """The data fields (``cfg`` fields and ``seed``) among the values the user wrote for one subcommand."""
+    data = written.get("data")
+    if not isinstance(data, Namespace):
+        return set()
+    init = data.get("init_args", Namespace()) if "class_path" in data else data
+    cfg = init.get("cfg")
+    return set(vars(cfg) if isinstance(cfg, Namespace) else ()) | ({"seed"} if "seed" in init else set())
 
 
 def _import(dotted: str) -> type:

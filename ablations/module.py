@@ -122,9 +122,8 @@ class SEClassifier(pl.LightningModule):
             return
         if (line := model_mismatch(self.cfg, dm)) is not None:
             raise ValueError(line)
-        if stage != "fit" and self.trained_on is not None:
-            if (line := mismatch(self.trained_on, dm)) is not None:
-                raise ValueError(line)
+        if stage != "fit" and self.trained_on is not None and (line := mismatch(self.trained_on, dm)) is not None:
+            raise ValueError(line)
         cfg = adopted(self.cfg, dm)
         if cfg != self.cfg:
             self.cfg = cfg

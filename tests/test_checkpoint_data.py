@@ -72,12 +72,14 @@ def test_readme_test_line_evaluates_at_the_checkpoints_size(fitted, tmp_path, ca
     assert float(cli.trainer.callback_metrics[TEST_TOP1]) == pytest.approx(independent[0][TEST_TOP1])
 
 
-def test_cli_refuses_a_size_set_against_the_checkpoint(fitted, tmp_path, capsys):
-    with pytest.raises(ValueError, match=r"^data.image_size: the model was trained with 16, the DigitsDataModule "
-                                         r"gives 24; pass --data.cfg.image_size=16 \(LightningCLI\) or "
+@pytest.mark.parametrize("size", [24, 32])  # 32 is the class's default, written out: the user's choice all the same
+def test_cli_refuses_a_size_written_against_the_checkpoint(fitted, tmp_path, capsys, size):
+    with pytest.raises(ValueError, match=rf"^data.image_size: the model was trained with 16, the DigitsDataModule "
+                                         rf"gives {size}; pass --data.cfg.image_size=16 \(LightningCLI\) or "
                                          r"DataConfig\(image_size=16, \.\.\.\) \(Python\)$"):
-        main(["test", "--data=DigitsDataModule", "--data.cfg.image_size=24", f"--ckpt_path={fitted}", *flags(tmp_path)])
-    assert "taken from the checkpoint" not in capsys.readouterr().err  # a value the user set is never replaced
+        main(["test", "--data=DigitsDataModule", f"--data.cfg.image_size={size}", f"--ckpt_path={fitted}",
+              *flags(tmp_path)])
+    assert "taken from the checkpoint" not in capsys.readouterr().err  # a value the user wrote is never replaced
 
 
 def test_cli_predict_and_validate_take_the_checkpoints_size(fitted, tmp_path, capsys):
@@ -121,11 +123,15 @@ def test_a_trained_module_is_tested_on_its_own_data_and_a_fresh_one_on_any(tmp_p
     t = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                    enable_checkpointing=False, max_epochs=1, limit_train_batches=1, limit_val_batches=1,
                    limit_test_batches=1, default_root_dir=tmp_path)
-    t.fit(module, datamodule=at(12))  # fit records the datamodule's 12 px over the config's 8
-    assert module.cfg.data.image_size == 12
+    # fit records the datamodule's 12 px over the config's 8, and the seed that drew its split
+    t.fit(module, datamodule=DigitsDataModule(DataConfig(image_size=12), seed=2))
+    assert module.cfg.data.image_size == 12 and module.cfg.seed == 2 and module.hparams["config"]["seed"] == 2
     with pytest.raises(ValueError, match="^data.image_size: the model was trained with 12, the DigitsDataModule gives 8;"):
-        t.test(module, datamodule=at(8))
-    t.test(module, datamodule=at(12), verbose=False)
+        t.test(module, datamodule=DigitsDataModule(DataConfig(image_size=8), seed=2))
+    with pytest.raises(ValueError, match=r"^seed: the model was trained on the split drawn with seed 2, the "
+                                         r"DigitsDataModule draws it with 0; pass --data.seed=2 \(LightningCLI\)"):
+        t.test(module, datamodule=at(12))
+    t.test(module, datamodule=DigitsDataModule(DataConfig(image_size=12), seed=2), verbose=False)
     fresh = SEClassifier(cfg)
     t.test(fresh, datamodule=at(16), verbose=False)  # untrained: takes the datamodule's data, as fit does
     assert fresh.cfg.data.image_size == 16
@@ -146,9 +152,9 @@ def test_the_lines_name_each_defining_field():
     grey = trained.override({"model.in_chans": 1})
     assert model_mismatch(grey, DigitsDataModule()).startswith("model.in_chans=1 but the 'digits' datamodule serves "
                                                                "3-channel images; set model.in_chans=3")
-    # The CLI changes only what was left at the class's defaults; a value the user set stays.
+    # The CLI changes only what the user did not write; a value written stays (and the module refuses it).
     given = {**vars(DataConfig()), "seed": 0}
-    changes, said = adapt_to_record(trained, DigitsDataModule, given)
+    changes, said = adapt_to_record(trained, DigitsDataModule, given, explicit=set())
     assert changes == {"image_size": 16, "val_fraction": 0.25, "seed": 3}
     assert said.startswith("--data.cfg.image_size=16, --data.cfg.val_fraction=0.25, --data.seed=3: taken from")
-    assert adapt_to_record(trained, DigitsDataModule, {**given, "image_size": 24})[0] == {"val_fraction": 0.25, "seed": 3}
+    assert adapt_to_record(trained, DigitsDataModule, given, explicit={"image_size", "seed"})[0] == {"val_fraction": 0.25}
