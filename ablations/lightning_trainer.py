@@ -2,7 +2,7 @@
 
 ``run_experiment`` builds one ``Trainer`` per attempt from ``TrainConfig`` (and a dry one first, so a refused
 setting fails before the run folder is touched), pins ``train.threads`` for the run, and silences the
-Lightning hints that do not apply to these runs.
+Lightning hints that do not apply to these runs. Checkpoints are written in place (``InPlaceCheckpointIO``).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins import TorchCheckpointIO
 
 from ablations.epoch_log import progress_callbacks
 from ablations.metrics import MONITOR
@@ -72,6 +73,20 @@ def benign_warnings_off():
         yield
 
 
+class InPlaceCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` straight to the path Lightning gives, which ``AtomicCheckpoint`` makes a ``.part`` file that it
+    renames: Lightning's own atomic save stages every checkpoint in the system temp folder (an fsspec
+    transaction) and copies it over, which fails on a node whose ``/tmp`` is smaller than a checkpoint and names
+    the temp file instead of the run folder."""
+
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError("storage_options is not supported by senet-ablate's checkpoint writer")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            torch.save(checkpoint, f)
+
+
 def make_trainer(t: Any, loggers: list, cbs: list, run_dir: Path, progress_bar: bool | None, quiet: bool) -> pl.Trainer:
     bar, bar_cbs = progress_callbacks(progress_bar)  # a SLURM log gets one line per epoch instead of tqdm
     return pl.Trainer(
@@ -83,6 +98,7 @@ def make_trainer(t: Any, loggers: list, cbs: list, run_dir: Path, progress_bar: 
         logger=loggers, callbacks=[*cbs, *bar_cbs], default_root_dir=str(run_dir), enable_progress_bar=bar,
         enable_model_summary=not quiet, log_every_n_steps=10,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+        plugins=[InPlaceCheckpointIO()],
     )
 
 

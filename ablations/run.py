@@ -51,6 +51,7 @@ from ablations.run_folder import (
     check_real_folder,
     checkpoint_callbacks,
     claim_run_dir,
+    finished_epochs,
     resume_point,
     start_over,
 )
@@ -195,7 +196,7 @@ def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: 
         stop = interrupts.as_interrupt(exc)
         if stop is None:
             raise
-        status, reason = "interrupted", (f"{stop} during epoch {trainer.current_epoch + 1} of {cfg.train.epochs}; "
+        status, reason = "interrupted", (f"{stop} during epoch {finished_epochs(trainer) + 1} of {cfg.train.epochs}; "
                                          "rerun the same command to resume from checkpoints/last.ckpt")
     finally:
         with interrupts.deferred():  # a second Ctrl-C must not cut the result row in half
@@ -216,7 +217,7 @@ def _record(cfg: ExperimentConfig, name: str, run_dir: Path, module: SEClassifie
             cost: CostCallback) -> Result:
     """The result row of this attempt: W&B finished with the matching exit code, ``result.json`` written (rank 0)."""
     if attempts is not None:
-        attempts.update(epochs=int(trainer.current_epoch), status=status)
+        attempts.update(epochs=finished_epochs(trainer), status=status)
     wall = attempts.wall_time_s if attempts is not None else 0.0
     result = _result(cfg, cfg.hash(), name, run_dir, module, trainer, status, reason, wall)
     result.attempts = len(attempts.entries) if attempts is not None else 1
@@ -249,6 +250,6 @@ def _result(cfg: ExperimentConfig, chash: str, name: str, run_dir: Path, module:
     return Result(
         config=cfg.to_dict(), config_hash=chash, seed=cfg.seed, git_commit=git_commit(),
         params=int(cx.params) if cx is not None else 0, gmacs=float(cx.gmacs) if cx is not None else 0.0,
-        metrics=metrics, epochs=int(trainer.current_epoch), wall_time_s=round(wall, 3), status=status,
+        metrics=metrics, epochs=finished_epochs(trainer), wall_time_s=round(wall, 3), status=status,
         reason=reason, run_dir=str(run_dir), name=name,
     )

@@ -229,6 +229,8 @@ class AttemptCallback(Callback):
 class AtomicCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose files are written to ``<name>.part`` and renamed, with interrupts held meanwhile."""
 
+    saved_epoch: int | None = None  # the epoch index of the last file written
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         # Raised at the next batch end, not here: the epoch's metrics are logged after its checkpoint, and a
         # resume from this checkpoint starts at the next epoch, so they must reach the CSV history first.
@@ -240,7 +242,16 @@ class AtomicCheckpoint(ModelCheckpoint):
                 super()._save_checkpoint(trainer, part)
                 if trainer.is_global_zero:
                     os.replace(part, filepath)
+            self.saved_epoch = trainer.current_epoch
             self._last_checkpoint_saved = filepath
+
+
+def finished_epochs(trainer: pl.Trainer) -> int:
+    """Epochs done: Lightning counts an epoch after its checkpoint callbacks, so a signal between the two would
+    otherwise record one epoch fewer than ``last.ckpt`` holds (and the resume starts from)."""
+    saved = [cb.saved_epoch + 1 for cb in trainer.checkpoint_callbacks
+             if isinstance(cb, AtomicCheckpoint) and cb.saved_epoch is not None]
+    return max([int(trainer.current_epoch), *saved])
 
 
 def checkpoint_callbacks(folder: Path, monitor: str, mode: str) -> list[AtomicCheckpoint]:

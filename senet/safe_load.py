@@ -45,10 +45,13 @@ def safe_loading() -> Iterator[None]:
 
 def refusal(path: str | Path, exc: BaseException) -> UnsafeCheckpoint | None:
     """The one-line refusal for ``exc`` if it is the restricted unpickler saying no, else ``None``."""
-    if not isinstance(exc, pickle.UnpicklingError) or "weights_only" not in str(exc).lower():
+    if not isinstance(exc, pickle.UnpicklingError):
         return None
-    found = re.search(r"GLOBAL ([\w.]+)|global '?([\w.]+)'?|Unsupported operand (\d+)", str(exc))
-    asked = next((g for g in (found.groups() if found else ()) if g), "an object that is not data")
+    # A damaged file fails too ("Unsupported operand"): that is unreadable, not hostile, and the caller says so.
+    found = re.search(r"GLOBAL ([\w.]+)|global '?([\w.]+)'?", str(exc))
+    if found is None:
+        return None
+    asked = next(g for g in found.groups() if g)
     return UnsafeCheckpoint(f"checkpoint {path} is refused: loading it would call {asked}, and senet-ablate reads "
                             "torch files as tensors and plain data only (torch.load weights_only=True); it was "
                             "not loaded. Use a checkpoint written by senet-ablate train, or your own trusted copy")
