@@ -166,3 +166,26 @@ def test_sighup_is_an_interrupt_the_run_records_and_closes(tmp_path):
     assert json.loads((tmp_path / RUN / "attempts.json").read_text())[-1]["status"] == "interrupted"
     (offline,) = (tmp_path / RUN / "wandb").glob("offline-run-*")
     assert b'"interrupted"' in next(offline.glob("run-*.wandb")).read_bytes()  # the W&B run's summary, closed
+
+
+def test_machine_faults_are_told_from_the_arms_faults(tmp_path):
+    from ablations.faults import EX_IOERR, machine_fault, write_error, written_whole
+
+    lost = machine_fault(FileNotFoundError(2, "No such file or directory", str(tmp_path / "last.ckpt")))
+    assert lost is not None and lost.exit_code == EX_IOERR
+    assert str(lost) == f"cannot write {tmp_path / 'last.ckpt'}: the file or its folder is gone"
+    assert machine_fault(OSError(28, "No space left on device"), tmp_path) is not None  # a write names no file
+    assert str(tmp_path) in str(machine_fault(OSError(28, "No space left on device"), tmp_path))
+    for arm_fault in (ValueError("bad"), RuntimeError("CUDA out of memory"), OSError(22, "Invalid argument")):
+        assert machine_fault(arm_fault) is None
+    # torch's writer gives no errno: a file system with room left is an I/O error, not "no space"
+    assert write_error(tmp_path / "x.part", RuntimeError("unexpected pos 576 vs 534")).errno == 5
+    part = tmp_path / "x.part"
+    with pytest.raises(OSError, match="x.part"), written_whole(part):
+        part.write_text("half")
+        raise RuntimeError("unexpected pos")
+    assert not part.exists()
+    with pytest.raises(KeyError), written_whole(part):  # not a write fault: raised as it is, the file still removed
+        part.write_text("half")
+        raise KeyError("bug")
+    assert not part.exists()
