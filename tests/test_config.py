@@ -176,4 +176,35 @@ def test_config_hash_is_stable_over_key_order_and_changes_with_values():
     assert config_hash(reordered) == config_hash(d) == config_hash(cfg)
     assert config_hash(from_dict(ModelConfig, reordered)) == config_hash(cfg)
     assert config_hash(apply_overrides(cfg, {"se.reduction": 16})) != config_hash(cfg)
-    assert len(config_hash(cfg)) == 12 and config_hash(cfg) == config_hash(CONFIGS[2])
+
+
+# The hash of CONFIGS[2], pinned: run folders, result.json and a sweep's grid dedup key on it, so a change of
+# the hash function or of the canonical form would silently split every existing study into new arms.
+PINNED_HASH = "9ce4740e9824"
+
+
+def test_config_hash_agrees_across_routes_and_matches_the_pinned_value():
+    """Four independent routes to one config give the pinned hash; changing any one field moves it."""
+    by_constructor = CONFIGS[2]
+    by_dotted_keys = model_config("resnet50", **{
+        "se.reduction": 8, "se.squeeze": "max", "se.gate": "tanh", "se.bias": False, "se.placement": "identity",
+        "se.stages": parse_value("[3, 4]"), "se.skip_blocks": parse_value("[[4, 6], [3, 1]]")})
+    by_replace = dataclasses.replace(ModelConfig(arch="resnet50"), se=dataclasses.replace(
+        SEConfig(), reduction=8, squeeze="max", gate="tanh", bias=False, placement="identity",
+        stages=(3, 4), skip_blocks=((4, 6), (3, 1))))
+    by_yaml = from_dict(ModelConfig, yaml.safe_load("""
+        se: {stages: [3, 4], placement: identity, bias: false, gate: tanh, squeeze: max, reduction: 8,
+             skip_blocks: [[4, 6], [3, 1]]}
+        arch: resnet50
+    """))
+    routes = {"constructor": by_constructor, "dotted": by_dotted_keys, "replace": by_replace, "yaml": by_yaml}
+    assert {name: config_hash(c) for name, c in routes.items()} == dict.fromkeys(routes, PINNED_HASH)
+    changed = {key: apply_overrides(by_constructor, {key: value}) for key, value in {
+        "arch": "resnet101", "num_classes": 10, "in_chans": 1, "stride_on": "3x3", "drop_rate": 0.1,
+        "stem_pool": "torchvision", "se.reduction": 4, "se.squeeze": "avg", "se.gate": "sigmoid", "se.bias": True,
+        "se.activation": "silu", "se.placement": "standard", "se.stages": (3,), "se.skip_blocks": ((4, 6),),
+        "se.width_rounding": "divisor", "se.divisor": 4}.items()}
+    hashes = {key: config_hash(c) for key, c in changed.items()}
+    assert PINNED_HASH not in hashes.values(), hashes
+    assert len(set(hashes.values())) == len(hashes), hashes  # no two single-field changes collide
+    assert config_hash(apply_overrides(by_constructor, {"se": None})) != PINNED_HASH
