@@ -75,15 +75,62 @@ def test_gate_ranges(gate, low, high):
         assert s.min() < low + 0.01 and s.max() > high - 0.01
 
 
-def test_identity_gate_and_activation_knobs_are_used():
-    x = _x(2, 8, 3, 3)
-    se = SqueezeExcite(8, SEConfig(reduction=2, gate="identity", activation="identity"))
-    expected = se.fc2(se.fc1(x.mean((2, 3), keepdim=True)))
-    torch.testing.assert_close(se.excitation(x), expected)
-    for act in ACTIVATIONS:
-        assert SqueezeExcite(8, SEConfig(reduction=2, activation=act))(x).isfinite().all()
-    for gate in GATES:
-        assert SqueezeExcite(8, SEConfig(reduction=2, gate=gate))(x).isfinite().all()
+# Each knob against its torch function. LeakyReLU's negative slope is the module's choice (0.1, not torch's 0.01).
+GATE_FNS = {"sigmoid": torch.sigmoid, "hard_sigmoid": F.hardsigmoid, "tanh": torch.tanh, "relu": F.relu,
+            "identity": lambda t: t}
+ACT_FNS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu, "leaky_relu": lambda t: F.leaky_relu(t, 0.1),
+           "tanh": torch.tanh, "identity": lambda t: t}
+SQUEEZE_FNS = {"avg": lambda x: x.mean((2, 3), keepdim=True), "max": lambda x: x.amax((2, 3), keepdim=True),
+               "avgmax": lambda x: 0.5 * (x.mean((2, 3), keepdim=True) + x.amax((2, 3), keepdim=True)),
+               "none": lambda x: x}
+
+
+def _by_hand(se: SqueezeExcite, x: torch.Tensor, squeeze: str, activation: str, gate: str) -> torch.Tensor:
+    """s = gate(W2 act(W1 squeeze(x) + b1) + b2) from the module's own weights, as 1x1 convolutions."""
+    z = SQUEEZE_FNS[squeeze](x)
+    h = ACT_FNS[activation](F.conv2d(z, se.fc1.weight, se.fc1.bias))
+    return GATE_FNS[gate](F.conv2d(h, se.fc2.weight, se.fc2.bias))
+
+
+def _fixed_se(squeeze: str, activation: str, gate: str) -> SqueezeExcite:
+    torch.manual_seed(0)
+    se = SqueezeExcite(8, SEConfig(reduction=2, squeeze=squeeze, activation=activation, gate=gate))
+    with torch.no_grad():  # pre-activations and pre-gates spread over about [-4, 4]: every function differs there
+        for p in se.parameters():
+            p.copy_(_x(*p.shape, seed=p.numel()) * 1.5)
+    return se
+
+
+def test_the_fixed_input_tells_every_gate_and_activation_apart():
+    """Without this, a block that maps every knob to one function could agree with the references below."""
+    x = _x(4, 8, 3, 3)
+    gates = {g: _by_hand(_fixed_se("avg", "relu", g), x, "avg", "relu", g) for g in GATES}
+    acts = {a: _by_hand(_fixed_se("avg", a, "identity"), x, "avg", a, "identity") for a in ACTIVATIONS}
+    for outs in (gates, acts):
+        for a in outs:
+            for b in outs:
+                assert a == b or (outs[a] - outs[b]).abs().max() > 1e-2, (a, b)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("gate", GATES)
+def test_every_knob_computes_its_torch_function(activation, gate):
+    """``excitation``, ``forward`` and the residual-fused ``forward`` equal the hand computation for every squeeze
+    on every path: the fast one (hand-written Functions, with autograd on), plain ops (no autograd) and the
+    released arithmetic (``set_fused_se(False)``)."""
+    x, residual = _x(4, 8, 3, 3), _x(4, 8, 3, 3, seed=1)
+    for squeeze in SQUEEZES:
+        se = _fixed_se(squeeze, activation, gate)
+        s = _by_hand(se, x, squeeze, activation, gate)
+        assert s.shape == ((4, 8, 3, 3) if squeeze == "none" else (4, 8, 1, 1))
+        for fused in (True, False):
+            set_fused_se(se, fused)
+            for grad in (True, False):
+                where = f"squeeze={squeeze} fused={fused} grad={grad}"
+                with torch.set_grad_enabled(grad):
+                    torch.testing.assert_close(se.excitation(x), s, msg=lambda m: f"{where}: {m}")
+                    torch.testing.assert_close(se(x), x * s, msg=lambda m: f"{where}: {m}")
+                    torch.testing.assert_close(se(x, residual), residual + x * s, msg=lambda m: f"{where}: {m}")
 
 
 def test_squeeze_operators():
