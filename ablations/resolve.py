@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the config pulls in torch
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
-    """The parsed YAML of a file; a missing, unreadable, binary or malformed file is one line naming it.
+    """The parsed YAML of a file; a missing, unreadable, binary, malformed or too large file is one line naming it
+    (the bounds on size and alias expansion: ``ablations.yaml_bounds``).
 
     Args:
         path: the file.
@@ -39,15 +40,22 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise FileNotFoundError(f"{what} {path}: no such file")
     if not path.is_file():
         raise ValueError(f"{what} {path}: not a file; give a YAML file")
+    from ablations.yaml_bounds import OverBound, check_size, safe_load_bounded
+
     try:
+        check_size(path.stat().st_size)  # before reading: a huge file is refused without loading it
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{what} {path}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} "
                          "is not UTF-8); give a YAML file") from None
     except OSError as exc:
         raise ValueError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+    except OverBound as exc:
+        raise ValueError(f"{what} {path}: {exc}") from None
     try:
-        return yaml.safe_load(text)
+        return safe_load_bounded(text)
+    except OverBound as exc:
+        raise ValueError(f"{what} {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{what} {path}: not valid YAML: {yaml_problem(exc)}") from None
 
