@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default 1)")
     parser.add_argument("--retry-failed", action="store_true", help="re-queue grid arms whose trial failed")
     parser.add_argument("--dry-run", action="store_true", help="validate, print the arms and exit")
+    parser.add_argument("--max-arms", type=int, default=None, metavar="N", help="the most arm x seed cells a grid "
+                        "may have (default 10000); a larger grid is refused before any arm is built")
     parser.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # spawned local workers
     slurm = parser.add_argument_group("SLURM (a job array of workers, submitted with submitit)")
     slurm.add_argument("--slurm", action="store_true", help="submit the workers as a SLURM job array")
@@ -48,6 +50,11 @@ def _sets(items: list[str]) -> dict:
     return parse_assignments(items, "--set", "train.epochs=2")
 
 
+def _cap(args: argparse.Namespace) -> dict:
+    """``build_spec``'s ``max_arms`` from ``--max-arms`` (none given: the default of ``ablations.sweep.grid_size``)."""
+    return {} if args.max_arms is None else {"max_arms": args.max_arms}
+
+
 def _spawn_args(args: argparse.Namespace, study_name: str) -> list[str]:
     """A local worker's command line: no storage URL (``ps`` shows it to every user); it comes in the environment."""
     cmd = [sys.executable, "-m", "ablations.cli", "sweep", args.spec, "--worker-only", "--study-name", study_name]
@@ -57,6 +64,8 @@ def _spawn_args(args: argparse.Namespace, study_name: str) -> list[str]:
         cmd += ["--set", item]
     if args.n_trials is not None:
         cmd += ["--n-trials", str(args.n_trials)]
+    if args.max_arms is not None:
+        cmd += ["--max-arms", str(args.max_arms)]
     return cmd
 
 
@@ -69,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers={args.workers} is not allowed; it must be an integer >= 1")
     if args.n_trials is not None and args.n_trials < 1:
         raise ValueError(f"--n-trials={args.n_trials} is not allowed; it must be an integer >= 1")
+    if args.max_arms is not None and args.max_arms < 1:
+        raise ValueError(f"--max-arms={args.max_arms} is not allowed; it must be an integer >= 1")
     # The cheap checks first (no torch yet): --set values, spec keys, storage choice, storage reachable.
     sets = _sets(args.sets)
     raw = read_yaml(args.spec)
@@ -82,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         check_reachable(url)
     try:
-        spec = build_spec(checked, source=args.spec, overrides=sets)
+        spec = build_spec(checked, source=args.spec, overrides=sets, **_cap(args))
     except ValueError as exc:
         raise ValueError(f"{args.spec}: {exc}") from None
     if args.slurm:
@@ -163,6 +174,7 @@ def _report_command(study_name: str, url: str) -> str:
 def _print_plan(spec, study_name: str, url: str) -> int:
     from ablations.sweep.spec import make_config
     from ablations.sweep.storage import masked
+    from ablations.sweep.ticker import ticking
 
     print(f"study {study_name}: {spec.description or spec.name}\nstorage: {masked(url)}\n"
           f"objectives: {', '.join(f'{o.direction} {o.metric}' for o in spec.objectives)}; "
@@ -172,7 +184,7 @@ def _print_plan(spec, study_name: str, url: str) -> int:
 
         cells = spec.grid()
         print(f"{len(cells)} trials (arm x seed):")
-        for c in cells:
+        for c in ticking(cells, "listing"):
             print("  " + run_name(make_config(spec, c), spec.base.override({"model.se": None})))
     else:
         print(f"{spec.n_trials} trials over: {', '.join(p.key for p in spec.space)}")

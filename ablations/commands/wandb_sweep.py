@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a base-experiment key (repeatable)")
     parser.add_argument("-o", "--out", "--output", dest="output", help="where to write the YAML ('-' for stdout; default "
                         "runs/<study>/wandb-sweep.yaml)")
+    parser.add_argument("--max-arms", type=int, default=None, metavar="N", help="the most arm x seed cells a grid "
+                        "may have (default 10000)")
     parser.add_argument("--project", help="W&B project (default: the spec's wandb.project)")
     parser.add_argument("--entity", help="W&B entity (default: the spec's, else your default entity)")
     parser.add_argument("--create", action="store_true", help="register the sweep with W&B (needs a login) and "
@@ -25,11 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablations.commands.sweep import _sets
+    from ablations.commands.sweep import _cap, _sets
     from ablations.sweep.spec import load_spec
     from ablations.sweep.wandb_export import sweep_config, to_yaml, validate
 
-    spec = load_spec(args.spec, variant=args.variant, overrides=_sets(args.sets))
+    spec = load_spec(args.spec, variant=args.variant, overrides=_sets(args.sets), **_cap(args))
     config = sweep_config(spec)
     if args.project:
         config["project"] = args.project

@@ -1,4 +1,5 @@
-"""Field checks of the sweep spec (DESIGN: Errors and bad input): parameters, objectives, sampler, pruner.
+"""Field checks of the sweep spec (DESIGN: Errors and bad input): parameters, objectives, sampler, pruner, seeds,
+heartbeat.
 
 Each mistake is a ``ValueError`` that names the field, the bad value and what is allowed; every value
 of the space is applied to the base config, and every network of the sweep is built on the meta
@@ -52,12 +53,15 @@ class Param:
     log: bool = False
 
     @property
-    def grid_values(self) -> tuple:
-        """The values a grid sweep enumerates (categorical choices, or an int range with its step)."""
+    def grid_values(self) -> tuple | range:
+        """The values a grid sweep enumerates (categorical choices, or an int range with its step).
+
+        A range stays lazy: its ``len`` is known without listing it (``SweepSpec.grid_size``).
+        """
         if self.type == "categorical":
             return self.values
         if self.type == "int" and not self.log:
-            return tuple(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            return range(int(self.low), int(self.high) + 1, int(self.step or 1))
         raise ValueError(f"space.{self.key}: a grid sweep needs categorical values or an int range; "
                          f"type {self.type!r} is continuous (use sampler: random, tpe or nsga2)")
 
@@ -162,6 +166,27 @@ def named(where: str, raw: Any, allowed: tuple[str, ...], default: str) -> dict:
         got = raw.get("type") if isinstance(raw, dict) else raw
         raise fail(f"{where}.type", got, f"choose one of: {', '.join(allowed)}")
     return dict(raw)
+
+
+def parse_seeds(seeds: Any) -> tuple[int, ...]:
+    """``seeds: 3`` -> (0, 1, 2); ``seeds: [0, 7]`` -> (0, 7)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        return tuple(range(seeds))
+    if isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        return tuple(seeds)
+    raise fail("seeds", seeds, "give a count >= 1 or a list of integer seeds")
+
+
+def parse_heartbeat(raw: Any) -> tuple[int, int, int]:
+    """(interval, grace period, max retry) of the spec's ``heartbeat``; the grace defaults to 3 intervals."""
+    hb = keys("heartbeat", raw, ("interval", "grace_period", "max_retry"))
+    interval, grace, retry = hb.get("interval", 60), hb.get("grace_period"), hb.get("max_retry", 3)
+    grace = 3 * interval if grace is None else grace
+    if not (isinstance(interval, int) and interval >= 1 and isinstance(grace, int) and grace > interval):
+        raise fail("heartbeat", hb, "interval must be an integer >= 1 s and grace_period an integer above it")
+    if not isinstance(retry, int) or retry < 0:
+        raise fail("heartbeat.max_retry", retry, "it must be an integer >= 0")
+    return interval, grace, retry
 
 
 def check_buildable(models: list) -> None:

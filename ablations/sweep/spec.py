@@ -24,10 +24,14 @@ from ablations.sweep.fields import (
     fail,
     keys,
     named,
+    parse_heartbeat,
     parse_objectives,
     parse_param,
+    parse_seeds,
 )
+from ablations.sweep.grid_size import MAX_ARMS, check_cap, count_cells, listed_counts, seed_count
 from ablations.sweep.storage import check_storage_url
+from ablations.sweep.ticker import ticking
 
 if TYPE_CHECKING:  # the config pulls in torch; imported lazily so a bad spec or storage fails in a second
     from ablations.config import ExperimentConfig
@@ -90,6 +94,11 @@ class SweepSpec:
             others = [p for p in self.space if not is_se_key(p.key)]
             arms = [{**a, "se": False} for a in product(others)] + [{**a, "se": True} for a in arms]
         return [{**a, "seed": s} for a in arms for s in self.seeds]
+
+    def grid_size(self) -> int:
+        """``len(self.grid())``, counted without listing the cells."""
+        counts = {p.key: len(p.grid_values) for p in self.space}
+        return count_cells(counts, self.baseline, len(self.seeds), is_se_key)
 
 
 def is_se_key(key: str) -> bool:
@@ -176,7 +185,7 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = None,
-               overrides: dict[str, Any] | None = None) -> SweepSpec:
+               overrides: dict[str, Any] | None = None, max_arms: int = MAX_ARMS) -> SweepSpec:
     """Validate a spec mapping (a loaded YAML) and return the ``SweepSpec``.
 
     Args:
@@ -185,12 +194,18 @@ def parse_spec(raw: dict, *, variant: str | None = None, source: str | None = No
             named ``<variant>-<name>``).
         source: where the spec came from (for messages and the study's records).
         overrides: dotted base-config overrides from the command line (``--set train.epochs=2``).
+        max_arms: the most arm x seed cells a grid may have (``--max-arms``; ``ablations.sweep.grid_size``).
     """
-    return build_spec(preflight(raw, variant), source=source, overrides=overrides)
+    return build_spec(preflight(raw, variant), source=source, overrides=overrides, max_arms=max_arms)
 
 
-def build_spec(checked: Checked, *, source: str | None = None, overrides: dict[str, Any] | None = None) -> SweepSpec:
-    """The ``SweepSpec`` of a preflighted mapping (see ``parse_spec``): every field checked, every arm built."""
+def build_spec(checked: Checked, *, source: str | None = None, overrides: dict[str, Any] | None = None,
+               max_arms: int = MAX_ARMS) -> SweepSpec:
+    """The ``SweepSpec`` of a preflighted mapping (see ``parse_spec``): every field checked, every arm built.
+
+    A grid's size is checked against ``max_arms`` twice before any arm is built: from the lengths of the lists
+    as written, before each value is applied to the base, and exactly once the space is parsed.
+    """
     raw = checked.raw
     explicit, base = _explicit_base(raw, overrides or {})
     space_raw = raw.get("space")
@@ -207,15 +222,21 @@ def build_spec(checked: Checked, *, source: str | None = None, overrides: dict[s
         raise fail("budget.n_trials", n_trials, "it must be an integer >= 1")
     if sampler["type"] != "grid" and n_trials is None:
         raise ValueError(f"budget.n_trials is required with sampler {sampler['type']!r} (only a grid knows its size)")
-    interval, grace, retry = _heartbeat(raw.get("heartbeat") or {})
+    interval, grace, retry = parse_heartbeat(raw.get("heartbeat") or {})
     baseline = raw.get("baseline", False)
     if not isinstance(baseline, bool):
         raise fail("baseline", baseline, "choose true (add the no-SE arm) or false")
+    if sampler["type"] == "grid":
+        listed = listed_counts(space_raw)
+        cells = count_cells(listed, baseline, seed_count(raw.get("seeds", 1)), is_se_key)
+        check_cap(cells, max_arms, at_least=len(listed) < len(space_raw))
     spec = SweepSpec(name=checked.study, base=base, space=tuple(parse_param(k, v, base) for k, v in space_raw.items()),
                      objectives=objectives, baseline=baseline, sampler=sampler, pruner=pruner, n_trials=n_trials,
-                     seeds=_seeds(raw.get("seeds", 1)), storage=raw.get("storage"), heartbeat_interval=interval,
+                     seeds=parse_seeds(raw.get("seeds", 1)), storage=raw.get("storage"), heartbeat_interval=interval,
                      grace_period=grace, max_retry=retry, description=str(raw.get("description", "")),
                      paper=str(raw.get("paper", "")), variant=checked.variant, source=source, explicit=explicit)
+    if spec.is_grid:
+        check_cap(spec.grid_size(), max_arms)  # raises first for a continuous parameter, as grid() would
     _check_arms(spec)
     return spec
 
@@ -251,31 +272,11 @@ def _explicit_base(raw: dict, overrides: dict[str, Any]) -> tuple[dict, Experime
     return explicit, base
 
 
-def _seeds(seeds: Any) -> tuple[int, ...]:
-    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
-        return tuple(range(seeds))
-    if isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        return tuple(seeds)
-    raise fail("seeds", seeds, "give a count >= 1 or a list of integer seeds")
-
-
-def _heartbeat(raw: Any) -> tuple[int, int, int]:
-    """(interval, grace period, max retry) of the spec's ``heartbeat``; the grace defaults to 3 intervals."""
-    hb = keys("heartbeat", raw, ("interval", "grace_period", "max_retry"))
-    interval, grace, retry = hb.get("interval", 60), hb.get("grace_period"), hb.get("max_retry", 3)
-    grace = 3 * interval if grace is None else grace
-    if not (isinstance(interval, int) and interval >= 1 and isinstance(grace, int) and grace > interval):
-        raise fail("heartbeat", hb, "interval must be an integer >= 1 s and grace_period an integer above it")
-    if not isinstance(retry, int) or retry < 0:
-        raise fail("heartbeat.max_retry", retry, "it must be an integer >= 0")
-    return interval, grace, retry
-
-
 def _check_arms(spec: SweepSpec) -> None:
     """Build every arm's model once (a grid: every cell; otherwise each categorical value and range end)."""
     if spec.is_grid:
-        cells = spec.grid()  # raises for continuous parameters
-        configs = [make_config(spec, c) for c in cells]
+        cells = spec.grid()
+        configs = [make_config(spec, c) for c in ticking(cells, "checking")]
         if len({c.hash() for c in configs}) != len(configs):
             raise ValueError("space: two grid cells give the same config; every arm must differ")
         models = [c.model for c in configs]
@@ -286,9 +287,10 @@ def _check_arms(spec: SweepSpec) -> None:
     check_buildable(models)
 
 
-def load_spec(path: str | Path, *, variant: str | None = None, overrides: dict[str, Any] | None = None) -> SweepSpec:
+def load_spec(path: str | Path, *, variant: str | None = None, overrides: dict[str, Any] | None = None,
+              max_arms: int = MAX_ARMS) -> SweepSpec:
     """Read and validate a sweep YAML (see ``parse_spec``)."""
     try:
-        return parse_spec(read_yaml(path), variant=variant, source=str(path), overrides=overrides)
+        return parse_spec(read_yaml(path), variant=variant, source=str(path), overrides=overrides, max_arms=max_arms)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None

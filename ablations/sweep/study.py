@@ -25,6 +25,7 @@ from ablations.sweep.leases import Requeue
 from ablations.sweep.space import encode_params
 from ablations.sweep.spec import SweepSpec, make_config
 from ablations.sweep.storage import engine_kwargs, make_sqlite_folder, masked
+from ablations.sweep.ticker import ticking
 
 __all__ = ["StudyLock", "check_threads", "enqueue_grid", "load_study", "make_pruner", "make_sampler", "make_storage",
            "masked", "progress", "setup_study", "unfinished"]
@@ -203,7 +204,7 @@ def enqueue_grid(study: optuna.Study, spec: SweepSpec, *, retry_failed: bool = F
     # Seed-major order (every arm's seed 0, then every arm's seed 1, ...): arms run interleaved, so a change in
     # the machine's load during the sweep reaches every arm alike and the report's measured times stay comparable.
     seeds = {s: i for i, s in enumerate(spec.seeds)}
-    for cell in sorted(spec.grid(), key=lambda c: seeds.get(c["seed"], 0)):
+    for cell in ticking(sorted(spec.grid(), key=lambda c: seeds.get(c["seed"], 0)), "enqueueing"):
         cfg = make_config(spec, cell)
         h = cfg.hash()
         if h in held:
