@@ -11,6 +11,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from ablations.data import DigitsDataModule
 from ablations.lightning_cli import main
+from ablations.metrics import TEST_LOSS, TEST_TOP1, TEST_TOP5, VAL_LOSS, VAL_TOP1, VAL_TOP5
 from ablations.module import SEClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -34,22 +35,31 @@ def test_lightning_cli_fits_digits_and_the_checkpoint_reloads(tmp_path):
         "fit", "--data.cfg.image_size=8", "--data.cfg.batch_size=32", "--model.config.model.arch=resnet20_cifar",
         "--model.config.model.se.reduction=4", "--model.config.train.lr=0.05", *tiny_trainer(tmp_path)])
     assert cli.trainer.current_epoch == 1  # one epoch done
-    assert 0.0 <= float(cli.trainer.callback_metrics["val/top1"]) <= 1.0
+    final = {name: float(value) for name, value in cli.trainer.callback_metrics.items()}
     ckpts = sorted((tmp_path / "checkpoints").glob("*.ckpt"))
     assert len(ckpts) == 1 and (tmp_path / "config.yaml").is_file()  # LightningCLI's own record of the flags
     module = SEClassifier.load_from_checkpoint(ckpts[0])
     assert module.cfg.train.lr == 0.05 and module.cfg.model.se.reduction == 4
     assert module.cfg.data.image_size == 8  # the datamodule's flags, not the model config's default 32
     assert torch.load(ckpts[0], weights_only=True)["hyper_parameters"]["config"]["train"]["lr"] == 0.05
+    # ``test`` of that checkpoint reads the split validation read (same batches): the final validation numbers.
+    tested = LightningCLI(SEClassifier, DigitsDataModule, args=[
+        "test", "--data.cfg.image_size=8", "--data.cfg.batch_size=32", f"--ckpt_path={ckpts[0]}",
+        *tiny_trainer(tmp_path / "test")]).trainer.callback_metrics
+    assert float(tested[TEST_TOP1]) == final[VAL_TOP1] and float(tested[TEST_TOP5]) == final[VAL_TOP5]
+    assert float(tested[TEST_LOSS]) == pytest.approx(final[VAL_LOSS], rel=1e-6)  # continuous: the same weights
 
 
 def test_module_entry_point_takes_any_datamodule_and_tests_a_checkpoint(tmp_path, capsys):
     data = ["--data=SyntheticDataModule", "--data.cfg.image_size=8", "--data.cfg.num_samples=32",
             "--data.cfg.batch_size=16", "--data.cfg.num_classes=3", "--model.config.model.num_classes=3"]
     fit = main(["fit", *data, *tiny_trainer(tmp_path / "fit")])
+    final = {name: float(value) for name, value in fit.trainer.callback_metrics.items()}
     path = fit.trainer.checkpoint_callback.best_model_path
-    tested = main(["test", *data, f"--ckpt_path={path}", *tiny_trainer(tmp_path / "test")])
-    assert set(tested.trainer.callback_metrics) >= {"test/loss", "test/top1", "test/top5"}
+    tested = main(["test", *data, f"--ckpt_path={path}", *tiny_trainer(tmp_path / "test")]).trainer.callback_metrics
+    assert set(tested) >= {TEST_LOSS, TEST_TOP1, TEST_TOP5}
+    assert float(tested[TEST_TOP1]) == final[VAL_TOP1] and float(tested[TEST_LOSS]) == pytest.approx(
+        final[VAL_LOSS], rel=1e-6)
     with pytest.raises(SystemExit):  # --data has no default: it must be named
         main(["fit", *tiny_trainer(tmp_path / "none")])
     assert "fit.data" in capsys.readouterr().err

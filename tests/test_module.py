@@ -50,10 +50,20 @@ def test_fit_logs_every_metric_and_the_complexity_once(tmp_path):
     cfg = tiny()
     module = SEClassifier(cfg.to_dict())
     logger = CSVLogger(tmp_path, name="", version="v")
-    trainer(tmp_path, max_epochs=2, logger=logger, log_every_n_steps=1).fit(module, datamodule=build_datamodule(cfg.data))
-    assert set(RESULT_METRICS) <= set(module.trainer.callback_metrics)
-    for name in ("val/top1", "val/top5", VAL_TOP1_BEST):
-        assert 0.0 <= float(module.trainer.callback_metrics[name]) <= 1.0
+    dm = build_datamodule(cfg.data)
+    trainer(tmp_path, max_epochs=2, logger=logger, log_every_n_steps=1).fit(module, datamodule=dm)
+    final = {name: float(value) for name, value in module.trainer.callback_metrics.items()}
+    assert set(RESULT_METRICS) <= set(final)
+    # The logged accuracies are those of the final weights over the whole validation split, counted here by hand.
+    module.eval()
+    with torch.no_grad():
+        logits, labels = zip(*((module(x), y) for x, y in dm.val_dataloader()))
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    assert len(labels) == len(dm.val_set)
+    top5 = logits.topk(5, dim=1).indices
+    assert final["val/top1"] == pytest.approx((logits.argmax(1) == labels).float().mean().item(), abs=1e-6)
+    assert final["val/top5"] == pytest.approx((top5 == labels[:, None]).any(1).float().mean().item(), abs=1e-6)
+    assert final["val/loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
     expected = complexity(module.model, input_size=(3, 8, 8))
     with open(tmp_path / "v" / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -61,7 +71,9 @@ def test_fit_logs_every_metric_and_the_complexity_once(tmp_path):
     assert len(logged) == 1  # once, at fit start
     assert int(float(logged[0][PARAMS])) == expected.params == sum(p.numel() for p in module.model.parameters())
     assert float(logged[0][GMACS]) == pytest.approx(expected.gmacs)
-    assert sum(1 for r in rows if r.get("val/top1")) == 2  # one value per epoch, not per step
+    per_epoch = [float(r["val/top1"]) for r in rows if r.get("val/top1")]
+    assert len(per_epoch) == 2  # one value per epoch, not per step
+    assert per_epoch[-1] == pytest.approx(final["val/top1"]) and final[VAL_TOP1_BEST] == pytest.approx(max(per_epoch))
 
 
 def test_best_is_the_running_maximum_and_ignores_the_sanity_check(tmp_path):
