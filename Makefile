@@ -10,8 +10,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Writes under runs/ only (git ignores it): runs/quickstart/<run>/ and the report in runs/quickstart/report/.
 quickstart: $(VENV)/.installed
 	$(VENV)/bin/senet-ablate quickstart
+
+# Rewrites the committed results/quickstart/ (then refresh the README's quote: python -m ablations.reporting.verdicts).
+quickstart-results: $(VENV)/.installed
+	$(VENV)/bin/senet-ablate quickstart --results-dir results/quickstart
 
 # The whole suite, slow integration tests included (what CI runs).
 test: $(VENV)/.installed
@@ -24,4 +29,4 @@ test-fast: $(VENV)/.installed
 complexity: $(VENV)/.installed
 	$(VENV)/bin/senet-ablate complexity --table all
 
-.PHONY: install quickstart test test-fast complexity
+.PHONY: install quickstart quickstart-results test test-fast complexity

@@ -53,7 +53,9 @@ class QuickstartConfig:
         epochs: epochs per run (cosine schedule of the ``quick`` recipe).
         image_size: side of the upsampled digits.
         output_dir: run folders (checkpoints, result.json, W&B offline runs).
-        results_dir: the table, the per-run CSV, the summary JSON and the plot.
+        results_dir: the table, the per-run CSV, the summary JSON and the plot. Under ``runs/`` by default, which git
+            ignores, so a quickstart changes no tracked file; the committed ``results/quickstart/`` is written only
+            when named (``make quickstart-results``).
         wandb_mode: ``offline`` (default), ``online`` (with a login) or ``disabled``.
         data: the data set (``digits``, embedded; ``fashion_mnist`` for a real benchmark, see ``DATA_NOTES``).
         overrides: dotted keys applied to every arm (``{"train.limit_train_batches": 0.25}``).
@@ -63,7 +65,7 @@ class QuickstartConfig:
     epochs: int = 6
     image_size: int = 16
     output_dir: str = "runs/quickstart"
-    results_dir: str = "results/quickstart"
+    results_dir: str = "runs/quickstart/report"
     wandb_mode: str = "offline"
     arms: tuple[tuple[str, dict], ...] = field(default=ARMS)
     data: str = "digits"

@@ -1,7 +1,11 @@
-"""The quickstart: its arms, its outputs (table naming the command, CSV, summary, plot), one W&B run per arm."""
+"""The quickstart: its arms, its outputs (table naming the command, CSV, summary, plot), one W&B run per arm, and
+that it changes no tracked file (the README's `make quickstart` then `make test` on a fresh clone)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,7 +80,8 @@ def test_quickstart_end_to_end_writes_a_result_and_a_wandb_run_per_arm(tmp_path,
         row = json.loads((run / "result.json").read_text())
         assert FIELDS <= set(row) and row["status"] == "complete" and row["git_commit"]
         assert len(list((run / "wandb").glob("offline-run-*"))) == 1
-    results = Path("results/quickstart")
+    assert not Path("results").exists()  # the committed results/quickstart/ only when named (--results-dir)
+    results = Path("runs/quickstart/report")
     assert {p.name for p in results.iterdir()} == {"table.md", "runs.csv", "summary.json", "plot.png"}
     assert "senet-ablate quickstart --seeds 0 --epochs 1 --image-size 8" in (results / "table.md").read_text()
     assert "Δ top-1 (pp)" in out and "wall time" in out
@@ -101,3 +106,31 @@ def test_fashion_mnist_options_and_the_command_that_reproduces_them():
     cfg = experiments(q)[-1][1]
     assert (cfg.data.name, cfg.train.limit_train_batches, cfg.train.limit_val_batches) == ("fashion_mnist", 0.12, 0.5)
     assert cfg.wandb.group == "quickstart_resnet20_cifar_fashion_mnist" and cfg.model.se.reduction == 16
+
+
+@pytest.mark.slow
+def test_quickstart_on_a_fresh_clone_changes_no_tracked_file(tmp_path):
+    """The README's two commands in order: the quickstart (its smallest settings: the point is where it writes),
+    then the test that the README quotes the committed summaries, on a fresh clone of HEAD with this venv."""
+    root = Path(__file__).resolve().parent.parent
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(clone), "WANDB_SILENT": "true"}
+
+    def run(*argv: str, timeout: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *argv], cwd=clone, env=env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+    where = run("-c", "import ablations; print(ablations.__file__)", timeout=60)
+    assert Path(where.stdout.strip()).is_relative_to(clone), where  # the clone's code runs, not this checkout's
+    done = run("-m", "ablations.cli", "quickstart", "--seeds", "0", "--epochs", "1", "--arms", "SE r=16",
+               "--image-size", "8", "--workers", "1", timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "report in runs/quickstart/report/" in done.stdout
+    assert {p.name for p in (clone / "runs" / "quickstart" / "report").iterdir()} == {
+        "table.md", "runs.csv", "summary.json", "plot.png"}
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone,
+                            capture_output=True, text=True, check=True)
+    assert status.stdout == "", status.stdout  # nothing changed, nothing new that git does not ignore
+    readme = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_readme_verdicts.py", timeout=300)
+    assert readme.returncode == 0, readme.stdout[-3000:]

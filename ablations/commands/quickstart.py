@@ -1,8 +1,11 @@
 """``senet-ablate quickstart``: the README's first job; no-SE baseline vs SE variants on the embedded digits.
 
 Trains every arm and seed of ``ablations.quickstart`` (one single-threaded run per core at a time), prints the
-comparison table and writes ``table.md``, ``runs.csv``, ``summary.json`` and ``plot.png`` to
-``results/quickstart/``; each run keeps its folder, result row and W&B offline run under ``runs/quickstart/``.
+comparison table and writes ``table.md``, ``runs.csv``, ``summary.json`` and ``plot.png`` to ``--results-dir``
+(default ``<output-dir>/report``, i.e. ``runs/quickstart/report/``); each run keeps its folder, result row and W&B
+offline run under ``--output-dir`` (``runs/quickstart/``). Both defaults lie under ``runs/``, which git ignores, so
+the command changes no tracked file; the committed ``results/quickstart/`` is rewritten only when named
+(``--results-dir results/quickstart``, ``make quickstart-results``).
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=6, help="epochs per run (default: 6)")
     parser.add_argument("--image-size", type=int, default=16, help="side of the upsampled digits (default: 16)")
     parser.add_argument("--output-dir", default="runs/quickstart", help="run folders (default: runs/quickstart)")
-    parser.add_argument("--results-dir", default="results/quickstart", help="table and plot (default: results/quickstart)")
+    parser.add_argument("--results-dir", "--out", dest="results_dir", default=None, metavar="DIR",
+                        help="table, CSV, summary and plot (default: OUTPUT_DIR/report, ignored by git; the committed "
+                             "ones: --results-dir results/quickstart)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="runs at a time, one process and one torch thread each; the results do not depend "
                              "on it (default: one per core)")
@@ -85,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from senet.tree import check_int
 
     q = QuickstartConfig(seeds=tuple(args.seeds), epochs=args.epochs, image_size=args.image_size,
-                         output_dir=args.output_dir, results_dir=args.results_dir, wandb_mode=args.wandb,
+                         output_dir=args.output_dir, results_dir=args.results_dir or f"{args.output_dir}/report",
+                         wandb_mode=args.wandb,
                          data=args.data, arms=_pick_arms(args.arms), overrides=_overrides(args.sets))
     check_int("--workers", args.workers)
     quiet_lightning()  # eight short runs: Lightning's per-run banners would drown the progress lines
@@ -106,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
     print(compare.format_text(relabel(compare.aggregate(rows, args.min_effect), rows)))
     print(json.loads(paths["summary"].read_text())["conclusion"] + "\n")
     print(f"wall time {wall:.0f} s; wrote " + ", ".join(str(p) for p in paths.values()))
+    if args.results_dir is None:
+        print(f"report in {q.results_dir}/ (the committed results/quickstart/ is left as it is; "
+              "`make quickstart-results` rewrites it)")
     if q.wandb_mode != "disabled":
         print(f"W&B runs: {q.output_dir}/*/wandb/offline-run-*  (upload: wandb sync <folder>)")
     return 0 if all(r["status"] == "complete" for r in rows) else 1
