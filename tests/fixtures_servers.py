@@ -10,6 +10,8 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import random
+import re
 import shutil
 import signal
 import socket
@@ -23,12 +25,47 @@ from pathlib import Path
 import process_guard
 import pytest
 
+# Ports this session handed out: two calls never return the same one, even before the first is bound.
+_handed_out: set[int] = set()
+
+
+def _port_range() -> range:
+    """Where to look: below the kernel's ephemeral range, which it hands to outgoing connections (and to
+    ``bind(0)``) at any moment; a port there is only taken by a process that asks for it by number."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, low) if low > 12000 else range(low + 1, 65535)
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nobody listens on right now and that no earlier call of this session returned.
+
+    Another process can still bind it before the server does: the servers' start retries with a new port when
+    the port is taken (``PORT_TRIES``)."""
+    ports = _port_range()
+    for _ in range(1000):
+        port = random.choice(ports)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use (or in TIME_WAIT): try another
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port in {ports}")
+
+
+PORT_TRIES = 5  # server starts that lost their port to another process before failing
+_PORT_TAKEN = re.compile(r"Address already in use|could not bind|could not create any TCP/IP sockets|"
+                         r"Error binding slurm stream socket", re.IGNORECASE)
+
+
+class PortTaken(RuntimeError):
+    """A server exited at start because another process had bound its port meanwhile."""
 
 
 def _pg_bin(name: str) -> str | None:
@@ -48,12 +85,16 @@ def _tail(*logs: Path) -> str:
     return "".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.exists())
 
 
-def _wait_until(ready, procs: list[subprocess.Popen], what: str, logs: list[Path], timeout: float = 60) -> None:
-    """Poll ``ready()`` until true; fail with the servers' logs if one of ``procs`` exits or time runs out."""
+def _wait_until(ready, procs: list[subprocess.Popen], what: str, logs: list[Path], timeout: float = 120) -> None:
+    """Poll ``ready()`` until true; fail with the servers' logs if one of ``procs`` exits or time runs out
+    (``PortTaken`` if one exited because its port was taken)."""
     deadline = time.monotonic() + timeout
     while not ready():
-        if time.monotonic() > deadline or any(process_guard.exited(p) for p in procs):
-            raise RuntimeError(f"{what} did not come up:\n{_tail(*logs)}")
+        if any(process_guard.exited(p) for p in procs):
+            text = _tail(*logs)
+            raise (PortTaken if _PORT_TAKEN.search(text) else RuntimeError)(f"{what} did not come up:\n{text}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up in {timeout:.0f} s:\n{_tail(*logs)}")
         time.sleep(0.2)
 
 
@@ -80,9 +121,19 @@ class Postgres:
         return self.url(name)
 
 
+def _postmaster_ready(data: Path) -> bool:
+    """The postmaster's own status line (the 8th of ``postmaster.pid``) says it accepts connections."""
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return False
+    return len(lines) >= 8 and lines[7].strip() == "ready"
+
+
 @contextmanager
 def postgres_server() -> Iterator[Postgres]:
-    """Start a throw-away PostgreSQL on 127.0.0.1 (trust auth, a free port); stop and delete it afterwards.
+    """Start a throw-away PostgreSQL on 127.0.0.1 (trust auth, a free port, another if that one is taken
+    before the server binds it); stop and delete it afterwards.
 
     The postmaster is this process's child in its own session (not daemonized by pg_ctl), so stopping it stops
     its whole process group, also when a test fails or the run is interrupted.
@@ -102,21 +153,33 @@ def postgres_server() -> Iterator[Postgres]:
     data, log = root / "data", root / "log"
     if user is not None:
         shutil.chown(root, user)
-    port = free_port()
-    subprocess.run([initdb, "-D", str(data), "-U", "senet", "--auth=trust", "-E", "UTF8"], cwd=root, check=True,
-                   capture_output=True, **_demoted(user))
-    with log.open("wb") as fh:
-        server = subprocess.Popen(
-            [postgres, "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1", "-c",
-             f"unix_socket_directories={root}", "-c", "max_connections=200", "-c", "fsync=off"],
-            cwd=root, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-            **_demoted(user))
+    server = None
     try:
-        ping = [isready, "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "senet"]
-        _wait_until(lambda: subprocess.run(ping, check=False).returncode == 0, [server], "PostgreSQL", [log])
+        subprocess.run([initdb, "-D", str(data), "-U", "senet", "--auth=trust", "-E", "UTF8"], cwd=root, check=True,
+                       capture_output=True, **_demoted(user))
+        for attempt in range(PORT_TRIES):
+            port = free_port()
+            with log.open("wb") as fh:  # a fresh log per attempt: an earlier "address in use" is not this one's
+                server = subprocess.Popen(
+                    [postgres, "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1", "-c",
+                     f"unix_socket_directories={root}", "-c", "max_connections=200", "-c", "fsync=off"],
+                    cwd=root, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                    **_demoted(user))
+            ping = [isready, "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "senet"]
+            # Ours is ready when its postmaster.pid says so: a server of another process that took the port
+            # would answer the ping too.
+            ready = lambda ping=ping: _postmaster_ready(data) and subprocess.run(ping, check=False).returncode == 0
+            try:
+                _wait_until(ready, [server], "PostgreSQL", [log])
+                break
+            except PortTaken:
+                process_guard.stop(server, signal.SIGQUIT)
+                if attempt == PORT_TRIES - 1:
+                    raise
         yield Postgres(port, root, user)
     finally:
-        process_guard.stop(server, signal.SIGQUIT)  # immediate shutdown: the data is thrown away anyway
+        if server is not None:
+            process_guard.stop(server, signal.SIGQUIT)  # immediate shutdown: the data is thrown away anyway
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -190,7 +253,6 @@ def slurm_cluster(cpus: int = 2) -> Iterator[Slurm]:
     host = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
     key, sock = root / "munge" / "munge.key", root / "munge" / "munge.socket"
-    conf.write_text(_slurm_conf(root, host, cpus, free_port(), free_port()) + f"AuthInfo=socket={sock}\n")
     key.write_bytes(os.urandom(1024))
     os.chmod(key, 0o400)
     env = {**os.environ, "SLURM_CONF": str(conf)}
@@ -201,18 +263,31 @@ def slurm_cluster(cpus: int = 2) -> Iterator[Slurm]:
                                            stderr=subprocess.DEVNULL, start_new_session=True)
     munged, procs = None, []
     logs = [root / "munge" / "log", root / "slurmctld.log", root / "slurmd.log"]
+
+    def idle() -> bool:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, check=False)
+        return out.returncode == 0 and out.stdout.strip() in ("idle", "mix", "alloc")
+
     try:
         munged = daemon(sbin("munged"), "--foreground", "--force", "--key-file", str(key), "--socket", str(sock),
                         "--pid-file", str(root / "munge" / "munged.pid"), "--log-file", str(logs[0]),
                         "--seed-file", str(root / "munge" / "seed"))
         _wait_until(sock.exists, [munged], "munged", logs[:1])
-        procs = [daemon(sbin("slurmctld"), "-D", "-i", "-f", str(conf)), daemon(sbin("slurmd"), "-D", "-f", str(conf))]
-
-        def idle() -> bool:
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, check=False)
-            return out.returncode == 0 and out.stdout.strip() in ("idle", "mix", "alloc")
-
-        _wait_until(idle, [munged, *procs], "SLURM", logs)
+        for attempt in range(PORT_TRIES):  # slurm.conf fixes both ports: new ones when a daemon lost its port
+            for log in logs[1:]:
+                log.unlink(missing_ok=True)
+            conf.write_text(_slurm_conf(root, host, cpus, free_port(), free_port()) + f"AuthInfo=socket={sock}\n")
+            procs = [daemon(sbin("slurmctld"), "-D", "-i", "-f", str(conf)),
+                     daemon(sbin("slurmd"), "-D", "-f", str(conf))]
+            try:
+                _wait_until(idle, [munged, *procs], "SLURM", logs)
+                break
+            except PortTaken:
+                for p in reversed(procs):
+                    process_guard.stop(p)
+                procs = []
+                if attempt == PORT_TRIES - 1:
+                    raise
         yield Slurm(root, conf)
     finally:
         running = process_guard.using(root)  # the jobs' processes now, to reap them once they have ended

@@ -170,6 +170,24 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.
     proc.wait()
 
 
+@contextlib.contextmanager
+def stopped(pid: int, group: bool = False, timeout: float = 30.0):
+    """Hold process ``pid`` (its process group with ``group``) still with SIGSTOP inside the block, so a test can
+    look at its files and send it a signal at a point it chose; SIGCONT on the way out, whatever happened (a
+    signal sent meanwhile is delivered then). A stopped process still holds its locks, leases and connections."""
+    send = os.killpg if group else os.kill
+    send(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + timeout
+        while (p := _proc(pid)) is not None and p.state not in "TtZX":  # stopped (or gone) now
+            assert time.monotonic() < deadline, f"process {pid} did not stop"
+            time.sleep(0.01)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            send(pid, signal.SIGCONT)
+
+
 def run(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, capture_output=True, text=True)`` with ``cmd`` in its own process group, all of which
     (workers, DDP ranks) is killed when the test gives up on it: timeout, Ctrl-C, any exception."""
