@@ -64,7 +64,9 @@ def array_worker(spec: SweepSpec, study_name: str, n_trials: int | None = None) 
     if url is None:
         raise RuntimeError(f"${STORAGE_ENV} is not set in this SLURM job: the sweep passes the storage URL in the "
                            "environment, which sbatch exports unless --export or $SBATCH_EXPORT says otherwise")
-    os.environ.setdefault("MASTER_PORT", str(master_port()))
+    # Set, not defaulted: sbatch exports the submitting shell's environment, so a MASTER_PORT found here may be
+    # the submitter's, the same in every element.
+    os.environ["MASTER_PORT"] = str(master_port())
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     if SLURMEnvironment.detect():
