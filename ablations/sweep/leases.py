@@ -9,6 +9,11 @@ still holds the study lock, and checks the other RUNNING trials' leases under th
 each claim: a free lease means a dead owner, so the trial is failed and re-queued through Optuna's
 retry callback (retry history, grid dedup and progress counts stay right). Optuna's heartbeat stays
 as the fallback (a worker alive but cut off from the database).
+
+A PostgreSQL server that restarts drops every lease at once, live workers' too. So a free lease means a dead
+worker only if it was taken on the server's current run (``LEASE_SERVER``: its ``pg_postmaster_start_time``,
+kept in the trial); an older one is left to the heartbeat, and a live worker takes its lease again at its next
+heartbeat (``keep``), which reconnects, and only while its trial is still RUNNING.
 """
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -28,10 +35,13 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from ablations import interrupts
-from ablations.sweep.storage import engine_kwargs
+from ablations.sweep.reconnect import connect_kwargs, retrying
 
 # First key of every trial lease (PostgreSQL's two-int4 advisory keys; the second is the trial id).
 _NAMESPACE = int.from_bytes(hashlib.sha256(b"senet-ablate:trial-lease").digest()[:4], "big") & 0x7FFFFFFF
+
+#: Trial system attribute: the start time of the PostgreSQL server on which the trial's lease was taken.
+LEASE_SERVER = "lease_server"
 
 
 class Requeue(RetryHeartbeatStaleTrialCallback):
@@ -68,9 +78,11 @@ class Leases:
         url: the study's storage URL (the lease lives where the study does: same server, or same machine).
     """
 
-    def __init__(self, url: str) -> None:
-        self.url, self.trial_id = url, None
+    def __init__(self, url: str, outage_s: float = 60, on_retake: Callable[[int, str], bool] | None = None) -> None:
+        self.url, self.trial_id, self.outage_s, self.on_retake = url, None, outage_s, on_retake
+        self.server: str | None = None  # PostgreSQL: the start time of the server holding our lease
         self._conn = self._engine = self._file = self._dir = None
+        self._mutex = threading.RLock()  # the heartbeat thread (``keep``) shares the connection
         if url.startswith("sqlite"):
             path = sqlalchemy.engine.make_url(url).database
             if path and path != ":memory:":  # in memory: one process, nobody else to watch
@@ -78,13 +90,45 @@ class Leases:
                 self._prefix = "senet-ablate-" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
         else:
             self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
-                                                    isolation_level="AUTOCOMMIT", **engine_kwargs(url))
+                                                    isolation_level="AUTOCOMMIT", **connect_kwargs(url))
             self._mysql_prefix = "senet-ablate:" + hashlib.sha256(url.encode()).hexdigest()[:16]
 
+    @property
+    def _pg(self) -> bool:
+        return self._engine is not None and self.url.startswith("postgresql")
+
     def _sql(self, query: str, **params):
+        """Run ``query`` on the lease connection, reconnecting (and taking our lease again) after a lost one."""
+        with self._mutex:
+            return retrying(lambda: self._execute(query, params), "trial lease", self.outage_s,
+                            on_error=self._close_connection)
+
+    def _execute(self, query: str, params: dict):
         if self._conn is None:
             self._conn = self._engine.connect()
+            if self.trial_id is not None and self._pg:
+                self._retake()
         return self._conn.execute(sqlalchemy.text(query), params)
+
+    def _retake(self) -> None:
+        """Our connection was lost with our lease: take it again if the trial is still ours to run."""
+        trial_id = self.trial_id
+        got, server = self._conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:ns, :id), "
+                                                         "pg_postmaster_start_time()::text"),
+                                         {"ns": _NAMESPACE, "id": trial_id}).one()
+        if not got:
+            return
+        if self.on_retake is not None and not self.on_retake(trial_id, server):
+            # Failed and re-queued meanwhile (heartbeat stale): the arm is another worker's now.
+            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:ns, :id)"), {"ns": _NAMESPACE, "id": trial_id})
+            self.trial_id = None
+            return
+        self.server = server
+
+    def keep(self, trial_id: int) -> None:
+        """Check the lease of ``trial_id`` (from the heartbeat thread): a lost connection is re-made, the lease re-taken."""
+        if self.trial_id == trial_id and self._engine is not None:
+            self._sql("SELECT 1")
 
     def _path(self, trial_id: int) -> Path:
         return self._dir / f"{self._prefix}-trial{trial_id}.lease"
@@ -92,8 +136,9 @@ class Leases:
     def take(self, trial_id: int) -> None:
         """Hold the lease of ``trial_id`` (call while holding the study lock, right after the claim)."""
         self.release()
-        if self._engine is not None and self.url.startswith("postgresql"):
-            self._sql("SELECT pg_advisory_lock(:ns, :id)", ns=_NAMESPACE, id=trial_id)
+        if self._pg:
+            self.server = self._sql("SELECT pg_advisory_lock(:ns, :id), pg_postmaster_start_time()::text",
+                                    ns=_NAMESPACE, id=trial_id).one()[1]
         elif self._engine is not None:
             self._sql("SELECT GET_LOCK(:n, -1)", n=f"{self._mysql_prefix}:{trial_id}")
         elif self._dir is not None:
@@ -110,20 +155,23 @@ class Leases:
             self._forget(trial_id)  # unlinked while locked: a checker that opens it later finds no file = free
             self._file.close()
             self._file = None
-        elif self._engine is not None:
-            try:
-                if self.url.startswith("postgresql"):
-                    self._sql("SELECT pg_advisory_unlock(:ns, :id)", ns=_NAMESPACE, id=trial_id)
-                else:
-                    self._sql("SELECT RELEASE_LOCK(:n)", n=f"{self._mysql_prefix}:{trial_id}")
-            except Exception:  # noqa: BLE001 - a broken connection held the lease; closing it drops the lease
-                self._close_connection()
+        elif self._engine is not None and self._conn is not None:
+            with self._mutex:
+                try:
+                    if self._pg:
+                        self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:ns, :id)"),
+                                           {"ns": _NAMESPACE, "id": trial_id})
+                    else:
+                        self._conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"),
+                                           {"n": f"{self._mysql_prefix}:{trial_id}"})
+                except Exception:  # noqa: BLE001 - a broken connection held the lease; closing it drops the lease
+                    self._close_connection()
 
     def alive(self, trial_ids: list[int]) -> set[int]:
         """The trials among ``trial_ids`` whose lease some live worker holds (this one included)."""
         if not trial_ids:
             return set()
-        if self._engine is not None and self.url.startswith("postgresql"):
+        if self._pg:
             rows = self._sql("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
                              "AND classid = :ns AND database = (SELECT oid FROM pg_database "
                              "WHERE datname = current_database())", ns=_NAMESPACE)
@@ -174,11 +222,14 @@ class Leases:
         storage = study._storage  # as optuna.storages.fail_stale_trials does
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         alive = self.alive([t._trial_id for t in running])
+        server = self._sql("SELECT pg_postmaster_start_time()::text").scalar() if self._pg and running else None
         failed = []
         for t in running:
             tid = t._trial_id
             if tid in alive:
                 continue
+            if server is not None and t.system_attrs.get(LEASE_SERVER) != server:
+                continue  # taken before the server restarted, which dropped it: the heartbeat decides
             with interrupts.deferred():  # failed but not re-queued would lose the arm
                 try:
                     storage.set_trial_user_attr(tid, "status", "failed")

@@ -10,6 +10,7 @@ A grid ablation is enqueued once, deduplicated by config hash, under a database-
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import tempfile
@@ -22,6 +23,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from ablations.sweep.leases import Requeue
+from ablations.sweep.reconnect import ResilientStorage, connect_kwargs, is_connection_error, retrying
 from ablations.sweep.space import encode_params
 from ablations.sweep.spec import SweepSpec, make_config
 from ablations.sweep.storage import engine_kwargs, make_sqlite_folder, masked
@@ -31,12 +33,20 @@ __all__ = ["StudyLock", "check_threads", "enqueue_grid", "load_study", "make_pru
            "masked", "progress", "setup_study", "unfinished"]
 
 
+def outage_s(spec: SweepSpec) -> float:
+    """How long a worker keeps reconnecting to a lost database: at least the heartbeat grace, at least a minute."""
+    return max(60.0, float(spec.grace_period))
+
+
 def make_storage(url: str, spec: SweepSpec) -> RDBStorage:
-    """``RDBStorage`` with heartbeats, so dead workers' trials are failed and retried."""
+    """``RDBStorage`` with heartbeats, so dead workers' trials are failed and retried, that reconnects (``reconnect``)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return RDBStorage(url, engine_kwargs=engine_kwargs(url), heartbeat_interval=spec.heartbeat_interval,
-                      grace_period=spec.grace_period,
-                      heartbeat_stale_trial_callback=Requeue(spec.max_retry))
+    if url.startswith("sqlite"):
+        return RDBStorage(url, engine_kwargs=engine_kwargs(url), heartbeat_interval=spec.heartbeat_interval,
+                          grace_period=spec.grace_period, heartbeat_stale_trial_callback=Requeue(spec.max_retry))
+    return ResilientStorage(url, outage_s=outage_s(spec), engine_kwargs=connect_kwargs(url),
+                            heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
+                            heartbeat_stale_trial_callback=Requeue(spec.max_retry))
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
@@ -71,11 +81,12 @@ class StudyLock:
 
     It is held while grid cells are enqueued and while a worker claims its next trial, so two
     workers never both find "one cell left" and ask the sampler for a new one. The database drops
-    the lock with the connection, so a worker killed while holding it cannot block the others.
+    the lock with the connection, so a worker killed while holding it cannot block the others, and a
+    lock whose connection was lost is simply taken again on a new one (``outage_s``: for how long).
     """
 
-    def __init__(self, url: str, study_name: str) -> None:
-        self.url, self.held = url, False
+    def __init__(self, url: str, study_name: str, outage_s: float = 60) -> None:
+        self.url, self.held, self.outage_s = url, False, outage_s
         digest = hashlib.sha256(f"senet-ablate:{study_name}".encode()).digest()
         self.key = int.from_bytes(digest[:8], "big", signed=True)
         self.name = f"senet-ablate:{digest.hex()[:40]}"
@@ -88,19 +99,29 @@ class StudyLock:
             self._path = None if not path or path == ":memory:" else \
                 str(Path(tempfile.gettempdir()) / f"senet-ablate-{digest}.lock")
         else:
-            self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **engine_kwargs(url))
+            self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **connect_kwargs(url))
+
+    def _lock(self) -> None:
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        if self.url.startswith("postgresql"):
+            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+        else:
+            self._conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, -1)"), {"n": self.name})
+        self._conn.commit()
+
+    def _drop(self) -> None:
+        """Forget a broken connection (the server dropped its lock with it)."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # already broken
+                self._conn.close()
+            self._conn = None
 
     def acquire(self) -> None:
         if self.held:
             return
         if self._engine is not None:
-            if self._conn is None:
-                self._conn = self._engine.connect()
-            if self.url.startswith("postgresql"):
-                self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
-            else:
-                self._conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, -1)"), {"n": self.name})
-            self._conn.commit()
+            retrying(self._lock, "study lock", self.outage_s, on_error=self._drop)
         elif self._path is not None:
             self._file = open(self._path, "a+")  # noqa: SIM115 - held across calls
             fcntl.flock(self._file, fcntl.LOCK_EX)
@@ -111,8 +132,13 @@ class StudyLock:
             return
         if self._conn is not None:
             fn = "pg_advisory_unlock(:k)" if self.url.startswith("postgresql") else "RELEASE_LOCK(:n)"
-            self._conn.execute(sqlalchemy.text(f"SELECT {fn}"), {"k": self.key, "n": self.name})
-            self._conn.commit()
+            try:
+                self._conn.execute(sqlalchemy.text(f"SELECT {fn}"), {"k": self.key, "n": self.name})
+                self._conn.commit()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self._drop()  # the lock went with the connection
         elif self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
@@ -121,9 +147,7 @@ class StudyLock:
 
     def close(self) -> None:
         self.release()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._drop()
         if self._engine is not None:
             self._engine.dispose()
 

@@ -5,10 +5,11 @@ last queued grid cell goes to exactly one worker and nobody asks the sampler for
 the same lock it takes the trial's lease (``leases``), which dies with the process. The trial itself
 runs outside the lock. Before each claim the worker fails and re-queues the RUNNING trials whose lease
 is free (a killed worker's: at once) or whose heartbeat is stale (a worker cut off from the database:
-after the grace period), and it does not exit while other workers' trials still run, so a trial lost
-with its worker is re-run, never dropped. A signal (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2) stops the worker: its
-trial is failed, marked ``interrupted`` and re-queued at once, and ``RunInterrupted`` leaves with the
-exit code 128 + signal. Under DDP (a SLURM trial with several GPUs) rank 0 is the worker and the other
+after the grace period, and only if nobody holds its lease: ``reconnect``), and it does not exit while other
+workers' trials still run, so a trial lost with its worker is re-run, never dropped. A database that restarts
+or stalls is waited for (``reconnect``: bounded); the lease is taken again after a reconnect. A signal
+(Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2) stops the worker: its trial is failed, marked ``interrupted`` and
+re-queued at once, and ``RunInterrupted`` leaves with the exit code 128 + signal. Under DDP (a SLURM trial with several GPUs) rank 0 is the worker and the other
 ranks follow it.
 """
 from __future__ import annotations
@@ -25,10 +26,11 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from ablations import interrupts
-from ablations.sweep.leases import Leases, Requeue
+from ablations.sweep.leases import LEASE_SERVER, Leases, Requeue
 from ablations.sweep.objective import SweepObjective
+from ablations.sweep.reconnect import ResilientStorage
 from ablations.sweep.spec import SweepSpec
-from ablations.sweep.study import StudyLock, check_threads, load_study, progress
+from ablations.sweep.study import StudyLock, check_threads, load_study, outage_s, progress
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +65,24 @@ def run_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: int | 
     """
     study = load_study(spec, url, study_name)
     check_threads(study, spec)
-    lock, leases = StudyLock(url, study_name), Leases(url)
+    backend = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDBStorage in a cache
+
+    def retake(trial_id: int, server: str) -> bool:  # after a reconnect: only a trial that is still ours
+        if backend.get_trial(trial_id).state != TrialState.RUNNING:
+            log.warning("trial %d was given up while this worker was cut off from the database", trial_id)
+            return False
+        backend.set_trial_system_attr(trial_id, LEASE_SERVER, server)
+        return True
+
+    lock, leases = StudyLock(url, study_name, outage_s(spec)), Leases(url, outage_s(spec), on_retake=retake)
+    if isinstance(backend, ResilientStorage):
+        backend.lease_holders = leases.alive  # a held lease means a live worker, whatever its heartbeat says
+        backend.on_beat.append(leases.keep)
 
     def claimed(trial: optuna.Trial) -> None:  # still under the study lock: nobody sees it RUNNING without a lease
         leases.take(trial._trial_id)
+        if leases.server is not None:
+            backend.set_trial_system_attr(trial._trial_id, LEASE_SERVER, leases.server)
         lock.release()
 
     objective = SweepObjective(spec, study_name, runner=runner, on_start=claimed, on_config=on_config)
