@@ -9,8 +9,16 @@ import pytest
 from ablations import interrupts
 from ablations.interrupts import RunInterrupted
 
+# Every signal a user or a cluster stops a run with; the process tests (test_train_interrupts) send SIGTERM and
+# SIGKILL end to end and check SIGINT's and SIGUSR1's rows, so each of these is checked here.
+PROMISED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
-@pytest.mark.parametrize("sig", interrupts.SIGNALS, ids=lambda s: signal.Signals(s).name)
+
+def test_the_guarded_signals_are_the_promised_ones():
+    assert sorted(interrupts.SIGNALS) == sorted(PROMISED)
+
+
+@pytest.mark.parametrize("sig", PROMISED, ids=lambda s: signal.Signals(s).name)
 def test_guard_turns_each_signal_into_run_interrupted(sig):
     before = signal.getsignal(sig)
     with pytest.raises(RunInterrupted) as info, interrupts.guard():
