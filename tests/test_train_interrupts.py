@@ -1,28 +1,35 @@
 """A run's recorded status is the truth under real signals (DESIGN: Training; issue 9).
 
-``senet-ablate train`` runs as a real process; after its first checkpoint it gets SIGINT, SIGTERM, SIGUSR1 or
-SIGKILL. Then: status ``interrupted`` (no row for SIGKILL), exit code 128 + signal, a rerun of the same command
-resumes and ends bit-equal to an uninterrupted run, ``csv/metrics.csv`` holds every epoch once, and the wall
-time is the sum of the attempts. Two identical commands at once: one trains, the other refuses in one line.
-``--no-resume`` empties the folder and keeps the checkpoint names. One tiny model on 8x8 digits throughout.
+``senet-ablate train`` runs as a real process, held still (SIGSTOP) at its first checkpoint and signalled there.
+SIGTERM and SIGKILL: status ``interrupted`` (no row for SIGKILL), exit code 128 + signal, a rerun of the same
+command resumes and ends bit-equal to an uninterrupted run, ``csv/metrics.csv`` holds every epoch once, and the
+wall time is the sum of the attempts. SIGINT and SIGUSR1: the same row and exit code (their mapping to
+``RunInterrupted`` is unit-tested in test_interrupts). Two identical commands at once: one trains, the other
+refuses in one line. ``--no-resume`` empties the folder and keeps the checkpoint names. One tiny model on 8x8
+digits throughout.
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import process_guard
 import pytest
+
+from ablations.run_folder import resume_point
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 3  # the signal lands in epoch 2 or 3, after the first epoch-end checkpoint
-# Half of digits' batches per epoch: an epoch still takes over a second here, ample for the 0.05 s poll.
+# Half of digits' batches per epoch: an epoch takes over a second here, so the 0.05 s poll sees the first checkpoint
+# long before the second (``signal_in_training`` checks which one it saw).
 ARGS = ["--model", "se_resnet20_cifar", "--data", "digits", "data.image_size=8", "data.batch_size=32",
         "train.limit_train_batches=0.5", f"train.epochs={EPOCHS}", "train.threads=1", "--no-progress"]
 RUN = "se_resnet20_cifar_digits_s0"
@@ -48,6 +55,17 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
         time.sleep(0.05)
 
 
+def signal_in_training(proc: subprocess.Popen, out: Path, sig: int) -> None:
+    """Send ``sig`` to the run while it provably trains: it is held still (SIGSTOP) at the first checkpoint seen,
+    which must be epoch 0's, so a whole epoch is still to train when it goes on (SIGCONT) and gets the signal."""
+    ckpt = out / RUN / "checkpoints" / "last.ckpt"
+    wait_for(ckpt, proc)
+    with process_guard.stopped(proc.pid):
+        assert not (out / RUN / "result.json").exists()
+        assert resume_point(ckpt)["epoch"] <= EPOCHS - 3, "held too late: the run could end before the signal"
+        proc.send_signal(sig)
+
+
 def row(out: Path) -> dict:
     return json.loads((out / RUN / "result.json").read_text())
 
@@ -68,23 +86,27 @@ def straight(tmp_path_factory) -> dict:
     return row(out)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGKILL],
-                         ids=lambda s: signal.Signals(s).name)
+def interrupted_row(out: Path, rc: int, err: str, sig: int) -> dict:
+    """The checks every caught signal shares: exit code, the row, the one-line advice, no traceback."""
+    assert rc == 128 + sig, err
+    cut = row(out)
+    assert cut["status"] == "interrupted" and signal.Signals(sig).name in cut["reason"]
+    assert cut["epochs"] < EPOCHS
+    assert f"interrupted by {signal.Signals(sig).name}; rerun the same command to resume" in err
+    assert "Traceback" not in err
+    return cut
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: signal.Signals(s).name)
 def test_signal_after_first_checkpoint_then_resume(tmp_path, straight, sig):
     proc = train(tmp_path)
-    wait_for(tmp_path / RUN / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(sig)
+    signal_in_training(proc, tmp_path, sig)
     rc, _, err = finish(proc)
 
     if sig == signal.SIGKILL:
         assert rc == -signal.SIGKILL and not (tmp_path / RUN / "result.json").exists()
     else:
-        assert rc == 128 + sig, err
-        cut = row(tmp_path)
-        assert cut["status"] == "interrupted" and signal.Signals(sig).name in cut["reason"]
-        assert cut["epochs"] < EPOCHS
-        assert f"interrupted by {signal.Signals(sig).name}; rerun the same command to resume" in err
-        assert "Traceback" not in err
+        interrupted_row(tmp_path, rc, err, sig)
     first = json.loads((tmp_path / RUN / "attempts.json").read_text())
     assert len(first) == 1 and first[0]["wall_time_s"] > 0
 
@@ -99,28 +121,52 @@ def test_signal_after_first_checkpoint_then_resume(tmp_path, straight, sig):
     assert val_epochs(tmp_path) == list(range(EPOCHS))  # the history survives the resume, each epoch once
     assert sorted(p.name for p in (tmp_path / RUN / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
-    if sig == signal.SIGINT:  # only a complete run is reused (the same check after any signal: once is enough)
+    if sig == signal.SIGTERM:  # only a complete run is reused (the same check after any signal: once is enough)
         rc, out, _ = finish(train(tmp_path))
         assert rc == 0 and out.startswith("complete:") and row(tmp_path)["attempts"] == 2
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGUSR1], ids=lambda s: signal.Signals(s).name)
+def test_other_signals_stop_the_run_resumable(tmp_path, sig):
+    proc = train(tmp_path)
+    signal_in_training(proc, tmp_path, sig)
+    rc, _, err = finish(proc)
+    cut = interrupted_row(tmp_path, rc, err, sig)
+    # Resumable: last.ckpt holds the last epoch the row counts, and the rerun starts after it.
+    assert resume_point(tmp_path / RUN / "checkpoints" / "last.ckpt")["epoch"] == cut["epochs"] - 1
+    (attempt,) = json.loads((tmp_path / RUN / "attempts.json").read_text())
+    assert attempt["status"] == "interrupted" and attempt["epochs"] == cut["epochs"] and attempt["wall_time_s"] > 0
+    assert val_epochs(tmp_path) == list(range(cut["epochs"]))  # the history of the epochs done is on disk
+
+
 def test_two_identical_commands_one_trains_one_refuses(tmp_path):
-    # Started together, so the second reaches the folder's lock while the first trains (started after the first
-    # had claimed the folder, the second's ~8 s of start-up could outlast the first's whole run).
-    procs = [train(tmp_path), train(tmp_path)]
-    (rc_a, out_a, err_a), (rc_b, out_b, err_b) = finish(procs[0]), finish(procs[1])
-    assert sorted([rc_a, rc_b]) == [0, 2], (err_a, err_b)
-    winner, (out, err) = (procs[0], (out_b, err_b)) if rc_a == 0 else (procs[1], (out_a, err_a))
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and f"pid {winner.pid}" in lines[0] and "already running" in lines[0], err
-    assert row(tmp_path)["status"] == "complete" and val_epochs(tmp_path) == list(range(EPOCHS))
+    # Started together (their start-ups overlap); whichever takes the folder's lock first (its holder line names
+    # it) is held still (SIGSTOP) until the other has finished, so the other meets the lock of a run that has
+    # certainly not finished, however their start-ups fall.
+    procs = {p.pid: p for p in (train(tmp_path), train(tmp_path))}
+    lock = tmp_path / RUN / "run.lock"
+    holder = None
+    while holder is None:
+        assert all(p.poll() is None for p in procs.values()), [p.stderr.read() for p in procs.values()]
+        found = re.search(r'"pid": (\d+)', lock.read_text()) if lock.exists() else None
+        holder = procs.get(int(found[1])) if found else None
+        time.sleep(0.05)
+    (other,) = set(procs.values()) - {holder}
+    with process_guard.stopped(holder.pid):
+        assert holder.poll() is None and not (tmp_path / RUN / "result.json").exists()
+        rc_b, out_b, err_b = finish(other)
+    rc_a, _, err_a = finish(holder)
+    assert (rc_a, rc_b) == (0, 2), (err_a, err_b)
+    assert out_b == ""
+    lines = err_b.strip().splitlines()
+    assert len(lines) == 1 and f"pid {holder.pid}" in lines[0] and "already running" in lines[0], err_b
+    done = row(tmp_path)
+    assert done["status"] == "complete" and done["attempts"] == 1 and val_epochs(tmp_path) == list(range(EPOCHS))
 
 
 def test_no_resume_starts_a_clean_folder(tmp_path):
     proc = train(tmp_path, wandb="offline")
-    wait_for(tmp_path / RUN / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(signal.SIGTERM)
+    signal_in_training(proc, tmp_path, signal.SIGTERM)
     assert finish(proc)[0] == 128 + signal.SIGTERM
     (offline,) = (tmp_path / RUN / "wandb").glob("offline-run-*")
     assert b'"interrupted"' in next(offline.glob("run-*.wandb")).read_bytes()  # the summary's status, for sync
