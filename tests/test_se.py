@@ -128,9 +128,9 @@ def test_every_knob_computes_its_torch_function(activation, gate):
             for grad in (True, False):
                 where = f"squeeze={squeeze} fused={fused} grad={grad}"
                 with torch.set_grad_enabled(grad):
-                    torch.testing.assert_close(se.excitation(x), s, msg=lambda m: f"{where}: {m}")
-                    torch.testing.assert_close(se(x), x * s, msg=lambda m: f"{where}: {m}")
-                    torch.testing.assert_close(se(x, residual), residual + x * s, msg=lambda m: f"{where}: {m}")
+                    torch.testing.assert_close(se.excitation(x), s, msg=lambda m, where=where: f"{where}: {m}")
+                    torch.testing.assert_close(se(x), x * s, msg=lambda m, where=where: f"{where}: {m}")
+                    torch.testing.assert_close(se(x, residual), residual + x * s, msg=lambda m, where=where: f"{where}: {m}")
 
 
 def test_squeeze_operators():
