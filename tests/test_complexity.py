@@ -182,10 +182,25 @@ def test_conv_and_linear_macs_agree_with_fvcore():
     assert c.categories["conv"] + c.categories["linear"] == _fvcore_conv_linear(model, size)
 
 
+SE_MODELS = [n for n in list_models() if n.startswith("se_")]
+
+
+def test_every_plain_model_is_the_network_of_an_se_model():
+    """The fvcore cross-check traces the SE models only; each plain model is checked through its SE model."""
+    assert {n.removeprefix("se_") for n in SE_MODELS} == set(list_models()) - set(SE_MODELS)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list_models())
-def test_conv_and_linear_macs_agree_with_fvcore_for_every_registered_model(name):
+@pytest.mark.parametrize("name", SE_MODELS)
+def test_conv_and_linear_macs_agree_with_fvcore_for_every_se_model_and_its_plain_network(name):
+    """An SE model holds every conv and FC of its plain network plus the SE FCs (2*C*s MACs each on the 1x1
+    descriptor): fvcore checks the SE model, and the plain network's count (on meta) is the SE model's less those."""
     model = build_model(name).eval()
     size = _small_size(name)
     c = count_ops(model, size)
-    assert c.categories["conv"] + c.categories["linear"] == _fvcore_conv_linear(model, size)
+    conv_fc = c.categories["conv"] + c.categories["linear"]
+    assert conv_fc == _fvcore_conv_linear(model, size)
+    se_fc = sum(2 * m.channels * m.fc1.out_channels for m in se_modules(model).values())
+    assert se_fc > 0 and c.se["conv"] == se_fc
+    plain = count_ops(meta(name.removeprefix("se_")), size)
+    assert plain.categories["conv"] + plain.categories["linear"] == conv_fc - se_fc
