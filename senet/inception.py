@@ -101,7 +101,8 @@ class BNInception(PooledClassifier):
         self.conv2_reduce = conv_bn(64, 64)
         self.conv2 = conv_bn(64, 192, 3)
         self.pool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        cin, index, info = 192, {s: 0 for s in STAGES}, []
+        # timm's first entries (its inception_v3's Conv2d_2b/4a): the stem's output at strides 2 and 4
+        cin, index, info = 192, {s: 0 for s in STAGES}, [(1, 64, 2, "conv1"), (2, 192, 4, "conv2")]
         for name, stage, *widths in MODULES:
             index[stage] += 1
             module = InceptionModule(cin, *widths)

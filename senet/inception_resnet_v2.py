@@ -101,7 +101,9 @@ class InceptionResNetV2(PooledClassifier):
         self.stage5 = self._stage(cfg, 5, block8, 0.20)
         self.conv_7b = conv(2080, 1536)
         # nominal reductions: the 'valid' convs of the stem leave 35/17/8 (not 37/18/9) at 299x299
-        self.feature_info = stage_info([(3, 320, 8, "stage3"), (4, 1088, 16, "stage4"), (5, 1536, 32, "conv_7b")])
+        # entries as timm's inception_resnet_v2: conv2d_2b (stem.2) and conv2d_4a (stem.5) head the list
+        self.feature_info = stage_info([(1, 64, 2, "stem.2"), (2, 192, 4, "stem.5"), (3, 320, 8, "stage3"),
+                                        (4, 1088, 16, "stage4"), (5, 1536, 32, "conv_7b")])
         self.finish(1536, cfg.num_classes)
 
     @staticmethod

@@ -5,7 +5,7 @@ conv2_x..conv5_x (stage ids 2..5), projection shortcuts as 1x1 conv + BN with th
 ``stride_on`` picks the 1x1 (paper/Caffe, SE-ResNet default) or 3x3 (torchvision v1.5,
 SE-ResNeXt as released) stride, ``stem_pool`` Caffe's ceil-mode pool (default) or torchvision's padded
 one (with ``stride_on="3x3"``: timm's modern ``seresnet*``). Module names follow torchvision
-(``layer1``..``layer4``, ``fc``); ``feature_info`` lists ``layer1``..``layer4`` at strides 4..32.
+(``layer1``..``layer4``, ``fc``); ``feature_info`` lists the stem's ReLU at stride 2 and ``layer1``..``layer4`` at strides 4..32.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class ResNet(PooledClassifier):
             self.maxpool = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # Caffe pooling, as released
         else:
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)  # torchvision's and timm's
-        cin, info = 64, []
+        cin, info = 64, [(1, 64, 2, "relu")]  # timm's index 0: the stem's output (its act1), stride 2
         for i, (stage, planes, depth) in enumerate(zip(STAGES, PLANES, depths)):
             units = []
             cout = planes * expansion

@@ -57,8 +57,10 @@ class CifarResNet(PooledClassifier):
         self.bn = nn.BatchNorm2d(cin)
         self.relu = nn.ReLU(inplace=True)
         # the last stage's features are taken after the final BN-ReLU, as timm does for pre-activation nets
-        self.feature_info = stage_info((s, w * expansion, 2 ** (s - 2), m)
-                                       for s, w, m in zip(STAGES, WIDTHS, ("layer1", "layer2", "relu")))
+        # the stem's conv (stride 1) is timm's index 0; the last stage's features are taken after the final
+        # BN-ReLU, as timm does for pre-activation nets
+        self.feature_info = stage_info([(1, 16, 1, "conv1")] + [
+            (s, w * expansion, 2 ** (s - 2), m) for s, w, m in zip(STAGES, WIDTHS, ("layer1", "layer2", "relu"))])
         self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,9 @@ class ShuffleNetV1(PooledClassifier):
                     units.append(ResidualUnit(branch, None, se, placement))
                 cin = cout
             self.add_module(f"stage{stage}", nn.Sequential(*units))
-        self.feature_info = stage_info((s, c, 2 ** (s + 1), f"stage{s}") for s, c in zip(STAGES, WIDTHS))
+        # as timm's ResNet: the stem's ReLU (stride 2) first, then the last module at each stride (the pool at 4)
+        self.feature_info = stage_info([(1, 24, 2, "relu"), (1, 24, 4, "maxpool")]
+                                       + [(s, c, 2 ** (s + 1), f"stage{s}") for s, c in zip(STAGES, WIDTHS)])
         self.finish(cin, cfg.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,9 +9,11 @@ timm models (feature extractors, fine-tuning scripts, linear probes) takes ours 
   before the classifier (``head_hidden_size`` features);
 - ``get_classifier()``, ``reset_classifier(num_classes)`` (0: ``nn.Identity``, as timm),
   ``num_features`` (channels of ``forward_features``), ``num_classes``;
-- ``feature_info``: one dict ``{num_chs, reduction, module, stage}`` per stage, at the end of each
-  output stride (the stage id is the paper's, as ``se.stages`` addresses it);
-- ``FeatureList``: the trunk alone, returning those stage outputs (``build_model(..., features_only=True)``).
+- ``feature_info``: timm's list, one dict ``{num_chs, reduction, module, stage}`` per output stride, the
+  last module at each: index 0 is the stem's output (stride 2, or 1 for the CIFAR nets), as in timm,
+  so ``out_indices`` picks the same maps as timm's for the same network (the stage id is the paper's,
+  as ``se.stages`` addresses it; the stem is stage 1);
+- ``FeatureList``: the trunk alone, returning those outputs (``build_model(..., features_only=True)``).
 """
 from __future__ import annotations
 
@@ -114,8 +116,8 @@ class FeatureList(nn.Module):
 
     Args:
         model: a zoo network (``TimmSurface``).
-        out_indices: which ``feature_info`` entries to return, negative counting from the end
-            (default: all); ``self.feature_info`` lists just those.
+        out_indices: which ``feature_info`` entries to return, timm's indices (0 the stem's output),
+            negative counting from the end (default: all); ``self.feature_info`` lists just those.
     """
 
     def __init__(self, model: TimmSurface, out_indices: Sequence[int] | None = None) -> None:

@@ -56,8 +56,11 @@ class VGG(TimmSurface):
             for b in range(1, depth + 1):
                 layers.append(ConvBNReLU(cin, width, make_se(width, cfg.se, stage, b)))
                 cin = width
+            # timm's VGG: each stage's output before its pool, at strides 1..16 ...
+            info.append((stage, width, 2 ** (stage - 1), f"features.{len(layers) - 1}"))
             layers.append(nn.MaxPool2d(2, 2))
-            info.append((stage, width, 2 ** stage, f"features.{len(layers) - 1}"))  # each stage ends in its pool
+        # ... then the trunk's output at stride 32 (timm's is its conv pre_logits, which this VGG has not)
+        info.append((STAGES[-1], cin, 2 ** STAGES[-1], f"features.{len(layers) - 1}"))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = nn.Sequential(

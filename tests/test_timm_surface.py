@@ -180,14 +180,17 @@ def test_features_only_gives_every_stage_with_its_channels_and_reduction(name):
     feats = meta(name, features_only=True)
     model = feats._network
     assert isinstance(feats, FeatureList) and feats.feature_info == model.feature_info
-    assert [f["stage"] for f in feats.feature_info] == list(get_arch(model.cfg.arch).stages)
+    # timm's list: index 0 the stem (stage 1), then the last module at each stride, every SE stage among them
+    stages, reductions = [f["stage"] for f in feats.feature_info], feats.feature_info.reduction()
+    assert stages[0] == 1 and stages == sorted(stages) and set(get_arch(model.cfg.arch).stages) <= set(stages)
+    assert reductions[0] <= 2 and reductions == sorted(reductions) and reductions[-1] == max(reductions)
     size = side(name)
     outs = feats(torch.empty(1, 3, size, size, device="meta"))
     assert len(outs) == len(feats.feature_info)
     assert [o.shape[1] for o in outs] == feats.feature_info.channels()
     for out, red in zip(outs, feats.feature_info.reduction()):
-        if model.cfg.arch == "inception_resnet_v2":  # 'valid' convs: 35/17/8 at 299, not 37/18/9
-            assert 0 <= size / red - out.shape[-1] < 3
+        if model.cfg.arch == "inception_resnet_v2":  # 'valid' convs: 71/35/17/8 at 299, not 75/37/18/9
+            assert 0 <= size / red - out.shape[-1] < 4
         else:
             assert out.shape[-2:] == (-(-size // red),) * 2
     assert outs[-1].shape[1] == model.num_features
@@ -198,22 +201,49 @@ def test_features_only_gives_every_stage_with_its_channels_and_reduction(name):
 def test_features_only_out_indices_and_values():
     torch.manual_seed(0)
     feats = build_model("se_resnet18", features_only=True, out_indices=(1, -1)).eval()
-    assert feats.out_indices == (1, 3) and feats.feature_info.module_name() == ["layer2", "layer4"]
+    assert feats.out_indices == (1, 4) and feats.feature_info.module_name() == ["layer1", "layer4"]
     x = image(64)
     with torch.no_grad():
         mid, last = feats(x)
-        assert mid.shape == (2, 128, 8, 8) and torch.equal(last, feats._network.forward_features(x))
+        assert mid.shape == (2, 64, 16, 16) and torch.equal(last, feats._network.forward_features(x))
         copy = __import__("copy").deepcopy(feats)
         assert torch.equal(copy(x)[1], last)
-    with pytest.raises(ValueError, match=r"out_indices=\(4,\) is not allowed.*0\.\.3"):
-        build_model("se_resnet18", features_only=True, out_indices=(4,))
+    with pytest.raises(ValueError, match=r"out_indices=\(5,\) is not allowed.*0\.\.4"):
+        build_model("se_resnet18", features_only=True, out_indices=(5,))
 
 
 def test_feature_info_accessors():
     info = meta("se_resnet50").feature_info
     assert isinstance(info, FeatureInfo) and isinstance(info, list)
-    assert info.channels() == [256, 512, 1024, 2048] and info.reduction() == [4, 8, 16, 32]
-    assert info.channels(-1) == 2048 and info[0] == {"num_chs": 256, "reduction": 4, "module": "layer1", "stage": 2}
+    assert info.channels() == [64, 256, 512, 1024, 2048] and info.reduction() == [2, 4, 8, 16, 32]
+    assert info.channels(-1) == 2048 and info[0] == {"num_chs": 64, "reduction": 2, "module": "relu", "stage": 1}
+
+
+def test_out_indices_pick_timms_maps_for_every_index(tmp_path):
+    """Ours with timm's weights against timm's seresnet50, features_only, at each index alone and all at once:
+    the same channels, reductions and maps (index 0 the stem's output, as timm's)."""
+    timm = pytest.importorskip("timm")
+    from senet.weights import TIMM_LAYOUT, TIMM_MODELS, load_timm_weights
+
+    ref = timm_random("seresnet50")
+    path = tmp_path / "seresnet50.pth"
+    torch.save(ref.state_dict(), path)
+    ours = load_timm_weights(build_model(TIMM_MODELS["seresnet50"], **TIMM_LAYOUT), path).eval()
+    trunk = {k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}
+    n = len(ref.feature_info)
+    assert len(ours.feature_info) == n == 5
+    x = image(64, batch=1)
+    for indices in [(i,) for i in range(n)] + [(-1,), (1, 2, 3), tuple(range(n))]:
+        theirs = timm.create_model("seresnet50", pretrained=False, features_only=True, out_indices=indices)
+        theirs.load_state_dict({k: trunk[k] for k in theirs.state_dict()})  # timm's stops at its last index
+        mine = FeatureList(ours, indices)
+        assert mine.feature_info.channels() == theirs.feature_info.channels(), indices
+        assert mine.feature_info.reduction() == theirs.feature_info.reduction(), indices
+        with torch.no_grad():
+            a, b = theirs.eval()(x), mine(x)
+        assert len(a) == len(b) == len(indices)
+        for t, o in zip(a, b):
+            assert t.shape == o.shape and (t - o).abs().max().item() <= 1e-4, indices
 
 
 # ---- weights of timm's modern seresnet* / seresnext* ---- #
@@ -238,8 +268,10 @@ def assert_timm_logits(name: str, tmp_path) -> float:
     x = image(64, batch=1)
     with torch.no_grad():
         a, b = ref(x), ours(x)
+        assert [{k: f[k] for k in ("num_chs", "reduction")} for f in ref.feature_info] == [
+            {k: f[k] for k in ("num_chs", "reduction")} for f in ours.feature_info]
         assert ref.feature_info[1:] == [{k: f[k] for k in ("num_chs", "reduction", "module")}
-                                        for f in ours.feature_info]
+                                        for f in ours.feature_info[1:]]  # the stem: timm's act1, our relu
     delta = (a - b).abs().max().item()
     assert a.shape == b.shape and a.std() > 0.1 and delta <= 1e-5, delta
     return delta
