@@ -143,3 +143,26 @@ def test_train_writes_one_line_per_epoch_to_a_file(tmp_path):
     assert [int(LINE.match(line).group(1)) for line in lines] == [1, 2], text
     assert lines[-1].endswith("eta 0:00:00")
     assert "\r" not in text  # no tqdm redraws in the file
+
+
+@pytest.mark.slow
+def test_a_runs_checkpoints_test_to_their_recorded_validation_numbers(tmp_path):
+    """The README's Python route: ``trainer.test`` of a run's checkpoint with the datamodule its config records gives
+    ``result.json``'s final ``val/top1`` (``last.ckpt``) and ``val/top1_best`` (``best.ckpt``), over the whole split.
+
+    Bugs caught: a checkpoint written before its epoch's validation, or after the next optimizer step; a test split
+    other than the validation split (another seed, another transform); ``best.ckpt`` not the best epoch's weights."""
+    from ablations.run import run_experiment
+
+    cfg = digits_cfg().override({"output_dir": str(tmp_path / "runs"), "train.epochs": 3, "train.threads": 1,
+                                 "train.limit_train_batches": 3, "data.val_fraction": 0.1, "seed": 3})
+    result = run_experiment(cfg, progress_bar=False, quiet=True)
+    assert result.status == "complete"
+    checkpoints = Path(result.run_dir) / "checkpoints"
+    for name, metric in (("last.ckpt", "val/top1"), ("best.ckpt", "val/top1_best")):
+        module = SEClassifier.load_from_checkpoint(checkpoints / name)
+        dm = build_datamodule(module.cfg.data, seed=module.cfg.seed)
+        full = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, default_root_dir=tmp_path)
+        (tested,) = full.test(module, datamodule=dm, verbose=False)
+        assert tested[TEST_TOP1] == pytest.approx(result.metrics[metric], abs=1e-6), name
