@@ -25,7 +25,8 @@ from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import load_spec, make_config
 from ablations.sweep.study import load_study, setup_study
 
-pytestmark = pytest.mark.slow
+# The tests' own bounds (a sweep's communicate, the SLURM wait) are longer than the default timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -160,18 +161,19 @@ def test_killed_and_interrupted_workers_lose_nothing_and_wait_for_no_heartbeat(p
 
 
 HOLDER = """
-import sys, time
+import sys
 from ablations.sweep.leases import Leases
-leases = Leases(sys.argv[1]); leases.take(int(sys.argv[2])); print("held", flush=True); time.sleep(60)
-"""
+leases = Leases(sys.argv[1]); leases.take(int(sys.argv[2])); print("held", flush=True); sys.stdin.read()
+"""  # holds the lease until killed (or its stdin closes), however long the test takes
 
 
 def test_a_lease_is_held_while_its_process_lives(pg):
     from ablations.sweep.leases import Leases
 
     url, other = pg.new_database("lease"), pg.new_database("lease_other")
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, url, "7"], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, url, "7"], cwd=ROOT, text=True, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              start_new_session=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         assert Leases(url).alive([7, 8]) == {7}

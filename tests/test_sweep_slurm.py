@@ -22,7 +22,8 @@ from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import load_spec, make_config
 from ablations.sweep.study import load_study
 
-pytestmark = pytest.mark.slow
+# The tests' own bounds (a sweep's communicate, the SLURM wait) are longer than the default timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parent.parent
 
 
