@@ -32,8 +32,9 @@ class Interrupt(pl.Callback):
 
 def config(out: Path) -> ExperimentConfig:
     cfg = ExperimentConfig(model=model_config("se_resnet20_cifar", **{"se.reduction": 4}), output_dir=str(out))
+    # One torch thread: two would oversubscribe CI's two cores, shared with the data loader.
     return cfg.override({"data.image_size": 8, "data.batch_size": 128, "train.epochs": 3, "wandb.mode": "disabled",
-                         "train.schedule": "step", "train.step_size": 1, "train.gamma": 0.5})
+                         "train.schedule": "step", "train.step_size": 1, "train.gamma": 0.5, "train.threads": 1})
 
 
 def weights(result: Result) -> dict[str, torch.Tensor]:
@@ -41,8 +42,13 @@ def weights(result: Result) -> dict[str, torch.Tensor]:
                       weights_only=False)["state_dict"]
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    straight = run_experiment(config(tmp_path / "a"), progress_bar=False, quiet=True)
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Result:
+    """The uninterrupted run both resumes must end equal to (its folder is only read)."""
+    return run_experiment(config(tmp_path_factory.mktemp("straight")), progress_bar=False, quiet=True)
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, straight):
 
     cut = run_experiment(config(tmp_path / "b"), callbacks=[Interrupt(at=2)], progress_bar=False, quiet=True)
     assert (cut.status, cut.epochs, cut.reason) == ("failed", 2, "RuntimeError: preempted")
@@ -66,10 +72,9 @@ class DieAtTheEnd(pl.Callback):
         raise RuntimeError("preempted after the last checkpoint")
 
 
-def test_a_resume_from_the_last_epochs_checkpoint_reports_that_epochs_metrics(tmp_path):
+def test_a_resume_from_the_last_epochs_checkpoint_reports_that_epochs_metrics(tmp_path, straight):
     """Nothing is left to train, so Lightning logs nothing: the metrics come from the run's CSV history (seen in
     CI: a sweep worker stopped there, and the rerun's trial failed with "the run reported no val/top1_best")."""
-    straight = run_experiment(config(tmp_path / "a"), progress_bar=False, quiet=True)
     cut = run_experiment(config(tmp_path / "b"), callbacks=[DieAtTheEnd()], progress_bar=False, quiet=True)
     assert cut.status == "failed" and cut.epochs == 3
     resumed = run_experiment(config(tmp_path / "b"), progress_bar=False, quiet=True)
