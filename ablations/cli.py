@@ -33,7 +33,10 @@ def _available() -> dict[str, tuple[str, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ablations.provenance import package_version
+
     parser = argparse.ArgumentParser(prog="senet-ablate", description="Ablation experiments for Squeeze-and-Excitation networks.")
+    parser.add_argument("--version", action="version", version=f"senet-ablate {package_version() or 'unknown'}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in _available().items():
         p = sub.add_parser(name, help=help_, description=help_)

@@ -17,6 +17,24 @@ from typing import Any
 SAME_DIGITS = ("torch", "cuda", "cudnn", "cpu", "isa", "gpu", "threads", "devices", "precision", "deterministic")
 
 
+def package_version() -> str | None:
+    """This package's installed version (``importlib.metadata``), or ``None`` when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("senet-ablations")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def code_of(row: dict) -> str | None:
+    """Which code made a result row: its git commit in a clone, else the installed package's version."""
+    if row.get("git_commit"):
+        return str(row["git_commit"])
+    version = (row.get("env") or {}).get("senet_ablations")
+    return f"senet-ablations {version} (installed, no git commit)" if version else None
+
+
 def cpu_model() -> str:
     """The CPU's marketing name (``AMD EPYC 7B13``) from /proc/cpuinfo, else what ``platform`` says."""
     try:
@@ -36,7 +54,8 @@ def collect(trainer: Any = None) -> dict:
             what this process would use on its own (all visible GPUs or one CPU process, ``32-true``).
 
     Returns:
-        ``torch``, ``cuda``, ``cudnn`` (None without them), ``python``, ``numpy``, ``lightning``, ``os``,
+        ``senet_ablations`` (this package's version), ``torch``, ``cuda``, ``cudnn`` (None without them),
+        ``python``, ``numpy``, ``lightning``, ``os``,
         ``cpu`` (model name), ``isa`` (the SIMD level torch's CPU kernels dispatch to), ``gpu`` (name or
         None), ``threads`` (torch intra-op threads), ``devices``, ``precision``, ``deterministic``.
     """
@@ -53,6 +72,7 @@ def collect(trainer: Any = None) -> dict:
         if type(getattr(trainer, "accelerator", None)).__name__ == "CPUAccelerator":
             gpu = None  # a CPU run on a GPU machine: the card took no part
     return {
+        "senet_ablations": package_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda if gpu else None,
         "cudnn": torch.backends.cudnn.version() if gpu and torch.backends.cudnn.is_available() else None,
@@ -84,13 +104,13 @@ def describe(env: dict | None) -> str:
 def mixed(rows: Iterable[dict], keys: Sequence[str] = SAME_DIGITS) -> list[str]:
     """What differs between the rows' code and environments, one phrase each (empty when all agree).
 
-    ``git_commit`` counts as different when two rows name different commits (``-dirty`` included: an
-    uncommitted change is a different code); rows without ``env`` (made before it was recorded) are
-    counted, not compared.
+    The code (``code_of``: the git commit, else the installed version) counts as different when two rows
+    name different ones (``-dirty`` included: an uncommitted change is a different code); rows without
+    ``env`` (made before it was recorded) are counted, not compared.
     """
     rows = list(rows)
     out = []
-    commits = sorted({str(r.get("git_commit")) for r in rows})
+    commits = sorted({str(code_of(r)) for r in rows})
     if len(commits) > 1:
         out.append(f"{len(commits)} code commits")
     envs = [r.get("env") for r in rows]

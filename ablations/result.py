@@ -68,9 +68,18 @@ class Result:
 
 
 def git_commit() -> str | None:
-    """The commit of the code that ran (``-dirty`` if the tree had uncommitted changes), or ``None``."""
+    """The commit of the code that ran (``-dirty`` if the tree had uncommitted changes), or ``None``.
+
+    Only a clone of this repository has one: an installed package (a wheel in site-packages) has ``None``
+    even inside someone's git work tree, whose commit says nothing of this code. Its version is in
+    ``env`` (``provenance.collect``).
+    """
     root = Path(__file__).resolve().parent.parent
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], check=False, cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+            return None
         sha = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None

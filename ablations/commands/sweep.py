@@ -15,7 +15,10 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", metavar="SPEC", help="a sweep YAML (sweeps/paper/*.yaml, sweeps/examples/*.yaml)")
+    parser.add_argument("spec", metavar="SPEC", nargs="?", help="a sweep YAML's path, or a shipped spec's name: "
+                        "reduction, paper/reduction, examples/tpe (--list names them)")
+    parser.add_argument("--list", action="store_true", help="list the shipped specs with their paper table and exit")
+    parser.add_argument("--copy", metavar="NAME", help="copy a shipped spec into this folder to edit, and exit")
     parser.add_argument("--variant", help="a dataset override named in the spec's variants: (e.g. digits, cifar)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base-experiment key (repeatable), e.g. --set train.epochs=2")
@@ -80,9 +83,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-trials={args.n_trials} is not allowed; it must be an integer >= 1")
     if args.max_arms is not None and args.max_arms < 1:
         raise ValueError(f"--max-arms={args.max_arms} is not allowed; it must be an integer >= 1")
+    from ablations import spec_files
+
+    if args.list:
+        print(spec_files.listing())
+        return 0
+    if args.copy:
+        dest = spec_files.copy(args.copy)
+        print(f"wrote {dest}; edit it, then: senet-ablate sweep {dest}")
+        return 0
+    if args.spec is None:
+        raise ValueError("SPEC is required: a sweep YAML's path or a shipped spec's name (senet-ablate sweep --list)")
+    path, source = spec_files.resolve(args.spec)
     # The cheap checks first (no torch yet): --set values, spec keys, storage choice, storage reachable.
     sets = _sets(args.sets)
-    raw = read_yaml(args.spec)
+    raw = read_yaml(path)
     try:
         checked = preflight(raw, args.variant)
     except ValueError as exc:
@@ -93,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         check_reachable(url)
     try:
-        spec = build_spec(checked, source=args.spec, overrides=sets, **_cap(args))
+        spec = build_spec(checked, source=source, overrides=sets, **_cap(args))
     except ValueError as exc:
         raise ValueError(f"{args.spec}: {exc}") from None
     if args.slurm:

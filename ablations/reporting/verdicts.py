@@ -84,7 +84,7 @@ def conclusion(summaries: Sequence[ArmSummary], data: str = "", min_effect: floa
 
 def provenance_line(rows: Sequence[dict]) -> str:
     """One line: the code and environment of every run, or what differs between them."""
-    commits = sorted({str(r.get("git_commit")) for r in rows})
+    commits = sorted({str(provenance.code_of(r)) for r in rows})
     envs = [r.get("env") for r in rows]
     diffs = provenance.mixed(rows)
     if diffs:
@@ -92,7 +92,7 @@ def provenance_line(rows: Sequence[dict]) -> str:
         return (f"Provenance: these {len(rows)} runs mix {'; '.join(diffs)}: digits may differ for that reason "
                 f"alone (see results/README.md, Reproducibility){unknown}.")
     env = next((e for e in envs if e), None)
-    code = commits[0] if commits else "unknown"
+    code = commits[0] if commits and commits[0] != "None" else "unknown"
     return f"Provenance: all {len(rows)} runs from code {code}; {provenance.describe(env)}."
 
 
@@ -116,6 +116,14 @@ def quote_conclusions(readme: str, root: Path) -> str:
     return README_BLOCK.sub(quote, readme)
 
 
-if __name__ == "__main__":  # python -m ablations.reporting.verdicts: refresh the README's quotes of the committed results
-    readme_path = Path(__file__).resolve().parents[2] / "README.md"
-    readme_path.write_text(quote_conclusions(readme_path.read_text(), readme_path.parent))
+def refresh_readme(root: Path) -> None:
+    """Rewrite ``root/README.md``'s quotes of ``root/results/*/summary.json``: a maintainer's step, in a clone only."""
+    readme = root / "README.md"
+    if not (readme.is_file() and (root / "results").is_dir()):
+        raise SystemExit(f"{root}: not a clone of senet-ablations (no README.md and results/ there); this refreshes "
+                         "the repository README's quotes of the committed results and runs only in a clone")
+    readme.write_text(quote_conclusions(readme.read_text(), root))
+
+
+if __name__ == "__main__":  # python -m ablations.reporting.verdicts, from a clone
+    refresh_readme(Path(__file__).resolve().parents[2])
