@@ -18,6 +18,11 @@ value, with one line on stderr saying so; one set to another value is refused by
 
 ``CheckpointDataCLI(SEClassifier, DigitsDataModule)`` (or plain ``LightningCLI``, which leaves the checkpoint check
 to the module) works as well, with one data class and no ``--data`` choice.
+
+The module applies the training fields it owns (optimiser, schedule, loss, ``channels_last``, ``compile``), and
+this CLI sets ``--model.config.train.threads`` (torch's intra-op threads) for the process before anything runs.
+The fields that are the Trainer's (``TRAINER_FIELDS``: devices, precision, ...) are refused when written under
+``--model.config.train``, with the ``--trainer`` flag to use instead: accepting them would change nothing.
 """
 from __future__ import annotations
 
@@ -36,6 +41,10 @@ from ablations.data_check import adapt_to_record
 from ablations.module import SEClassifier
 
 EVALUATING = ("validate", "test", "predict")
+#: ``train`` fields that the ``Trainer`` applies (``--trainer.<flag>``), not the module: train field -> Trainer flag.
+TRAINER_FIELDS = {"precision": "precision", "accelerator": "accelerator", "devices": "devices",
+                  "num_nodes": "num_nodes", "strategy": "strategy", "deterministic": "deterministic",
+                  "limit_train_batches": "limit_train_batches", "limit_val_batches": "limit_val_batches"}
 
 
 class CheckpointDataCLI(LightningCLI):
@@ -55,6 +64,17 @@ class CheckpointDataCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
+        train = _train_fields(self.config[sub] if sub else self.config)
+        written = _train_fields(self.written[sub] if sub else self.written) if self.written is not None else {}
+        for field, flag in TRAINER_FIELDS.items():
+            if field in written:
+                raise ValueError(f"model.config.train.{field} is not applied under LightningCLI (the Trainer's "
+                                 f"setting): give --trainer.{flag}={written[field]} instead")
+        if train.get("threads") is not None:
+            torch.set_num_threads(int(train["threads"]))  # this process runs one command: no need to restore it
+        self._adapt_data_to_checkpoint(sub)
+
+    def _adapt_data_to_checkpoint(self, sub: str | None) -> None:
         path = self.config[sub].get("ckpt_path") if sub in EVALUATING else None
         if not path or not Path(path).is_file():
             return
@@ -86,6 +106,16 @@ def written_data(written: Namespace) -> set[str]:
     return set(vars(cfg) if isinstance(cfg, Namespace) else ()) | ({"seed"} if "seed" in init else set())
 
 
+def _train_fields(config: Namespace | None) -> dict[str, Any]:
+    """The ``model.config.train`` values of a parsed (or user-written) config; empty where it has none."""
+    node: Any = config
+    for key in ("model", "config", "train"):
+        node = node.get(key) if isinstance(node, Namespace) else None
+        if isinstance(node, Namespace) and "init_args" in node:
+            node = node.init_args
+    return {k: v for k, v in vars(node).items() if v is not None} if isinstance(node, Namespace) else {}
+
+
 def _import(dotted: str) -> type:
     module, _, name = dotted.rpartition(".")
     return getattr(importlib.import_module(module), name)
@@ -101,4 +131,7 @@ def main(args: list[str] | None = None, run: bool = True) -> CheckpointDataCLI:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as exc:  # bad input: one line, not a traceback
+        sys.exit(f"error: {' '.join(str(exc).split())}")
