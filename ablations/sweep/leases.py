@@ -53,7 +53,7 @@ class Requeue(RetryHeartbeatStaleTrialCallback):
     limit and do not count against ``max_retry`` for later failures of the same arm.
     """
 
-    KEEP = ("config_hash", "arm_hash")
+    KEEP = ("config_hash", "arm_hash", "seed")  # a grid trial's seed is an attribute (space.queued)
 
     def __init__(self, max_retry: int | None, interrupt: bool = False) -> None:
         with warnings.catch_warnings():  # experimental since Optuna 2.8, and what make_storage uses too

@@ -54,5 +54,22 @@ def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
         else:
             params[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
     if spec.is_grid:
-        params["seed"] = trial.suggest_categorical("seed", list(spec.seeds))
+        params["seed"] = trial_seed(trial, spec)
     return params
+
+
+def queued(spec: SweepSpec, cell: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A grid cell -> ``study.enqueue_trial``'s ``(params, user_attrs)``: the seed is an attribute, not a parameter.
+
+    A seed is not a factor of the ablation, so it must not be one of the study's parameters: optuna-dashboard's
+    and Optuna's importance would rank it among the factors (first, in the digits studies).
+    """
+    params = {k: v for k, v in cell.items() if k != "seed"}
+    return encode_params(spec, params), {"seed": cell["seed"]}
+
+
+def trial_seed(trial: optuna.Trial, spec: SweepSpec) -> int:
+    """The seed of a grid trial: its ``seed`` attribute (``queued``); a trial queued before that has it as a param."""
+    if "seed" in trial.user_attrs:
+        return int(trial.user_attrs["seed"])
+    return trial.suggest_categorical("seed", list(spec.seeds))

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from ablations.sweep.leases import Requeue
 from ablations.sweep.reconnect import ResilientStorage, connect_kwargs, is_connection_error, retrying
-from ablations.sweep.space import encode_params
+from ablations.sweep.space import queued
 from ablations.sweep.spec import SweepSpec, make_config
 from ablations.sweep.storage import engine_kwargs, make_sqlite_folder, masked
 from ablations.sweep.ticker import ticking
@@ -233,7 +233,8 @@ def enqueue_grid(study: optuna.Study, spec: SweepSpec, *, retry_failed: bool = F
         h = cfg.hash()
         if h in held:
             continue
-        study.enqueue_trial(encode_params(spec, cell), user_attrs={"config_hash": h})
+        params, attrs = queued(spec, cell)
+        study.enqueue_trial(params, user_attrs={"config_hash": h, **attrs})
         held.add(h)
         n += 1
     return n
