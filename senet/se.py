@@ -49,7 +49,14 @@ def _plain(module: nn.Module) -> bool:
     """Plain ops instead of the hand-written Functions: while tracing, or where ``senet.blocks.set_fused_se(model,
     False)`` asked for the released arithmetic (1x1 convolutions, scale then add: bit-equal to the Caffe ports)."""
     # Without autograd (inference, the excitation analysis) the hand-written backward passes buy nothing.
-    return _tracing() or not torch.is_grad_enabled() or not getattr(module, "fast", True)
+    return _tracing() or _autocast() or not torch.is_grad_enabled() or not getattr(module, "fast", True)
+
+
+def _autocast() -> bool:
+    """Mixed precision (``train.precision=bf16-mixed``/``16-mixed``): autocast casts the inputs of plain convolutions
+    and linears to half precision, weights included; the Functions below would get half activations beside fp32
+    weights, which their matrix products refuse."""
+    return torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
 
 
 def _tracing() -> bool:
@@ -101,7 +108,7 @@ class PointwiseFC(nn.Conv2d):
             return super().forward(x)
         if not getattr(self, "fast", True):
             return super().forward(x)
-        if _tracing() or not torch.is_grad_enabled():
+        if _tracing() or _autocast() or not torch.is_grad_enabled():
             return nn.functional.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
         return _PointwiseLinear.apply(x, self.weight, self.bias)
 

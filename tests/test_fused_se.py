@@ -171,3 +171,25 @@ def test_channels_last_stays_channels_last_through_the_gate_and_the_fused_sum(na
     # included, which is where the 1x1 SE weights could differ.
     for pname, p in model.named_parameters():
         assert p.grad.stride() == p.stride(), f"{pname}: grad strides {p.grad.stride()} != {p.stride()}"
+
+
+@pytest.mark.parametrize("placement", ["standard", "identity"])
+def test_mixed_precision_trains_through_the_fused_se(placement):
+    """Under autocast (``train.precision=bf16-mixed``; the CPU's autocast here) half activations meet the SE's fp32
+    weights: the plain ops cast both, the hand-written Functions' matrix products refuse them, so autocast takes
+    the plain ops, and the fused and unfused forms agree to bf16 rounding."""
+    torch.manual_seed(0)
+    model = build_model("se_resnet20_cifar", se=SEConfig(placement=placement)).train()
+    x = _input("resnet20_cifar")
+    logits = []
+    for fused in (True, False):
+        set_fused_se(model, fused)
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x)
+        nn.functional.cross_entropy(y.float(), torch.arange(x.shape[0])).backward()
+        assert y.dtype == torch.bfloat16
+        grads = [p.grad for p in model.parameters()]
+        assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+        logits.append(y.float().detach())
+    torch.testing.assert_close(logits[0], logits[1], rtol=0.05, atol=0.05 * logits[1].abs().max().item())
