@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import re
 import sys
+import typing
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -24,6 +26,22 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose error for an unknown flag or an invalid choice names the closest valid ones (difflib)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        from senet.tree import did_you_mean
+
+        flags = [s for a in self._actions for s in a.option_strings]
+        if message.startswith("unrecognized arguments: "):
+            unknown = [w.split("=")[0] for w in message.split(": ", 1)[1].split() if w.startswith("-")]
+            message += "".join(did_you_mean(w, flags) for w in unknown[:1])
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            message += did_you_mean(choice[1], re.findall(r"'([^']*)'", choice[2]))
+        super().error(message)
+
+
 class UserError(Exception):
     """A mistake in the user's input, reported as one line without a traceback."""
 
@@ -35,9 +53,9 @@ def _available() -> dict[str, tuple[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     from ablations.provenance import package_version
 
-    parser = argparse.ArgumentParser(prog="senet-ablate", description="Ablation experiments for Squeeze-and-Excitation networks.")
+    parser = Parser(prog="senet-ablate", description="Ablation experiments for Squeeze-and-Excitation networks.")
     parser.add_argument("--version", action="version", version=f"senet-ablate {package_version() or 'unknown'}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for name, (module, help_) in _available().items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
@@ -53,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in commands:
         name = argv[0]
         module = importlib.import_module(commands[name][0])
-        parser = argparse.ArgumentParser(prog=f"senet-ablate {name}", description=commands[name][1])
+        parser = Parser(prog=f"senet-ablate {name}", description=commands[name][1])
         module.add_arguments(parser)
         # Intermixed: KEY=VALUE arguments may sit between options (train --data digits train.lr=0.05 --epochs 2).
         args = parser.parse_intermixed_args(argv[1:])

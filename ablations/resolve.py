@@ -202,12 +202,13 @@ def resolve_base(raw: dict) -> ExperimentConfig:
     is a (nested or dotted) config key over the defaults.
     """
     from ablations.config import ExperimentConfig
-    from senet.tree import flatten
+    from senet.tree import did_you_mean, flatten
 
     fields = [f.name for f in dataclasses.fields(ExperimentConfig)]
     for key in raw:
         if str(key).split(".")[0] not in fields:
-            raise ValueError(f"unknown key {key}; allowed keys: {', '.join(fields)}")
+            raise ValueError(f"unknown key {key}{did_you_mean(str(key).split('.')[0], fields)}; "
+                             f"allowed keys: {', '.join(fields)}")
     name = raw.get("model") if isinstance(raw.get("model"), str) else None
     overrides = flatten({k: v for k, v in raw.items() if not (k == "model" and name is not None)})
     return resolve_experiment(None, name, overrides)

@@ -59,26 +59,26 @@ class SEConfig:
     skip_blocks: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
-        check_int("se.reduction", self.reduction)
-        check_int("se.divisor", self.divisor)
-        check_choice("se.width_rounding", self.width_rounding, WIDTH_ROUNDINGS)
-        check_choice("se.squeeze", self.squeeze, SQUEEZES)
-        check_choice("se.activation", self.activation, ACTIVATIONS)
-        check_choice("se.gate", self.gate, GATES)
-        check_choice("se.placement", self.placement, PLACEMENTS)
+        check_int("model.se.reduction", self.reduction)
+        check_int("model.se.divisor", self.divisor)
+        check_choice("model.se.width_rounding", self.width_rounding, WIDTH_ROUNDINGS)
+        check_choice("model.se.squeeze", self.squeeze, SQUEEZES)
+        check_choice("model.se.activation", self.activation, ACTIVATIONS)
+        check_choice("model.se.gate", self.gate, GATES)
+        check_choice("model.se.placement", self.placement, PLACEMENTS)
         if not isinstance(self.bias, bool):
-            raise ValueError(f"se.bias={self.bias!r} is not allowed; choose one of: True, False")
+            raise ValueError(f"model.se.bias={self.bias!r} is not allowed; choose one of: True, False")
         if self.stages is not None:
             stages = tuple(self.stages)
             if not stages or not all(isinstance(s, int) and not isinstance(s, bool) for s in stages):
-                raise ValueError(f"se.stages={self.stages!r} is not allowed; give a non-empty list of stage ids, or null for all")
+                raise ValueError(f"model.se.stages={self.stages!r} is not allowed; give a non-empty list of stage ids, or null for all")
             object.__setattr__(self, "stages", stages)
         try:
             skips = tuple((int(s), int(b)) for s, b in self.skip_blocks)
         except (TypeError, ValueError):
-            raise ValueError(f"se.skip_blocks={self.skip_blocks!r} is not allowed; give (stage, block) pairs, e.g. [[5, 2], [5, 3]]") from None
+            raise ValueError(f"model.se.skip_blocks={self.skip_blocks!r} is not allowed; give (stage, block) pairs, e.g. [[5, 2], [5, 3]]") from None
         if any(b < 1 for _, b in skips):
-            raise ValueError(f"se.skip_blocks={self.skip_blocks!r} is not allowed; blocks count from 1 (SE_5_1 is the first)")
+            raise ValueError(f"model.se.skip_blocks={self.skip_blocks!r} is not allowed; blocks count from 1 (SE_5_1 is the first)")
         object.__setattr__(self, "skip_blocks", skips)
 
     def applies_to(self, stage: int, block: int) -> bool:

@@ -16,7 +16,7 @@ from torch import nn
 
 from senet.config import PLACEMENTS, ModelConfig, SEConfig
 from senet.surface import FeatureList
-from senet.tree import apply_overrides
+from senet.tree import apply_overrides, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,17 @@ def list_archs() -> list[str]:
 
 def get_arch(name: str) -> ArchSpec:
     if name not in _ARCHS:
-        raise ValueError(f"model.arch={name!r} is not registered; choose one of: {', '.join(list_archs())}")
+        raise ValueError(f"model.arch={name!r} is not registered{did_you_mean(name, list_archs())}; "
+                         f"choose one of: {', '.join(list_archs())}")
     return _ARCHS[name]
 
 
 def model_config(name: str, **overrides: Any) -> ModelConfig:
     """The ``ModelConfig`` of a registered model name, with dotted-key overrides (``se.reduction=8``)."""
     if name not in _MODELS:
-        raise ValueError(f"model={name!r} is not registered; choose one of: {', '.join(list_models())}")
+        close = did_you_mean(name, list_models())
+        every = f"senet.list_models() names all {len(list_models())}" if close else f"choose one of: {', '.join(list_models())}"
+        raise ValueError(f"model={name!r} is not registered{close}; {every}")
     cfg = _MODELS[name]()
     if overrides:
         cfg = apply_overrides(cfg, overrides, prefix="model.")

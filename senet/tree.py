@@ -7,6 +7,8 @@ is allowed). Pure Python, no project imports: ``senet.config`` and ``ablations.c
 """
 from __future__ import annotations
 
+import difflib
+
 import dataclasses
 import hashlib
 import json
@@ -29,10 +31,17 @@ def late_field(default: Any) -> Any:
 # ---- The checks every config and command uses: one message form, naming the field, the value, what is allowed ---- #
 
 
+def did_you_mean(value: Any, allowed: Sequence[Any]) -> str:
+    """``" (did you mean X or Y?)"`` for the closest of ``allowed`` to a mistyped name (difflib), else ``""``."""
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
 def check_choice(where: str, value: Any, allowed: Sequence[Any]) -> None:
-    """``ValueError`` unless ``value`` is one of ``allowed`` (``where``: the field as typed, ``se.gate``)."""
+    """``ValueError`` unless ``value`` is one of ``allowed`` (``where``: the field's full key, ``model.se.gate``)."""
     if value not in allowed:
-        raise ValueError(f"{where}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+        raise ValueError(f"{where}={value!r} is not allowed{did_you_mean(value, allowed)}; "
+                         f"choose one of: {', '.join(map(str, allowed))}")
 
 
 def check_int(where: str, value: Any, minimum: int = 1) -> None:
@@ -129,7 +138,8 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ValueError(f"unknown key {where}{unknown[0]}; allowed keys: {', '.join(where + n for n in names)}")
+        raise ValueError(f"unknown key {where}{unknown[0]}; allowed keys: {', '.join(where + n for n in names)}"
+                         + did_you_mean(where + unknown[0], [where + n for n in names]))
     kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -154,7 +164,8 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], prefix: str = "") -> An
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
         if head not in names:  # prefix already ends with "." ("model.se.")
-            raise ValueError(f"unknown key {prefix}{key}; allowed keys: {', '.join(prefix + n for n in names)}")
+            raise ValueError(f"unknown key {prefix}{key}; allowed keys: {', '.join(prefix + n for n in names)}"
+                             + did_you_mean(prefix + key, [prefix + n for n in names]))
         if rest:
             grouped.setdefault(head, {})[rest] = value
         else:

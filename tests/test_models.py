@@ -84,9 +84,13 @@ def test_duplicates_are_refused(monkeypatch):
 def test_unknown_names_list_the_choices():
     with pytest.raises(ValueError) as err:
         build_model("se_resnet51")
-    assert "model='se_resnet51' is not registered; choose one of:" in str(err.value)
+    assert "model='se_resnet51' is not registered (did you mean se_resnet50" in str(err.value)
+    assert "senet.list_models() names all" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        build_model("zzz")  # nothing close: every name
     assert all(n in str(err.value) for n in ("se_resnet50", "se_bn_inception", "resnet110_cifar"))
-    with pytest.raises(ValueError, match=r"model\.arch='vgg19' is not registered; choose one of: .*resnet50"):
+    with pytest.raises(ValueError, match=r"model\.arch='vgg19' is not registered \(did you mean vgg16\?\); "
+                                         r"choose one of: .*resnet50"):
         build_model(ModelConfig(arch="vgg19"))
     with pytest.raises(TypeError, match="ModelConfig or a model name"):
         build_model({"arch": "resnet50"})
