@@ -86,7 +86,7 @@ def test_a_signal_requeues_the_trial_at_once_and_a_rerun_finishes_it(tmp_path, l
     assert first.state == State.COMPLETE and stopped.state == State.FAIL
     assert stopped.user_attrs["status"] == "interrupted" and "SIGTERM" in stopped.user_attrs["reason"]
     assert retry.state == State.WAITING and retry.system_attrs["retry_history"] == [stopped.number]
-    assert retry.user_attrs == {k: stopped.user_attrs[k] for k in ("config_hash", "arm_hash")}  # no stale results
+    assert retry.user_attrs == {k: stopped.user_attrs[k] for k in ("config_hash", "arm_hash", "seed")}  # no stale results
     assert [line.split(":")[1].strip() for line in unfinished(study, spec)] == ["waiting (re-queued after"]
     assert run_worker(spec, url, "sig", runner=runner) == 1  # no heartbeat wait: the retry is waiting
     study = load_study(spec, url, "sig")
