@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     slurm.add_argument("--slurm", action="store_true", help="submit the workers as a SLURM job array")
     slurm.add_argument("--partition", help="SLURM partition")
     slurm.add_argument("--gpus-per-trial", type=int, default=0, help="GPUs per worker/trial (DDP when > 1)")
+    slurm.add_argument("--nodes-per-trial", type=int, default=1, help="nodes per worker/trial (DDP across them, "
+                       "--gpus-per-trial GPUs or the spec's train.devices processes on each; default 1)")
     slurm.add_argument("--array-size", type=int, help="array elements = workers (default: --workers, at least 2)")
     slurm.add_argument("--array-parallelism", type=int, help="elements running at once (default: all)")
     slurm.add_argument("--cpus-per-task", type=int, default=4, help="CPUs per task (default 4)")
@@ -114,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     if args.slurm:
         from ablations.sweep.slurm import with_gpus
 
-        spec = with_gpus(spec, args.gpus_per_trial)
+        if args.nodes_per_trial < 1:
+            raise ValueError(f"--nodes-per-trial={args.nodes_per_trial} is not allowed; it must be an integer >= 1")
+        spec = with_gpus(spec, args.gpus_per_trial, args.nodes_per_trial)
     if args.dry_run:
         return _print_plan(spec, study_name, url)
     from ablations.sweep import study as st

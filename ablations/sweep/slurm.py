@@ -3,7 +3,7 @@
 Each array element is one Optuna worker on the shared (PostgreSQL) study, so the scheduler balances
 the load and ``--array-parallelism`` caps how many run at once. A trial with G > 1 GPUs runs as G
 SLURM tasks of one element (``ntasks-per-node = G = train.devices``, as Lightning's ``SLURMEnvironment``
-requires); each element gets its own ``MASTER_PORT``, because Lightning's default (15000 + the last
+requires), on ``train.num_nodes`` nodes (``--nodes-per-trial``: the element spans them, rank 0 on the first); each element gets its own ``MASTER_PORT``, because Lightning's default (15000 + the last
 four digits of the job id) collides when two elements share a node. The tasks of an element are
 ``train.devices`` (set by ``--gpus-per-trial``, or the spec's own, e.g. CPU DDP with ``devices: 2``).
 
@@ -48,12 +48,18 @@ def master_port() -> int:
     return 20000 + job % 20000
 
 
-def trial_overrides(gpus: int) -> dict:
-    """Base-config overrides that make each trial use this element's GPUs (DDP when several)."""
-    if gpus == 0:
-        return {}
-    return {"train.accelerator": "gpu", "train.devices": gpus, "train.num_nodes": 1,
-            "train.strategy": "ddp" if gpus > 1 else "auto"}
+def trial_overrides(gpus: int, nodes: int = 1) -> dict:
+    """Base-config overrides that make each trial use ``gpus`` GPUs on each of ``nodes`` nodes (DDP when several).
+
+    Without GPUs the spec's accelerator and ``train.devices`` stay (CPU DDP: ``devices`` processes per node).
+    """
+    over: dict = {}
+    if gpus:
+        over = {"train.accelerator": "gpu", "train.devices": gpus, "train.num_nodes": 1,
+                "train.strategy": "ddp" if gpus > 1 else "auto"}
+    if nodes > 1:
+        over.update({"train.num_nodes": nodes, "train.strategy": "ddp"})
+    return over
 
 
 def array_worker(spec: SweepSpec, study_name: str, n_trials: int | None = None) -> int:
@@ -89,8 +95,10 @@ def submit(spec: SweepSpec, url: str, study_name: str, options: SlurmOptions, n_
     folder = Path(options.folder.replace("%A_%a", "%j").replace("%A", "%j"))
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     gpus = options.gpus_per_trial
-    # Lightning's SLURMEnvironment wants one task per device: ntasks-per-node = train.devices.
-    params = {"timeout_min": options.timeout_min, "nodes": 1, "tasks_per_node": spec.base.train.devices,
+    # Lightning's SLURMEnvironment wants one task per device (ntasks-per-node = train.devices) on each of the
+    # trial's nodes (nodes = train.num_nodes); its rank 0 (the first node) is the worker.
+    params = {"timeout_min": options.timeout_min, "nodes": spec.base.train.num_nodes,
+              "tasks_per_node": spec.base.train.devices,
               "cpus_per_task": options.cpus_per_task, "slurm_array_parallelism": options.array_parallelism,
               "name": f"senet-{study_name}", "slurm_signal_delay_s": options.signal_delay_s}
     if gpus:
@@ -106,7 +114,8 @@ def submit(spec: SweepSpec, url: str, study_name: str, options: SlurmOptions, n_
                                   [n_trials] * options.array_size)
 
 
-def with_gpus(spec: SweepSpec, gpus: int) -> SweepSpec:
-    """The spec whose trials use ``gpus`` GPUs each (apply before the study is set up: it changes config hashes)."""
-    over = trial_overrides(gpus)
+def with_gpus(spec: SweepSpec, gpus: int, nodes: int = 1) -> SweepSpec:
+    """The spec whose trials use ``gpus`` GPUs on each of ``nodes`` nodes (apply before the study is set up: it
+    changes config hashes)."""
+    over = trial_overrides(gpus, nodes)
     return with_overrides(spec, over) if over else spec

@@ -9,8 +9,8 @@ after the grace period, and only if nobody holds its lease: ``reconnect``), and 
 workers' trials still run, so a trial lost with its worker is re-run, never dropped. A database that restarts
 or stalls is waited for (``reconnect``: bounded); the lease is taken again after a reconnect. A signal
 (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2) stops the worker: its trial is failed, marked ``interrupted`` and
-re-queued at once, and ``RunInterrupted`` leaves with the exit code 128 + signal. Under DDP (a SLURM trial with several GPUs) rank 0 is the worker and the other
-ranks follow it.
+re-queued at once, and ``RunInterrupted`` leaves with the exit code 128 + signal. Under DDP (a SLURM trial
+with several GPUs or nodes) rank 0 is the worker and the other ranks follow it.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The postmaster runs in the foreground as a child of the test process, in its own session, so its PID is known
 for the whole test and every backend is in its process group: a restart is SIGINT (PostgreSQL's fast shutdown)
 and a fresh postmaster on the same data folder and port; a stall stops the postmaster, or its whole group.
-``wrap`` runs it elsewhere (``ip netns exec db ...``: a host of the local cluster); ``password`` turns on
+``wrap`` runs it elsewhere (``nsenter ... setpriv ...``: the db host of the local cluster); ``password`` turns on
 scram-sha-256 authentication for TCP connections (local socket connections stay trusted, for the fixture itself).
 PostgreSQL refuses root, so as root the server runs as Debian's ``postgres`` user.
 """
@@ -51,17 +51,19 @@ class PgServer:
         host: the address it listens on (and the URLs name).
         port: its port (default: a free one on 127.0.0.1).
         password: the superuser's password; TCP clients must give it (scram-sha-256).
-        wrap: a command prefix the postmaster runs under (it must exec, keeping the PID).
+        wrap: a command prefix the postmaster runs under (it must exec, keeping the PID, and drop root itself).
+        root: the folder for its data (default: a new one in the temp folder).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, password: str | None = None,
-                 wrap: list[str] | None = None) -> None:
+                 wrap: list[str] | None = None, root: Path | None = None) -> None:
         for name in ("initdb", "postgres", "pg_isready"):
             if not pg_bin(name):
                 raise FileNotFoundError(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
         self.host, self.port, self.password, self.wrap = host, port or free_port(), password, wrap or []
         self.user = _run_as()
-        self.root = Path(tempfile.mkdtemp(prefix="senet-pgfault-"))
+        self.root = Path(tempfile.mkdtemp(prefix="senet-pgfault-")) if root is None else root
+        self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
         self.data, self.log = self.root / "data", self.root / "log"
         self.proc: subprocess.Popen | None = None
@@ -84,7 +86,7 @@ class PgServer:
                 fh.write("host all all 0.0.0.0/0 scram-sha-256\n")
 
     def _demoted(self) -> dict:
-        if self.user is None or self.wrap:  # a wrap drops privileges itself (setpriv)
+        if self.user is None:
             return {}
         entry = pwd.getpwnam(self.user)
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
@@ -95,8 +97,10 @@ class PgServer:
                "max_connections=200", "-c", "fsync=off"]
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(cmd, cwd=self.root, stdin=subprocess.DEVNULL, stdout=fh,
-                                         stderr=subprocess.STDOUT, start_new_session=True, **self._demoted())
-        ping = [*self.wrap, pg_bin("pg_isready"), "-q", "-h", str(self.root), "-p", str(self.port), "-U", SUPERUSER]
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         **({} if self.wrap else self._demoted()))
+        ping = [*self.wrap, pg_bin("pg_isready"), "-q", "-h", str(self.root), "-p", str(self.port), "-U", SUPERUSER,
+                "-d", "postgres"]
         deadline = time.monotonic() + timeout
         while subprocess.run(ping, check=False).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -1,0 +1,130 @@
+"""Sweeps on the local cluster (``tests/cluster``): hosts in network namespaces, each with its own hostname and /tmp.
+
+- A SLURM job array whose two elements run on the two compute nodes (two CPUs each, so one element per node)
+  against PostgreSQL on the db host (scram password, URL in ``$SENET_STORAGE_URL``): every arm COMPLETE exactly
+  once, and the attempts recorded in the run folders name both nodes.
+- One DDP trial on two nodes (one task per node, gloo on CPU, through srun and Lightning's SLURMEnvironment,
+  ``--nodes-per-trial 2``): it trains to the end, and its final metrics equal those of a two-process run of the
+  same experiment on one host.
+- A test that fails with the cluster up (in a child pytest) still leaves no namespace, bridge, process or folder.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from cluster import net
+from cluster.fixtures import cluster  # noqa: F401 - the module's cluster
+
+from ablations.sweep.attrs import trial_rows
+from ablations.sweep.spec import load_spec, make_config
+from ablations.sweep.storage import STORAGE_ENV
+from ablations.sweep.study import load_study
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def tiny_spec(folder: Path, name: str, train: dict, reductions: list[int], seeds: int) -> Path:
+    spec = {
+        "name": name,
+        "base": {"model": {"arch": "resnet20_cifar", "se": {"reduction": 16}},
+                 "data": {"name": "digits", "image_size": 8, "batch_size": 32},
+                 "train": {"recipe": "quick", "limit_train_batches": 2, "limit_val_batches": 2, **train},
+                 "output_dir": str(folder / "runs"), "wandb": {"mode": "disabled"}},
+        "baseline": True,
+        "space": {"model.se.reduction": reductions},
+        "objectives": ["val/top1_best"],
+        "seeds": seeds,
+        "heartbeat": {"interval": 2, "grace_period": 10},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def sweep_on_head(cluster, path: Path, url: str, *extra: str) -> subprocess.CompletedProcess:  # noqa: F811
+    slurm = path.parent / "slurm" / "%j"
+    env = {**cluster.env, STORAGE_ENV: url}
+    proc = cluster.run("head", [PY, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--time-min", "20",
+                                "--slurm-folder", str(slurm), "--wait", *extra], timeout=600, env=env, cwd=ROOT)
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted((path.parent / "slurm").rglob("*.err")))
+    assert proc.returncode == 0, proc.stderr[-3000:] + logs + cluster.logs()
+    return proc
+
+
+def test_job_array_runs_on_both_nodes_against_the_db_host(cluster):  # noqa: F811
+    folder = cluster.shared / "array"
+    folder.mkdir()
+    path = tiny_spec(folder, "array", {"epochs": 1}, [4, 8], seeds=2)
+    url = cluster.new_database("array")
+    assert "@" + cluster.addr("db") in url and cluster.password in url  # the db host, with a password
+    sweep_on_head(cluster, path, url, "--array-size", "2", "--cpus-per-task", "2")
+    spec = load_spec(path)
+    study = load_study(spec, url, "array")
+    expected = {make_config(spec, c).hash() for c in spec.grid()}
+    done = collections.Counter(t.user_attrs["config_hash"] for t in study.trials
+                               if t.state == optuna.trial.TrialState.COMPLETE)
+    assert done == collections.Counter({h: 1 for h in expected}) and len(study.trials) == len(expected)
+    hosts = collections.Counter()
+    for t in study.trials:
+        row = trial_rows(t.user_attrs)[0]
+        for attempt in json.loads((Path(row["run_dir"]) / "attempts.json").read_text()):
+            hosts[attempt["host"]] += 1
+        assert t.user_attrs["worker"].split(":")[0] in cluster.nodes
+    assert set(hosts) == set(cluster.nodes), hosts  # each attempt names its node, and both nodes ran arms
+
+
+def test_one_ddp_trial_spans_two_nodes_and_matches_two_processes_on_one_host(cluster):  # noqa: F811
+    folder = cluster.shared / "ddp"
+    folder.mkdir()
+    train = {"epochs": 2, "accelerator": "cpu", "strategy": "ddp"}
+    path = tiny_spec(folder, "ddp", train, [4], seeds=1)
+    url = cluster.new_database("ddp")
+    sweep_on_head(cluster, path, url, "--array-size", "1", "--nodes-per-trial", "2", "--cpus-per-task", "1")
+    spec = load_spec(path)
+    trials = load_study(spec, url, "ddp").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    se = next(trial_rows(t.user_attrs)[0] for t in trials if t.params.get("se"))
+    assert se["config"]["train"]["num_nodes"] == 2 and se["config"]["train"]["devices"] == 1
+    result = json.loads((Path(se["run_dir"]) / "result.json").read_text())
+    assert result["status"] == "complete" and result["epochs"] == 2
+    shown = cluster.run("head", ["scontrol", "-o", "show", "job"], timeout=60).stdout
+    (job,) = [line for line in shown.splitlines() if "JobName=senet-ddp " in line]
+    assert "NumNodes=2 " in job and re.search(r"\bNodeList=node\[1-2\]", job), job  # one task on each node
+    # The same experiment as two processes on one host (node1): devices=2, num_nodes=1, same global batch.
+    out = folder / "one_host"
+    cmd = [PY, "-m", "ablations.cli", "train", "--model", "se_resnet20_cifar", "--se.reduction", "4", "--data",
+           "digits", "--data.image_size", "8", "--data.batch_size", "32", "--recipe", "quick", "--epochs", "2",
+           "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--wandb", "disabled",
+           "--output-dir", str(out), "--no-progress", "train.limit_train_batches=2", "train.limit_val_batches=2",
+           f"seed={se['seed']}"]
+    local = cluster.run("node1", cmd, timeout=600, cwd=ROOT)
+    assert local.returncode == 0, local.stderr[-3000:]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    single = json.loads((run_dir / "result.json").read_text())
+    assert single["config"]["train"]["devices"] == 2 and single["config"]["train"]["num_nodes"] == 1
+    assert single["metrics"] == result["metrics"]
+
+
+def test_a_failing_test_leaves_no_cluster_behind(tmp_path):
+    if (why := net.cannot_run()) is not None:
+        pytest.skip(why)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([PY, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-m", "",
+                           str(ROOT / "tests" / "cluster" / "failing_case.py")], cwd=ROOT / "tests", env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 1 and "failing on purpose" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    (tag,) = re.findall(r"CLUSTER-TAG (\w+)", proc.stdout)
+    from cluster.cluster import Cluster
+
+    assert Cluster(tag=tag).leftovers() == []
