@@ -81,9 +81,12 @@ class SweepSpec:
         return [o.direction for o in self.objectives]
 
     def grid(self) -> list[dict[str, Any]]:
-        """Every arm x seed cell of a grid sweep, as Optuna params (``se`` and ``seed`` included).
+        """Every arm x seed cell of a grid sweep, as Optuna params (``se`` and ``seed`` included), in the order the
+        workers run them (``--dry-run`` lists them so).
 
-        The no-SE baseline (``baseline: true``) has no SE knobs, so it is crossed with the other keys only.
+        The no-SE baseline (``baseline: true``) has no SE knobs, so it is crossed with the other keys only. Seed-major
+        (every arm's first seed, then every arm's second, ...): arms run interleaved, so a change in the machine's
+        load during the sweep reaches every arm alike and the report's measured times stay comparable.
         """
         def product(params: list[Param]) -> list[dict[str, Any]]:
             keys = [p.key for p in params]
@@ -93,7 +96,7 @@ class SweepSpec:
         if self.baseline:
             others = [p for p in self.space if not is_se_key(p.key)]
             arms = [{**a, "se": False} for a in product(others)] + [{**a, "se": True} for a in arms]
-        return [{**a, "seed": s} for a in arms for s in self.seeds]
+        return [{**a, "seed": s} for s in self.seeds for a in arms]
 
     def grid_size(self) -> int:
         """``len(self.grid())``, counted without listing the cells."""

@@ -225,10 +225,7 @@ def enqueue_grid(study: optuna.Study, spec: SweepSpec, *, retry_failed: bool = F
     held = {t.user_attrs.get("config_hash") for t in study.get_trials(deepcopy=False)
             if not (retry_failed and t.state == TrialState.FAIL)}
     n = 0
-    # Seed-major order (every arm's seed 0, then every arm's seed 1, ...): arms run interleaved, so a change in
-    # the machine's load during the sweep reaches every arm alike and the report's measured times stay comparable.
-    seeds = {s: i for i, s in enumerate(spec.seeds)}
-    for cell in ticking(sorted(spec.grid(), key=lambda c: seeds.get(c["seed"], 0)), "enqueueing"):
+    for cell in ticking(spec.grid(), "enqueueing"):  # in run order: seed-major
         cfg = make_config(spec, cell)
         h = cfg.hash()
         if h in held:
