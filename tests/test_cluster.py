@@ -6,6 +6,9 @@
 - One DDP trial on two nodes (one task per node, gloo on CPU, through srun and Lightning's SLURMEnvironment,
   ``--nodes-per-trial 2``): it trains to the end, and its final metrics equal those of a two-process run of the
   same experiment on one host.
+- node1's link goes down while it trains, beyond the heartbeat grace, and comes back: the arm is re-run on
+  node2 and COMPLETE once, the retry waits for the run folder the cut-off attempt still holds instead of
+  failing on it, and the cut-off worker, finding its trial finished, goes on without a traceback.
 - A test that fails with the cluster up (in a child pytest) still leaves no namespace, bridge, process or folder.
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -23,6 +27,7 @@ import pytest
 import yaml
 from cluster import net
 from cluster.fixtures import cluster  # noqa: F401 - the module's cluster
+from cluster.postgres import has_study
 
 from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import load_spec, make_config
@@ -128,3 +133,60 @@ def test_a_failing_test_leaves_no_cluster_behind(tmp_path):
     from cluster.cluster import Cluster
 
     assert Cluster(tag=tag).leftovers() == []
+
+
+def test_a_node_cut_off_beyond_the_grace_period_loses_its_arm_once(cluster):  # noqa: F811
+    # node1's link to the bridge goes down while it trains; the db host drops its connections (keepalives), so
+    # its lease is free and node2 re-queues and runs the arm; the link comes back once the study shows that.
+    folder = cluster.shared / "cut"
+    folder.mkdir()
+    path = tiny_spec(folder, "cut", {"epochs": 12, "limit_train_batches": 4}, [4], seeds=2)
+    url = cluster.new_database("cut")
+    spec = load_spec(path)
+    env = {**cluster.env, STORAGE_ENV: url}
+    proc = cluster.popen("head", [PY, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--array-size", "2",
+                                  "--cpus-per-task", "2", "--time-min", "20", "--slurm-folder",
+                                  str(folder / "slurm" / "%j"), "--wait"],
+                         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        cut = wait_for(lambda: [t for t in trials_of(spec, url, "cut") if t.state.name == "RUNNING"
+                                and t.user_attrs.get("worker", "").startswith("node1:")
+                                and any((folder / "runs").rglob("*.ckpt"))], proc, 300)[0]
+        cluster.network.link("node1", up=False)
+        try:
+            wait_for(lambda: [t for t in trials_of(spec, url, "cut") if t.number == cut.number
+                              and t.state.name == "FAIL"], proc, 120)
+        finally:
+            cluster.network.link("node1", up=True)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted((folder / "slurm").rglob("*.err")))
+    assert proc.returncode == 0, err[-3000:] + logs
+    trials = load_study(spec, url, "cut").trials
+    expected = {make_config(spec, c).hash() for c in spec.grid()}
+    done = collections.Counter(t.user_attrs["config_hash"] for t in trials if t.state.name == "COMPLETE")
+    assert done == collections.Counter({h: 1 for h in expected})
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    # Only the cut-off attempt failed (its lease dropped); its retry was not refused by the run folder's lock.
+    assert [t.number for t in failed] == [cut.number], [(t.number, t.user_attrs.get("reason")) for t in failed]
+    (retry,) = [t for t in trials if cut.number in t.system_attrs.get("retry_history", ())]
+    assert retry.state.name == "COMPLETE" and retry.user_attrs["worker"].startswith("node2:")
+    row = trial_rows(retry.user_attrs)[0]
+    on_disk = json.loads((Path(row["run_dir"]) / "result.json").read_text())
+    assert on_disk["status"] == "complete" and on_disk["metrics"] == row["metrics"]  # one result, the study's
+
+
+def trials_of(spec, url: str, name: str) -> list:
+    return load_study(spec, url, name).get_trials(deepcopy=False) if has_study(url, name) else []
+
+
+def wait_for(found, proc: subprocess.Popen, timeout: float) -> list:
+    deadline = time.monotonic() + timeout
+    while not (hits := found()):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "the state awaited did not come"
+        time.sleep(0.5)
+    return hits

@@ -23,7 +23,7 @@ import optuna
 import process_guard
 import pytest
 import yaml
-from cluster.postgres import PgServer
+from cluster.postgres import PgServer, has_study
 
 from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import load_spec, make_config
@@ -75,10 +75,7 @@ def wait_training(spec, url: str, name: str, proc: subprocess.Popen, timeout: fl
     runs = Path(spec.base.output_dir) / name
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            trials = load_study(spec, url, name).get_trials(deepcopy=False)
-        except KeyError:  # the sweep has not created the study yet
-            trials = []
+        trials = load_study(spec, url, name).get_trials(deepcopy=False) if has_study(url, name) else []
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and "worker" in t.user_attrs]
         if running and any(runs.glob("*/checkpoints/*.ckpt")):
             return

@@ -116,7 +116,16 @@ class ResilientStorage(RDBStorage):
         self.outage_s = outage_s
         self.lease_holders: Callable[[list[int]], set[int]] | None = None
         self.on_beat: list[Callable[[int], None]] = []
-        retrying(lambda: RDBStorage.__init__(self, url, **kwargs), "open the storage", outage_s)
+        for attempt in range(3):
+            try:
+                retrying(lambda: RDBStorage.__init__(self, url, **kwargs), "open the storage", outage_s)
+                break
+            except sqlalchemy.exc.IntegrityError:
+                # Two processes opening an empty database both create Optuna's tables and types, and one of
+                # them collides ("studydirection already exists"): the other finishes, then this one finds them.
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
 
     def __getattribute__(self, name: str) -> Any:
         attr = super().__getattribute__(name)

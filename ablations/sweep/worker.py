@@ -85,7 +85,7 @@ def run_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: int | 
             backend.set_trial_system_attr(trial._trial_id, LEASE_SERVER, leases.server)
         lock.release()
 
-    objective = SweepObjective(spec, study_name, runner=runner, on_start=claimed, on_config=on_config)
+    objective = SweepObjective(spec, study_name, runner=_patient(runner), on_start=claimed, on_config=on_config)
     dead, interrupted = Requeue(spec.max_retry), Requeue(spec.max_retry, interrupt=True)
     poll = max(1.0, min(5.0, spec.heartbeat_interval / 2))
     ran = 0
@@ -124,6 +124,11 @@ def _run_one(study: optuna.Study, objective: SweepObjective, leases: Leases, req
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
     except UpdateFinishedTrialError as exc:  # our lease or heartbeat lapsed and another worker re-queued the trial
         log.warning("trial finished elsewhere: %s", exc)
+    except ValueError as exc:
+        # A lapsed trial whose run then failed on its next write: Optuna tells it FAIL and finds it finished.
+        if "Cannot tell a" not in str(exc):
+            raise
+        log.warning("trial finished elsewhere: %s", exc)
     except BaseException as exc:
         # A signal may hit Optuna's own bookkeeping too, which then raises something else: the signal decides.
         stop = interrupts.as_interrupt(exc)
@@ -137,6 +142,40 @@ def _run_one(study: optuna.Study, objective: SweepObjective, leases: Leases, req
         raise stop from None
     finally:
         leases.release()  # only now: the trial's final state is stored
+
+
+#: How long a trial waits for its run folder while another live process (a cut-off earlier attempt) holds it.
+FOLDER_WAIT_S = 3600.0
+
+
+def _patient(runner: Callable | None) -> Callable:
+    """``runner`` (``run_experiment`` by default) that waits for a run folder held by another live process.
+
+    A retry of an arm whose first attempt was cut off from the database (its trial failed for a dropped lease
+    or a stale heartbeat) finds that attempt still training in the arm's folder: the folder is not the arm's
+    fault, so the retry waits for it (bounded, ``FOLDER_WAIT_S``) instead of failing the arm, then resumes the
+    run or reuses its complete result.
+    """
+    from ablations.run_folder import RunFolderBusy
+
+    def run(cfg, **kwargs):
+        nonlocal runner
+        if runner is None:
+            from ablations.run import run_experiment as runner
+        deadline, warned = time.monotonic() + FOLDER_WAIT_S, False
+        while True:
+            try:
+                return runner(cfg, **kwargs)
+            except RunFolderBusy as exc:
+                if time.monotonic() > deadline:
+                    raise
+                if not warned:
+                    log.warning("waiting for the run folder: %s", exc)
+                    warned = True
+                interrupts.raise_if_signalled()
+                time.sleep(1.0)
+
+    return run
 
 
 def _requeue_interrupted(study: optuna.Study, trial_id: int, stop: interrupts.RunInterrupted,

@@ -185,3 +185,18 @@ class PgServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def has_study(url: str, name: str) -> bool:
+    """Whether the study exists, read without creating Optuna's schema (which would race the sweep's own)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            if conn.execute(sqlalchemy.text("SELECT to_regclass('studies')")).scalar() is None:
+                return False
+            return conn.execute(sqlalchemy.text("SELECT 1 FROM studies WHERE study_name = :n"),
+                                {"n": name}).first() is not None
+    finally:
+        engine.dispose()
