@@ -9,6 +9,8 @@
 - node1's link goes down while it trains, beyond the heartbeat grace, and comes back: the arm is re-run on
   node2 and COMPLETE once, the retry waits for the run folder the cut-off attempt still holds instead of
   failing on it, and the cut-off worker, finding its trial finished, goes on without a traceback.
+- Every process of node1 is SIGKILLed while it trains: node2 resumes the arm from node1's last checkpoint
+  (its attempts: node1, then node2), and every arm is COMPLETE once.
 - A test that fails with the cluster up (in a child pytest) still leaves no namespace, bridge, process or folder.
 """
 from __future__ import annotations
@@ -183,10 +185,44 @@ def trials_of(spec, url: str, name: str) -> list:
     return load_study(spec, url, name).get_trials(deepcopy=False) if has_study(url, name) else []
 
 
-def wait_for(found, proc: subprocess.Popen, timeout: float) -> list:
+def wait_for(found, proc: subprocess.Popen | None, timeout: float):
+    """Poll ``found()`` until it is true (bounded); fail at once if ``proc`` (the sweep) ended meanwhile."""
     deadline = time.monotonic() + timeout
     while not (hits := found()):
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert proc is None or proc.poll() is None, proc.stderr.read()[-3000:]
         assert time.monotonic() < deadline, "the state awaited did not come"
         time.sleep(0.5)
     return hits
+
+
+def test_a_dead_node_s_arm_resumes_on_the_other_node_from_its_checkpoint(cluster):  # noqa: F811
+    # Every process of node1 (its slurmd, the job's step and worker) is SIGKILLed while it trains: the db host
+    # drops its lease with the connection, node2 re-queues the arm and resumes it from node1's last checkpoint.
+    # Without --wait: SLURM requeues node1's element, which would only start once node2 is free, after the study
+    # is done; the module's teardown ends it.
+    folder = cluster.shared / "dead"
+    folder.mkdir()
+    path = tiny_spec(folder, "dead", {"epochs": 12, "limit_train_batches": 4}, [4], seeds=2)
+    url = cluster.new_database("dead")
+    spec = load_spec(path)
+    env = {**cluster.env, STORAGE_ENV: url}
+    proc = cluster.popen("head", [PY, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--array-size", "2",
+                                  "--cpus-per-task", "2", "--time-min", "20", "--slurm-folder",
+                                  str(folder / "slurm" / "%j")],
+                         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    victim = wait_for(lambda: [t for t in trials_of(spec, url, "dead") if t.state.name == "RUNNING"
+                               and t.user_attrs.get("worker", "").startswith("node1:")
+                               and any((folder / "runs").rglob("*.ckpt"))], None, 300)[0]
+    cluster.kill_host("node1")
+    wait_for(lambda: sum(t.state.name == "COMPLETE" for t in trials_of(spec, url, "dead")) == len(spec.grid()),
+             None, 400)
+    trials = load_study(spec, url, "dead").trials
+    expected = {make_config(spec, c).hash() for c in spec.grid()}
+    done = collections.Counter(t.user_attrs["config_hash"] for t in trials if t.state.name == "COMPLETE")
+    assert done == collections.Counter({h: 1 for h in expected})
+    (retry,) = [t for t in trials if victim.number in t.system_attrs.get("retry_history", ())]
+    row = trial_rows(retry.user_attrs)[0]
+    attempts = json.loads((Path(row["run_dir"]) / "attempts.json").read_text())
+    assert [a["host"] for a in attempts] == ["node1", "node2"] and row["epochs"] == 12  # resumed, not restarted

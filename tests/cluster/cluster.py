@@ -151,6 +151,16 @@ class Cluster:
 
         _until(idle, timeout, lambda: "SLURM nodes did not come up:\n" + self.logs())
 
+    def kill_host(self, host: str) -> None:
+        """A node dies: SIGKILL every process on ``host`` but its namespace holder (slurmd, job steps, workers)."""
+        holder = self.network.hosts[host].holder
+        for pid in net.namespace_pids(self.network.hosts[host].ns):
+            if pid != holder:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
     def logs(self) -> str:
         files = sorted((self.root / "slurm").glob("*.log")) + [self.root / "pg" / "log"]
         return "".join(f"--- {f}\n{f.read_text(errors='replace')[-1500:]}" for f in files if f.exists())
