@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from test_resume import Interrupt  # stops a run at an epoch's start, after the previous epoch's checkpoint
 
 from ablations.cli import main
 from ablations.config import ExperimentConfig
@@ -78,17 +78,6 @@ def test_hostile_weights_files_are_refused(tmp_path):
     assert not marker.exists()
 
 
-class StopAt(pl.Callback):
-    """Stops the run at the start of epoch ``at``, after the checkpoint of epoch ``at - 1`` was written."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.at:
-            raise RuntimeError("preempted")
-
-
 def config(out: Path, lr: float = 0.1) -> ExperimentConfig:
     cfg = ExperimentConfig(model=model_config("se_resnet20_cifar", **{"se.reduction": 4}), output_dir=str(out))
     return cfg.override({"data.image_size": 8, "data.batch_size": 128, "train.epochs": 3, "wandb.mode": "disabled",
@@ -112,7 +101,7 @@ def old_layout(ckpt: Path) -> None:
 def test_old_and_new_checkpoints_resume_bit_equal_and_load_in_excitation(tmp_path):
     straight = run_experiment(config(tmp_path / "a"), progress_bar=False, quiet=True)
     for layout in ("new", "old"):
-        cut = run_experiment(config(tmp_path / layout), callbacks=[StopAt(2)], progress_bar=False, quiet=True)
+        cut = run_experiment(config(tmp_path / layout), callbacks=[Interrupt(at=2)], progress_bar=False, quiet=True)
         assert (cut.status, cut.epochs) == ("failed", 2)
         last = Path(cut.run_dir) / "checkpoints" / "last.ckpt"
         if layout == "old":
