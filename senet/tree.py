@@ -7,9 +7,8 @@ is allowed). Pure Python, no project imports: ``senet.config`` and ``ablations.c
 """
 from __future__ import annotations
 
-import difflib
-
 import dataclasses
+import difflib
 import hashlib
 import json
 import types

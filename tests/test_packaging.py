@@ -5,11 +5,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 import setuptools
+import tomllib
 
 from ablations import spec_files
 
@@ -28,7 +28,7 @@ def test_pyproject_lists_every_package_and_the_shipped_specs():
 
 def test_gitignore_covers_build_outputs():
     for path in ("build/lib/x.py", "dist/senet_ablations-0.1.0.tar.gz", "senet_ablations-0.1.0-py3-none-any.whl"):
-        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False).returncode == 0, path
 
 
 def test_specs_by_name_path_and_readme_path(tmp_path, monkeypatch):
@@ -82,7 +82,7 @@ def installed(tmp_path_factory) -> Path:
 
 def _run(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run(args, cwd=cwd, env={**env, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+    return subprocess.run(args, check=False, cwd=cwd, env={**env, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
                           timeout=300)
 
 

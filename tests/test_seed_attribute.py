@@ -26,7 +26,7 @@ def test_grid_trials_take_their_seed_from_an_attribute(study_and_spec):
         params = suggest(trial, spec)
         seen.append(params)
         study.tell(trial, 0.5)
-    as_set = lambda ps: sorted(repr(sorted(p.items())) for p in ps)  # noqa: E731
+    as_set = lambda ps: sorted(repr(sorted(p.items())) for p in ps)
     assert as_set(seen) == as_set(cells)  # every arm x seed cell, seeds included
     done = study.get_trials(deepcopy=False)
     assert all("seed" not in t.params and "seed" not in t.distributions for t in done)
