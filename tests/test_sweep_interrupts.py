@@ -222,27 +222,32 @@ def sweep():
         process_guard.stop(proc, signal.SIGKILL, timeout=5)
 
 
-def wait_for(what, timeout: float, proc: subprocess.Popen | None = None):
+def wait_for(what, timeout: float, proc: subprocess.Popen | None = None, poll: float = 0.2):
     deadline = time.monotonic() + timeout
     while not (found := what()):
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"exited {proc.returncode} first: {proc.communicate()[1][-3000:]}")
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
+        time.sleep(poll)
     return found
+
+
+SWEEP_EPOCHS = 10
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_sqlite_sweep_exits_nonzero_and_a_rerun_finishes_every_arm_once(tmp_path, signum, sweep):
     # The sweep is held (SIGSTOP) at the first checkpoint it is seen to write, and the signal sent while it stands
-    # still: of 4 epochs at most the first two have started, so the signal lands in training, never after it.
-    path = write_spec(tmp_path, "ctrlc", epochs=4)
+    # still; that checkpoint must leave at least two epochs to train, so the signal lands in training, never after
+    # it. An epoch of 3 batches takes a fraction of a second: 10 of them leave the poll seconds to see the first
+    # checkpoint (with 4, a loaded machine can let the run write its third before a poll sees one).
+    path = write_spec(tmp_path, "ctrlc", epochs=SWEEP_EPOCHS)
     url = f"sqlite:///{tmp_path / 'ctrlc.db'}"
     proc = sweep(str(path), "--storage", url)
-    ckpt = wait_for(lambda: list((tmp_path / "runs" / "ctrlc").glob("*/checkpoints/last.ckpt")), 300, proc)[0]
+    ckpt = wait_for(lambda: list((tmp_path / "runs" / "ctrlc").glob("*/checkpoints/last.ckpt")), 300, proc, 0.02)[0]
     with process_guard.stopped(proc.pid, group=True):  # the whole process group, as Ctrl-C reaches it
-        assert resume_point(ckpt)["epoch"] <= 1, "held too late: the run could end before the signal"
+        assert resume_point(ckpt)["epoch"] <= SWEEP_EPOCHS - 3, "held too late: the run could end before the signal"
         os.killpg(proc.pid, signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err[-3000:]
@@ -257,7 +262,7 @@ def test_interrupted_sqlite_sweep_exits_nonzero_and_a_rerun_finishes_every_arm_o
     assert retry.system_attrs["retry_history"] == [stopped.number] and stopped.system_attrs.get("interrupts") is None
     assert retry.system_attrs["interrupts"] == 1
     run = Result.load(ckpt.parent.parent / "result.json")
-    assert run.status == "interrupted" and run.epochs < 4
+    assert run.status == "interrupted" and run.epochs < SWEEP_EPOCHS
     again = sweep(str(path), "--storage", url)
     _, err = again.communicate(timeout=420)
     assert again.returncode == 0, err[-3000:]
@@ -266,4 +271,4 @@ def test_interrupted_sqlite_sweep_exits_nonzero_and_a_rerun_finishes_every_arm_o
     assert study.trials[2].state == State.COMPLETE  # the retry itself ran (nothing failed it for a stale heartbeat)
     for t in study.trials:
         if t.state == State.COMPLETE:
-            assert t.user_attrs["status"] == "complete" and t.user_attrs["epochs"] == 4
+            assert t.user_attrs["status"] == "complete" and t.user_attrs["epochs"] == SWEEP_EPOCHS
