@@ -1,4 +1,4 @@
-"""A sweep whose PostgreSQL server restarts or stalls under it (DESIGN: Sweeps): every arm completes exactly once.
+"""A sweep whose PostgreSQL server restarts or stalls under it: every arm completes exactly once.
 
 Two local workers run a tiny grid (two trials each) with a one-second heartbeat and a three-second grace.
 - Restarted (``pg_ctl restart -m fast``) while a trial trains: every connection is closed. Workers reconnect

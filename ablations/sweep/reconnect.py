@@ -1,4 +1,4 @@
-"""Reconnecting to a study's database (DESIGN: Sweeps): a server that restarts or stalls does not stop a sweep.
+"""Reconnecting to a study's database: a server that restarts or stalls does not stop a sweep.
 
 Every database call of a worker goes through a bounded retry on connection errors (``retrying``): SQLAlchemy's
 ``pool_pre_ping`` replaces a pooled connection the server closed, and a call that still fails with a connection
