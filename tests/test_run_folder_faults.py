@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import wandb_records
 
 from ablations.cli import main
 from ablations.run_folder import RUN_ENTRIES, start_over
@@ -165,7 +166,8 @@ def test_sighup_is_an_interrupt_the_run_records_and_closes(tmp_path):
     assert row["status"] == "interrupted" and "SIGHUP" in row["reason"]
     assert json.loads((tmp_path / RUN / "attempts.json").read_text())[-1]["status"] == "interrupted"
     (offline,) = (tmp_path / RUN / "wandb").glob("offline-run-*")
-    assert b'"interrupted"' in next(offline.glob("run-*.wandb")).read_bytes()  # the W&B run's summary, closed
+    assert b'"interrupted"' in next(offline.glob("run-*.wandb")).read_bytes()  # the W&B run's summary
+    assert wandb_records.exit_code(offline) == 128 + signal.SIGHUP  # closed with the signal's exit code
 
 
 def test_machine_faults_are_told_from_the_arms_faults(tmp_path):

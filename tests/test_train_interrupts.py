@@ -22,6 +22,7 @@ from pathlib import Path
 
 import process_guard
 import pytest
+import wandb_records
 
 from ablations.run_folder import resume_point
 
@@ -170,9 +171,7 @@ def test_no_resume_starts_a_clean_folder(tmp_path):
     assert finish(proc)[0] == 128 + signal.SIGTERM
     (offline,) = (tmp_path / RUN / "wandb").glob("offline-run-*")
     assert b'"interrupted"' in next(offline.glob("run-*.wandb")).read_bytes()  # the summary's status, for sync
-    log = (offline / "logs" / "debug.log").read_text()
-    if "got exitcode" in log:  # W&B's own record of the exit code it was finished with: not "finished" (0)
-        assert "got exitcode: 143" in log
+    assert wandb_records.exit_code(offline) == 143  # the exit record W&B uploads: not "finished" (0)
     old_id = (tmp_path / RUN / "wandb_id.txt").read_text()
 
     rc, _, err = finish(train(tmp_path, "--no-resume"))
