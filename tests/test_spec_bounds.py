@@ -65,10 +65,9 @@ CHILD = textwrap.dedent("""
 @pytest.mark.parametrize("under", ["space", "paper"])
 def test_alias_bomb_is_refused_with_bounded_memory_and_time(tmp_path, under):
     (tmp_path / "spec.yaml").write_text(bomb(under=under))
-    start = time.monotonic()
+    # The time bound is the child's timeout (an expanding bomb runs for minutes); no wall-clock assert on a shared box.
     done = subprocess.run([sys.executable, "-c", CHILD, "sweep", "spec.yaml", "--dry-run"], cwd=tmp_path, check=False,
                           capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": ""})
-    elapsed = time.monotonic() - start
     assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr, done.stderr
     assert done.stderr.strip() == (f"senet-ablate sweep: error: sweep spec spec.yaml: too large: it expands to more "
                                    f"than {MAX_NODES} YAML nodes (values, keys, lists, mappings; each alias counted "
@@ -76,7 +75,6 @@ def test_alias_bomb_is_refused_with_bounded_memory_and_time(tmp_path, under):
     peak_kib, code = map(int, done.stdout.split())
     assert code == 2
     assert peak_kib < 200 * 1024, f"peak memory {peak_kib // 1024} MiB"
-    assert elapsed < 30
 
 
 def test_expanded_size_counts_each_alias_at_every_use_and_stops_past_the_limit():
