@@ -29,7 +29,8 @@ def test_unknown_model_name_is_one_error_line(capsys):
     assert main(["train", "--model", "se_resnet_nope", "--data", "digits"]) == 2
     line = error_line(capsys)
     assert line.startswith("senet-ablate train: error: model='se_resnet_nope' is not registered")
-    assert "se_resnet20_cifar" in line  # the allowed names are listed
+    assert "(did you mean se_resnet50 or se_resnet34 or se_resnet18?)" in line  # the closest names
+    assert "senet.list_models() names all" in line  # and where the rest are
 
 
 def test_missing_cifar_folder_is_one_error_line(capsys, tmp_path):
@@ -45,7 +46,8 @@ def test_unknown_key_in_a_config_file_is_one_error_line(capsys, tmp_path):
     path.write_text(yaml.safe_dump({"model": {"arch": "resnet20_cifar", "se": None}, "train": {"lr": 0.1, "lr_decay": 2}}))
     assert main(["train", "--config", str(path)]) == 2
     assert error_line(capsys) == (f"senet-ablate train: error: --config {path}: unknown key train.lr_decay; allowed keys: "
-                                  + ", ".join(k for k in config_keys() if k.startswith("train.")))
+                                  + ", ".join(k for k in config_keys() if k.startswith("train."))
+                                  + " (did you mean train.weight_decay or train.lr or train.recipe?)")
 
 
 def test_unknown_dotted_override_is_one_error_line(capsys):
