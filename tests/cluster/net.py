@@ -13,14 +13,34 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 # Not ``ip netns exec``, which remounts /sys for the namespace and so hides the cgroup tree slurmd needs:
 # the holder joins the network namespace itself and bind-mounts the hosts file as ``ip netns exec`` would.
+# The host's own /tmp hides the machine's; the repository and the Python environment stay visible when they live
+# there (a CI clone under /tmp): the machine's /tmp is bind-mounted aside first and those folders mounted back.
 HOLDER = ("hostname {name} && mount --bind /etc/netns/{ns}/hosts /etc/hosts && "
-          "mount -t tmpfs -o mode=1777 tmpfs /tmp && echo ready && exec sleep infinity")
+          "mkdir -p /etc/netns/{ns}/tmp && mount --bind /tmp /etc/netns/{ns}/tmp && "
+          "mount -t tmpfs -o mode=1777 tmpfs /tmp{keep} && echo ready && exec sleep infinity")
+
+
+def _kept_under_tmp() -> list[str]:
+    """The folders under /tmp that every host must still see: this repository and the Python environment."""
+    root = Path(__file__).resolve().parents[2]
+    out = []
+    for path in (root, Path(sys.prefix).resolve()):
+        if path.is_relative_to("/tmp") and path != Path("/tmp"):
+            out.append(str(path.relative_to("/tmp")))
+    return sorted(set(out))
+
+
+def _holder_script(name: str, ns: str) -> str:
+    keep = "".join(f" && mkdir -p /tmp/{rel} && mount --bind /etc/netns/{ns}/tmp/{rel} /tmp/{rel}"
+                   for rel in _kept_under_tmp())
+    return HOLDER.format(name=name, ns=ns, keep=keep)
 
 
 @dataclass
@@ -96,7 +116,7 @@ class Network:
             _ip("-n", host.ns, "link", "set", "lo", "up")
             holder = subprocess.Popen(["unshare", "--uts", "--mount", "--propagation", "private", "nsenter",
                                        f"--net=/run/netns/{host.ns}", "--", "sh", "-c",
-                                       HOLDER.format(name=host.name, ns=host.ns)],
+                                       _holder_script(host.name, host.ns)],
                                       stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True,
                                       text=True)
