@@ -89,7 +89,7 @@ def test_unknown_names_list_the_choices():
     with pytest.raises(ValueError) as err:
         build_model("zzz")  # nothing close: every name
     assert all(n in str(err.value) for n in ("se_resnet50", "se_bn_inception", "resnet110_cifar"))
-    with pytest.raises(ValueError, match=r"model\.arch='vgg19' is not registered \(did you mean vgg16\?\); "
+    with pytest.raises(ValueError, match=r"model\.arch='vgg19' is not registered \(did you mean vgg16_bn\?\); "
                                          r"choose one of: .*resnet50"):
         build_model(ModelConfig(arch="vgg19"))
     with pytest.raises(TypeError, match="ModelConfig or a model name"):
