@@ -11,11 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from test_train_interrupts import wait_for  # until a run's file exists, failing if the run ends first
 
 from ablations.config import ExperimentConfig
 from ablations.interrupts import RunInterrupted
@@ -40,15 +40,6 @@ def train(out: Path) -> subprocess.Popen:
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended (rc {proc.returncode}) before {path} existed: {proc.stderr.read()}")
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 def row(out: Path) -> dict:
