@@ -93,13 +93,19 @@ def connect_kwargs(url: str) -> dict:
     return kwargs
 
 
-# RDBStorage's calls that are safe to repeat (reads, and writes that set a value or refuse a second time).
+# RDBStorage's calls that are safe to repeat (reads, and writes that set a value or refuse a second time),
+# public and the private ones Optuna's cache (``_CachedStorage``) calls on its backend directly.
 _RETRIED = ("delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
             "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
             "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "set_trial_param",
             "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
             "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
-            "get_best_trial", "get_n_trials", "check_trial_is_updatable")
+            "get_best_trial", "get_n_trials", "check_trial_is_updatable",
+            "_get_best_trial_id", "_get_trials", "_set_trial_param")
+#: Backend calls that are not retried: they create rows (a lost answer to a commit would make two), retry
+#: themselves (``record_heartbeat``, ``_get_stale_trial_ids``: below) or do not touch the database.
+NOT_RETRIED = ("create_new_study", "_create_new_trial", "create_new_trial", "record_heartbeat",
+               "_get_stale_trial_ids", "get_heartbeat_interval", "get_heartbeat_stale_trial_callback")
 
 
 class ResilientStorage(RDBStorage):
