@@ -5,17 +5,27 @@ the file), ``save_csv_history`` writes what the logger buffers (the checkpoint c
 history on disk matches the checkpoint), and ``history`` reads one metric back per epoch: the learning curve
 of a resumed or reused sweep trial, and the metrics of a run resumed from its last epoch's checkpoint, which
 has nothing left to train or log. Written by hand: Lightning's CSV logger starts every attempt afresh.
+
+Lightning writes the file after every logged metric and rewrites it whole when a new column appears (the
+first epoch-level training row, after the first checkpoint). A signal in that rewrite used to leave the file
+truncated, the history of the finished epochs gone: a write is therefore whole or not at all (the rewrite goes
+to a temporary file renamed over the old one) and a signal that arrives meanwhile is raised once it is done.
 """
 from __future__ import annotations
 
 import csv
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from ablations import interrupts
 
 HISTORY = Path("csv") / "metrics.csv"  # HistoryCSVLogger's file in a run folder
 
@@ -65,14 +75,20 @@ class HistoryCSVLogger(CSVLogger):
         self._resume_from = resume_from
 
     @property
+    @rank_zero_experiment  # Lightning's dummy writer off rank 0
     def experiment(self):
         if self._experiment is not None:
             return self._experiment
         kept = self._kept_rows()
-        writer = super().experiment  # deletes the old metrics.csv
-        if writer is not None and kept:
-            writer.metrics = kept + writer.metrics
-        return writer
+        self._fs.makedirs(self.root_dir, exist_ok=True)  # as CSVLogger.experiment, with the whole-file writer
+        self._experiment = _WholeFileWriter(log_dir=self.log_dir)  # deletes the old metrics.csv
+        if kept:
+            self._experiment.metrics = kept + self._experiment.metrics
+        return self._experiment
+
+    def save(self) -> None:
+        with interrupts.deferred():  # a signal mid-write is raised once the file is whole
+            super().save()
 
     def _kept_rows(self) -> list[dict]:
         path = Path(self.log_dir) / "metrics.csv"
@@ -88,3 +104,22 @@ class HistoryCSVLogger(CSVLogger):
             return row.get("step") not in (None, "") and int(float(row["step"])) < step  # e.g. the epoch's lr
 
         return [{k: v for k, v in row.items() if v != ""} for row in rows if keep(row)]
+
+
+class _WholeFileWriter(ExperimentWriter):
+    """Lightning's CSV writer whose header rewrite goes to a temporary file renamed over ``metrics.csv``, so a
+    kill or a full disk in the middle leaves the old file whole."""
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, newline="") as file:
+            rows = list(csv.DictReader(file))
+        tmp = self.metrics_file_path + ".tmp"
+        try:
+            with open(tmp, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=fieldnames)
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, self.metrics_file_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
