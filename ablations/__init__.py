@@ -1,1 +1,1 @@
-"""ablations: the experiment framework around ``senet`` (Lightning, Optuna, W&B; DESIGN: Training, Sweeps)."""
+"""ablations: the experiment framework around ``senet`` (Lightning, Optuna, W&B; docs/DESIGN.md)."""

@@ -1,4 +1,4 @@
-"""Experiment configs: data, training and logging around a ``senet.ModelConfig`` (DESIGN: Configuration).
+"""Experiment configs: data, training and logging around a ``senet.ModelConfig`` (docs/DESIGN.md, Configuration).
 
 ``ExperimentConfig`` is the one serialisable description of a run. Dotted keys address every
 field (``model.se.reduction``, ``train.lr``, ``data.name``) on the command line, in sweep YAML,

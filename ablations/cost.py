@@ -1,4 +1,4 @@
-"""What a run cost in time and memory (DESIGN: Complexity; paper Sec. 4, "Computational complexity").
+"""What a run cost in time and memory (docs/DESIGN.md, Complexity; paper Sec. 4, "Computational complexity").
 
 GMACs say what an arm costs in arithmetic, not in time: the SE squeeze and scale are a fraction of a
 percent of the MACs and 10-50 % of a step on a GPU in channels_last. So every result row carries its

@@ -1,4 +1,4 @@
-"""One plain line per epoch where stdout is not a terminal: a SLURM log file, a pipe (DESIGN: Training).
+"""One plain line per epoch where stdout is not a terminal: a SLURM log file, a pipe (docs/DESIGN.md, Training).
 
 Lightning's tqdm bar redraws a line with carriage returns; in a file that is megabytes of half lines, and with
 the bar off a run prints nothing until it ends. ``EpochLogBar`` is a Lightning ``ProgressBar`` (the Trainer

@@ -1,4 +1,4 @@
-"""Lightning's own command line over ``SEClassifier`` and the DataModules (DESIGN: Training; issue 13).
+"""Lightning's own command line over ``SEClassifier`` and the DataModules (docs/DESIGN.md, Training).
 
 ``senet-ablate train`` is the product's command: run folders, resume, result rows, sweeps. This is the other
 door, for people who know Lightning: ``LightningCLI`` with every Trainer flag, ``fit``/``validate``/``test``/

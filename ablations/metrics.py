@@ -1,4 +1,4 @@
-"""Metric names, defined once (DESIGN: Training): what the module logs, checkpoints monitor and sweeps optimise.
+"""Metric names, defined once (docs/DESIGN.md, Training): what the module logs, checkpoints monitor and sweeps optimise.
 
 Accuracies are fractions in [0, 1] (top-1 *error*, the paper's column, is ``1 - top1``); losses are
 cross-entropy in nats. ``MONITOR`` feeds ``ModelCheckpoint``, pruning callbacks, the Optuna objective

@@ -1,4 +1,4 @@
-"""The classification LightningModule around any ``senet`` model (DESIGN: Training; paper Sec. 6 protocol).
+"""The classification LightningModule around any ``senet`` model (docs/DESIGN.md, Training; paper Sec. 6 protocol).
 
 ``SEClassifier`` is built from an ``ExperimentConfig`` (or its ``to_dict()``), never from ``nn.Module``s, and
 stores the plain dict as its hparams, so a checkpoint alone rebuilds it (``SEClassifier.load_from_checkpoint``).

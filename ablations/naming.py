@@ -1,4 +1,4 @@
-"""Run names derived mechanically from a config's difference to its no-SE baseline (DESIGN: Configuration).
+"""Run names derived mechanically from a config's difference to its no-SE baseline (docs/DESIGN.md, Configuration).
 
 ``se_resnet20_cifar-r8-pre_digits_s0`` reads: the SE variant of ``resnet20_cifar`` with r = 8 and the
 SE-PRE placement (paper Fig. 5), trained on digits, seed 0. SE fields are named against the paper's

@@ -1,4 +1,4 @@
-"""Where a number came from: the software and hardware a run used (DESIGN: Results you can trust, provenance).
+"""Where a number came from: the software and hardware a run used (docs/DESIGN.md, Results you can trust).
 
 ``collect()`` is stored in each run's ``result.json`` (``env``) and in its W&B config. It names what
 changes the digits of a result: float reductions are split by thread count and ISA (AVX2 vs AVX-512

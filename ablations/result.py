@@ -1,4 +1,4 @@
-"""One result row (DESIGN: Training, results): what ran, on what, what it cost, what it scored.
+"""One result row (docs/DESIGN.md, Training): what ran, on what, what it cost, what it scored.
 
 ``Result`` is the ``result.json`` of a run folder, written by ``run_experiment`` and read by the
 quickstart, the sweep objective, ``compare`` and the reports. ``status`` is one of ``STATUSES``:

@@ -1,4 +1,4 @@
-"""A run's per-epoch metric history, ``<run>/csv/metrics.csv``, kept across resumes (DESIGN: Training).
+"""A run's per-epoch metric history, ``<run>/csv/metrics.csv``, kept across resumes (docs/DESIGN.md, Training).
 
 ``HistoryCSVLogger`` keeps the rows of earlier attempts up to the resume point (Lightning's CSV writer deletes
 the file), ``save_csv_history`` writes what the logger buffers (the checkpoint callbacks call it, so the

@@ -1,4 +1,4 @@
-"""Weights & Biases conventions for every run (DESIGN: W&B dashboards): config keys, names, groups, offline default.
+"""Weights & Biases conventions for every run (docs/DESIGN.md, W&B dashboards): config keys, names, groups, offline default.
 
 One W&B run per experiment, written inside its run folder (``<run_dir>/wandb/offline-run-*``), so nothing
 litters the repository and ``wandb sync <run_dir>/wandb/offline-run-*`` uploads it later. The config is the

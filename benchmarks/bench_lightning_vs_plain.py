@@ -1,4 +1,4 @@
-"""Lightning's training loop against a plain PyTorch loop: same model, data, optimizer (DESIGN: Performance).
+"""Lightning's training loop against a plain PyTorch loop: same model, data, optimizer (docs/DESIGN.md, Performance).
 
 ``SEClassifier`` under ``lightning.Trainer`` (its loss, metric updates, logging and hooks included) against
 a hand-written loop of forward, cross-entropy, backward and SGD step over the same in-memory DataLoader. Both

@@ -1,4 +1,4 @@
-"""GPU path check: AMP, channels_last, DDP over NCCL and throughput ratios (DESIGN: Performance).
+"""GPU path check: AMP, channels_last, DDP over NCCL and throughput ratios (docs/DESIGN.md, Performance).
 
 Run on a machine with a CUDA GPU: ``python benchmarks/gpu_check.py [--batch 128] [--steps 20]``.
 Prints, all measured in this one run (the ratios are what to compare across machines):

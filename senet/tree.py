@@ -1,4 +1,4 @@
-"""Generic helpers over trees of frozen dataclass configs, and the checks every config uses (DESIGN: configs).
+"""Generic helpers over trees of frozen dataclass configs, and the checks every config uses (docs/DESIGN.md, Configuration).
 
 ``to_dict``/``from_dict`` (YAML- and JSON-safe, type-checked with messages that name the field),
 ``apply_overrides`` (dotted keys), ``flatten``, ``config_hash``, ``late_field`` (a field added after configs

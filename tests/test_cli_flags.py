@@ -9,7 +9,7 @@ import pytest
 from ablations.cli import build_parser
 
 SHARED = {
-    "--set": {"train", "sweep", "quickstart", "complexity", "wandb-sweep"},
+    "--set": {"train", "sweep", "quickstart", "complexity", "wandb-sweep", "excitation"},
     "--wandb": {"train", "quickstart", "excitation"},
     "--out": {"complexity", "excitation", "report", "wandb-sweep"},
     "--output-dir": {"train", "quickstart"},

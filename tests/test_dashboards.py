@@ -1,4 +1,4 @@
-"""W&B workspace spec (DESIGN: W&B dashboards): panels over the logging conventions; creation guarded by a login."""
+"""W&B workspace spec (docs/DESIGN.md, W&B dashboards): panels over the logging conventions; creation guarded by a login."""
 from __future__ import annotations
 
 import json

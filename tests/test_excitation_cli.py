@@ -86,7 +86,9 @@ def test_sweep_table_has_one_row_per_run_and_block_with_the_ablated_factor(runs,
 @pytest.mark.parametrize("argv, message", [
     (["--blocks", "SE_9_9"], "unknown block 'SE_9_9'; this model has: SE_2_1"),
     (["--classes", "emu"], "unknown class 'emu'"),
-    (["--data", "rootless"], "use KEY=VALUE"),
+    (["--data", "rootless"], "use KEY=VALUE"),  # the deprecated spelling of --set
+    (["--set", "rootless"], "use KEY=VALUE"),
+    (["--set", "data.name=fashion_mnist"], "check --set data.*"),
     (["--channels", "0"], "--channels=0"),
 ])
 def test_bad_options_are_one_error_line(runs, capsys, argv, message):

@@ -1,4 +1,4 @@
-"""Local sweeps (SQLite, one worker): fast refusals, pruning, multi-objective Pareto fronts (DESIGN: Sweeps)."""
+"""Local sweeps (SQLite, one worker): fast refusals, pruning, multi-objective Pareto fronts (docs/DESIGN.md, Sweeps)."""
 from __future__ import annotations
 
 import os

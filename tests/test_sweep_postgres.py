@@ -1,4 +1,4 @@
-"""Sweeps on a real PostgreSQL server started by the test (DESIGN: Sweeps; anchors §D.1, §E.3/6/7).
+"""Sweeps on a real PostgreSQL server started by the test (docs/DESIGN.md, Sweeps).
 
 Three workers in parallel finish every grid arm exactly once; a worker killed with SIGKILL in the
 middle of a trial loses nothing: its trial lease drops with it, so the next claim fails and re-queues

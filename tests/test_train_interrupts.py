@@ -1,4 +1,4 @@
-"""A run's recorded status is the truth under real signals (DESIGN: Training; issue 9).
+"""A run's recorded status is the truth under real signals (docs/DESIGN.md, Training).
 
 ``senet-ablate train`` runs as a real process, held still (SIGSTOP) at its first checkpoint and signalled there.
 SIGTERM and SIGKILL: status ``interrupted`` (no row for SIGKILL), exit code 128 + signal, a rerun of the same

@@ -1,4 +1,4 @@
-"""LightningDataModules for the paper's datasets and the embedded default (DESIGN: Training).
+"""LightningDataModules for the paper's datasets and the embedded default (docs/DESIGN.md, Training).
 
 ``build_datamodule(cfg.data, seed)`` is the one entry point. Every module exposes ``num_classes``,
 ``input_size`` (C, H, W) and ``class_names``, checks its folder on construction (so a wrong path stops

@@ -1,4 +1,4 @@
-"""Excitation results in W&B, next to the run's accuracy curves (paper Sec. 7.2; DESIGN: W&B dashboards).
+"""Excitation results in W&B, next to the run's accuracy curves (paper Sec. 7.2; docs/DESIGN.md, W&B dashboards).
 
 The figures go in as images (``excitation/fig6``, ``excitation/fig7``), the per-block summary as a table
 (``excitation/summary``) and as flat summary metrics (``excitation/<block>/eta2`` ...), plus block-free

@@ -2,7 +2,7 @@
 
 Pure functions over ``Result.to_dict()`` rows (the ``result.json`` files), so the quickstart, sweep reports
 and notebooks build the same table. An arm is a config up to its seed; its baseline is the same config with
-``model.se=None`` (DESIGN: "the baseline is the same model code with SE off"), found among the rows.
+``model.se=None`` (docs/DESIGN.md, Configuration), found among the rows.
 Errors are ``1 - accuracy`` of the final epoch, in percent; ± is the sample standard deviation over seeds.
 Each Δ carries a 95 % CI, a t-test across seeds (paired by seed where possible), Holm's correction over the
 arms of one baseline, a verdict, and the seeds 80 % power would need (``ablations.reporting.stats``).

@@ -1,4 +1,4 @@
-"""A trial's user attributes (DESIGN: Sweeps; issue 13): flat scalars for optuna-dashboard, one compact row per run.
+"""A trial's user attributes (docs/DESIGN.md, Sweeps): flat scalars for optuna-dashboard, one compact row per run.
 
 optuna-dashboard and ``optuna trials`` show each user attribute as one column or line, so a run's numbers
 are flat scalars (``params``, ``gmacs``, ``val/top5``, ``epochs``, ``wall_time_s``, the measured cost, the

@@ -1,4 +1,4 @@
-"""A trial's learning curve (DESIGN: Sweeps; issue 13): the objective per epoch as Optuna intermediate values.
+"""A trial's learning curve (docs/DESIGN.md, Sweeps): the objective per epoch as Optuna intermediate values.
 
 optuna-dashboard draws a trial's intermediate values as its learning curve, so every single-objective
 trial reports its objective once per validation epoch (``trial.report(value, epoch)``, epochs from 0),

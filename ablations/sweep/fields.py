@@ -1,4 +1,4 @@
-"""Field checks of the sweep spec (DESIGN: Errors and bad input): parameters, objectives, sampler, pruner, seeds,
+"""Field checks of the sweep spec (docs/DESIGN.md, Errors and bad input): parameters, objectives, sampler, pruner, seeds,
 heartbeat.
 
 Each mistake is a ``ValueError`` that names the field, the bad value and what is allowed; every value

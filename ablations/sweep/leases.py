@@ -1,4 +1,4 @@
-"""Trial leases (DESIGN: Sweeps): a lock per running trial that dies with its worker, so a dead worker's
+"""Trial leases (docs/DESIGN.md, Sweeps): a lock per running trial that dies with its worker, so a dead worker's
 trial is re-queued at once instead of after Optuna's heartbeat grace period.
 
 PostgreSQL: a session-level advisory lock (two-key form: its own key space, apart from ``StudyLock``'s)

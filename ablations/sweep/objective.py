@@ -1,4 +1,4 @@
-"""One Optuna trial of a sweep (DESIGN: Sweeps): suggest -> ``ExperimentConfig`` -> ``run_experiment`` -> values.
+"""One Optuna trial of a sweep (docs/DESIGN.md, Sweeps): suggest -> ``ExperimentConfig`` -> ``run_experiment`` -> values.
 
 The trial keeps its runs in its user attributes (``attrs``): flat scalars that optuna-dashboard shows, and
 one compact entry per run from which the report rebuilds the result rows, so reports never depend on W&B

@@ -1,4 +1,4 @@
-"""A study as the paper's tables and plots (DESIGN: Sweeps, report; paper Tables 10-16 layout).
+"""A study as the paper's tables and plots (docs/DESIGN.md, Sweeps; paper Tables 10-16 layout).
 
 Reads the result rows that every trial keeps in its user attributes (``attrs``; never W&B files), aggregates
 them over seeds with ``ablations.reporting.compare`` (arm, top-1/top-5 error mean ± std, params, GMACs, deltas

@@ -1,4 +1,4 @@
-"""A sweep as a SLURM job array (DESIGN: Sweeps, clusters; anchors §D.2-D.4), submitted through submitit.
+"""A sweep as a SLURM job array (docs/DESIGN.md, Sweeps), submitted through submitit.
 
 Each array element is one Optuna worker on the shared (PostgreSQL) study, so the scheduler balances
 the load and ``--array-parallelism`` caps how many run at once. A trial with G > 1 GPUs runs as G

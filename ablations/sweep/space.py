@@ -1,4 +1,4 @@
-"""The search space as Optuna suggestions (DESIGN: Sweeps): the only place that calls ``trial.suggest_*``.
+"""The search space as Optuna suggestions (docs/DESIGN.md, Sweeps): the only place that calls ``trial.suggest_*``.
 
 Optuna's categorical distributions hold only None, bool, int, float and str, so list values
 (``model.se.stages: [[2], [3]]``) travel through the study as their YAML text and are decoded here.

@@ -1,4 +1,4 @@
-"""The sweep spec: one YAML that describes an ablation (DESIGN: Sweeps; paper Sec. 6 Tables 10-16).
+"""The sweep spec: one YAML that describes an ablation (docs/DESIGN.md, Sweeps; paper Sec. 6 Tables 10-16).
 
 A spec names a base ``ExperimentConfig``, a search space over its dotted keys, the objectives, the
 sampler and pruner, the budget, the seeds per arm and where the study lives. ``load_spec`` validates

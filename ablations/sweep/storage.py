@@ -1,4 +1,4 @@
-"""Where a study lives (DESIGN: Sweeps; anchors §D.1, §E.3): choosing, refusing, reaching and hiding the storage URL.
+"""Where a study lives (docs/DESIGN.md, Sweeps): choosing, refusing, reaching and hiding the storage URL.
 
 Kept free of Optuna and torch so that ``senet-ablate sweep`` refuses a bad storage within a second:
 SQLite serves one worker and is refused for several or for a cluster (writers lock each other out,

@@ -1,4 +1,4 @@
-"""The Optuna study behind a sweep (DESIGN: Sweeps; anchors §D.1): storage, sampler, pruner, the grid queue.
+"""The Optuna study behind a sweep (docs/DESIGN.md, Sweeps): storage, sampler, pruner, the grid queue.
 
 Storage is an ``RDBStorage`` with heartbeats and Optuna's retry callback, so a trial whose worker
 loses the database is failed after the grace period and re-queued for another worker (a worker that

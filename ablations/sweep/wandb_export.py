@@ -1,4 +1,4 @@
-"""The W&B sweep equivalent of a spec (DESIGN: Sweeps, W&B; anchors §C.3): same arms, same entry point.
+"""The W&B sweep equivalent of a spec (docs/DESIGN.md, Sweeps): same arms, same entry point.
 
 W&B's controller needs its server (offline sweeps are unsupported, wandb/wandb#6234), so Optuna stays
 the coordinator and this export is for teams that want W&B to drive. Every base-config field that

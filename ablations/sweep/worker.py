@@ -1,4 +1,4 @@
-"""An Optuna worker (DESIGN: Sweeps; anchors §D.1, §D.4): claim a trial, run it, repeat until the study is done.
+"""An Optuna worker (docs/DESIGN.md, Sweeps): claim a trial, run it, repeat until the study is done.
 
 Many workers share one study. A worker claims its next trial while holding the study lock, so the
 last queued grid cell goes to exactly one worker and nobody asks the sampler for a stray point; under
