@@ -27,7 +27,14 @@ COMMANDS = {
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, whose error for an unknown flag or an invalid choice names the closest valid ones (difflib)."""
+    """argparse, whose error for an unknown flag or an invalid choice names the closest valid ones (difflib), and
+    whose help shows every default (``ablations.help_format``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        from ablations.help_format import HelpFormatter
+
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         from senet.tree import did_you_mean
@@ -50,6 +57,23 @@ def _available() -> dict[str, tuple[str, str]]:
     return {k: v for k, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
 
 
+def add_command_arguments(parser: argparse.ArgumentParser, module: str) -> None:
+    """A subcommand's options and, after them in its help, its example commands (the module's ``EXAMPLES``)."""
+    from ablations.help_format import add_examples
+
+    imported = importlib.import_module(module)
+    imported.add_arguments(parser)
+    add_examples(parser, imported.EXAMPLES)
+
+
+def command_parser(name: str) -> Parser:
+    """The parser of one subcommand alone, as ``main`` uses it (``senet-ablate NAME ...``)."""
+    module, help_ = _available()[name]
+    parser = Parser(prog=f"senet-ablate {name}", description=help_)
+    add_command_arguments(parser, module)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ablations.provenance import package_version
 
@@ -59,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_) in _available().items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        add_command_arguments(p, module)
     return parser
 
 
@@ -69,10 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     # Import only the chosen subcommand's module (and peek for --help over all of them).
     commands = _available()
     if argv and argv[0] in commands:
-        name = argv[0]
-        module = importlib.import_module(commands[name][0])
-        parser = Parser(prog=f"senet-ablate {name}", description=commands[name][1])
-        module.add_arguments(parser)
+        module = importlib.import_module(commands[argv[0]][0])
+        parser = command_parser(argv[0])
         # Intermixed: KEY=VALUE arguments may sit between options (train --data digits train.lr=0.05 --epochs 2).
         args = parser.parse_intermixed_args(argv[1:])
     else:

@@ -148,9 +148,13 @@ def to_workspace(spec: dict) -> Any:
     )
 
 
+# Prints the outline only: no login, no network (--create saves it).
+EXAMPLES = ("senet-ablate dashboard --factor model.se.reduction",)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entity", help="W&B entity (default: your default entity)")
-    p.add_argument("--project", default="senet-ablations", help="W&B project (default: senet-ablations)")
+    p.add_argument("--project", default="senet-ablations", help="W&B project")
     p.add_argument("--factor", default="model.se.reduction", help="ablated config key that colours and groups runs")
     p.add_argument("--name", default="SE ablations", help="name of the saved workspace view")
     p.add_argument("--json", action="store_true", help="print the spec as JSON instead of the outline")

@@ -16,13 +16,18 @@ from ablations.paper.render import generate, render_csv, score_line
 from senet.complexity import CONVENTIONS
 
 
+# Counts one model on meta tensors: seconds, no data, nothing written.
+EXAMPLES = ("senet-ablate complexity --model se_resnet50 --set se.reduction=8",)
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--table", default="all", choices=[*T.TABLES, "all"],
-                        help="which table to regenerate (sec4: the Sec. 4 statements, not scored); default all")
+                        help="which table to regenerate (sec4: the Sec. 4 statements, not scored)")
     parser.add_argument("--format", default="md", choices=("md", "csv", "json"), help="what to print")
     parser.add_argument("--out", default="results/complexity",
                         help="folder for the generated <table>.md/.csv files; '' writes nothing")
-    parser.add_argument("--model", help="count one registered model instead of the tables (e.g. se_resnet50)")
+    parser.add_argument("--model", help="count one registered model instead of the tables, e.g. se_resnet50 "
+                        "(default: none, the tables)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="dotted ModelConfig override for --model, e.g. se.reduction=8 (repeatable)")
     parser.add_argument("--convention", default="paper", choices=tuple(CONVENTIONS),

@@ -12,22 +12,29 @@ if TYPE_CHECKING:
     from ablations.excitation.analysis import Options
 
 
+# A run folder of the quickstart (senet-ablate quickstart), whose default arms train on the embedded digits.
+EXAMPLES = ("senet-ablate excitation runs/quickstart/se_resnet20_cifar_digits_s0 --classes 0 3 7 --wandb disabled",)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="a run's checkpoint (.ckpt) or run folder (uses checkpoints/last.ckpt)")
-    p.add_argument("--sweep-dir", metavar="DIR", help="analyse every run under DIR and write DIR/excitation_summary.csv")
+    p.add_argument("--sweep-dir", metavar="DIR", help="analyse every run under DIR and write DIR/excitation_summary.csv "
+                   "(default: none, analyse CHECKPOINT)")
     p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                    help="override the checkpoint's data config, e.g. --data root=/data/digits (repeatable)")
-    p.add_argument("--split", default="val", choices=("val", "train"), help="which split to run over (default: val; train goes through the training loader, augmentation included)")
+    p.add_argument("--split", default="val", choices=("val", "train"),
+                   help="which split to run over (train goes through the training loader, augmentation included)")
     p.add_argument("--classes", nargs="+", metavar="C",
                    help="classes for the figures, by name or index, or 'all' (default: the first four)")
     p.add_argument("--fig7-classes", nargs="+", metavar="C", help="classes of Fig. 7 (default: the first two of --classes)")
     p.add_argument("--blocks", nargs="+", metavar="B",
                    help="SE blocks to plot (SE_4_6 ...), or 'all' (default: the last block of each stage and every "
                         "block of the last stage, as the paper's Fig. 6); every block is recorded")
-    p.add_argument("--channels", type=int, default=50, help="channels sampled uniformly per block (default: 50)")
+    p.add_argument("--channels", type=int, default=50, help="channels sampled uniformly per block")
     p.add_argument("--max-samples", type=int, help="stop after this many samples (default: the whole split)")
-    p.add_argument("--batch-size", type=int, help="override data.batch_size for the pass")
-    p.add_argument("--device", default="cpu", help="torch device for the pass (default: cpu)")
+    p.add_argument("--batch-size", type=int,
+                   help="override data.batch_size for the pass (default: the checkpoint's data.batch_size)")
+    p.add_argument("--device", default="cpu", help="torch device for the pass")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
     p.add_argument("--out", help="output folder (default: <run>/excitation; with --sweep-dir, the summary CSV path)")
     p.add_argument("--wandb", "--wandb-mode", dest="wandb_mode", choices=("offline", "online", "disabled"),

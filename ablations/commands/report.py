@@ -12,11 +12,15 @@ import sys
 from pathlib import Path
 
 
+# The study that the example of senet-ablate sweep --help makes (its default storage: runs/<study>/study.db).
+EXAMPLES = ("senet-ablate report digits-reduction",)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY", help="the study name (what senet-ablate sweep printed)")
     parser.add_argument("--storage", metavar="URL", help="the study's storage (default: $SENET_STORAGE_URL, else "
                         "sqlite:///runs/STUDY/study.db, the single-worker default of senet-ablate sweep)")
-    parser.add_argument("--out", help="output folder (default results/STUDY)")
+    parser.add_argument("--out", help="output folder (default: results/STUDY)")
     parser.add_argument("--no-html", action="store_true", help="skip Optuna's HTML plots")
     parser.add_argument("--min-effect", type=float, metavar="PP", default=None,
                         help="the Δ top-1 error (percentage points) that the seeds-for-80%%-power column refers to "

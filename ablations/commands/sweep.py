@@ -14,12 +14,20 @@ import subprocess
 import sys
 
 
+# Table 10's reduction ratios on the embedded digits (15 short runs, minutes on a CPU); --dry-run lists them.
+EXAMPLES = ("senet-ablate sweep reduction --variant digits",)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ablations.sweep.grid_size import MAX_ARMS
+
     parser.add_argument("spec", metavar="SPEC", nargs="?", help="a sweep YAML's path, or a shipped spec's name: "
                         "reduction, paper/reduction, examples/tpe (--list names them)")
     parser.add_argument("--list", action="store_true", help="list the shipped specs with their paper table and exit")
-    parser.add_argument("--copy", metavar="NAME", help="copy a shipped spec into this folder to edit, and exit")
-    parser.add_argument("--variant", help="a dataset override named in the spec's variants: (e.g. digits, cifar)")
+    parser.add_argument("--copy", metavar="NAME", help="copy a shipped spec into this folder to edit, and exit "
+                        "(default: none, run SPEC)")
+    parser.add_argument("--variant", help="a dataset override named in the spec's variants: (e.g. digits, cifar; "
+                        "default: none, the spec's base)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base-experiment key (repeatable), e.g. --set train.epochs=2")
     parser.add_argument("--storage", metavar="URL", help="Optuna storage: sqlite:///file.db (one worker, the default "
@@ -28,24 +36,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "line: $SENET_STORAGE_URL, PGPASSWORD or ~/.pgpass")
     parser.add_argument("--study-name", help="the study (default: the spec's name, prefixed with the variant)")
     parser.add_argument("--n-trials", type=int, help="the study's trial budget (default: the spec's; a grid's size)")
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
     parser.add_argument("--retry-failed", action="store_true", help="re-queue grid arms whose trial failed")
     parser.add_argument("--dry-run", action="store_true", help="validate, print the arms and exit")
     parser.add_argument("--max-arms", type=int, default=None, metavar="N", help="the most arm x seed cells a grid "
-                        "may have (default 10000); a larger grid is refused before any arm is built")
+                        f"may have (default: {MAX_ARMS}); a larger grid is refused before any arm is built")
     parser.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # spawned local workers
     slurm = parser.add_argument_group("SLURM (a job array of workers, submitted with submitit)")
     slurm.add_argument("--slurm", action="store_true", help="submit the workers as a SLURM job array")
-    slurm.add_argument("--partition", help="SLURM partition")
+    slurm.add_argument("--partition", help="SLURM partition (default: the cluster's default partition)")
     slurm.add_argument("--gpus-per-trial", type=int, default=0, help="GPUs per worker/trial (DDP when > 1)")
     slurm.add_argument("--nodes-per-trial", type=int, default=1, help="nodes per worker/trial (DDP across them, "
-                       "--gpus-per-trial GPUs or the spec's train.devices processes on each; default 1)")
+                       "--gpus-per-trial GPUs or the spec's train.devices processes on each)")
     slurm.add_argument("--array-size", type=int, help="array elements = workers (default: --workers, at least 2)")
     slurm.add_argument("--array-parallelism", type=int, help="elements running at once (default: all)")
-    slurm.add_argument("--cpus-per-task", type=int, default=4, help="CPUs per task (default 4)")
-    slurm.add_argument("--mem-gb", type=float, help="memory per element")
+    slurm.add_argument("--cpus-per-task", type=int, default=4, help="CPUs per task")
+    slurm.add_argument("--mem-gb", type=float, help="memory per element (default: the partition's default)")
     slurm.add_argument("--time-min", type=int, default=24 * 60, help="time limit per element in minutes")
-    slurm.add_argument("--slurm-folder", default=None, help="submitit's log folder (default runs/<study>/slurm/%%j)")
+    slurm.add_argument("--slurm-folder", default=None, help="submitit's log folder (default: runs/<study>/slurm/%%j)")
     slurm.add_argument("--wait", action="store_true", help="wait for the array to finish and print the summary")
 
 

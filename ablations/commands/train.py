@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ablations.config import ExperimentConfig
+from ablations.config import DATASETS, RECIPE_NAMES, WANDB_MODES, ExperimentConfig
 from ablations.resolve import canonical, parse_assignments, parse_text, resolve_experiment, text_fields
 from senet.tree import unwrap_optional
 
@@ -26,9 +26,14 @@ SHORTCUTS = {
     "strategy": "train.strategy", "accelerator": "train.accelerator", "precision": "train.precision",
 }
 _SHORTCUT_HELP = {
-    "seed": "the seed (weights, data order, the digits split)", "output-dir": "where run folders go (default: runs)",
+    "data": f"the dataset: {', '.join(DATASETS)}", "recipe": f"the training recipe: {', '.join(RECIPE_NAMES)}",
+    "epochs": "epochs to train",
+    "seed": "the seed (weights, data order, the digits split)", "output-dir": "where run folders go",
     "name": "the run folder's name (default: derived from the config's diff to its no-SE baseline)",
+    "wandb": f"the W&B mode: {', '.join(WANDB_MODES)}",
 }
+# SE-ResNet-20 (r = 8) for two epochs on the embedded digits, without W&B.
+EXAMPLES = ("senet-ablate train --data digits --epochs 2 model.se.reduction=8 --wandb disabled",)
 
 
 def config_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
@@ -45,8 +50,16 @@ def config_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="an experiment YAML (as written to <run_dir>/config.yaml)")
-    parser.add_argument("--model", metavar="NAME", help="a registered model (senet.list_models()), e.g. se_resnet20_cifar")
+    from senet.tree import flatten
+
+    # The shortcuts' defaults are ExperimentConfig's (argparse's stays SUPPRESS: an absent flag must not override
+    # a --config file or a recipe); the default recipe equals TrainConfig(), so these are also what quick gives.
+    defaults = ExperimentConfig()
+    values = flatten(defaults.to_dict())
+    parser.add_argument("--config", metavar="FILE", help="an experiment YAML (as written to <run_dir>/config.yaml; "
+                        "default: none, the built-in defaults that --print-config shows)")
+    parser.add_argument("--model", metavar="NAME", help="a registered model (senet.list_models()), e.g. se_resnet20_cifar "
+                        f"(default: {defaults.model.arch}" + (" without SE)" if defaults.model.se is None else ")"))
     parser.add_argument("--print-config", action="store_true", help="check the config and data, print the resolved config and exit")
     parser.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -56,15 +69,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a dotted override, as in every subcommand (the same as a bare KEY=VALUE)")
     for flag, key in SHORTCUTS.items():
         parser.add_argument(f"--{flag}", dest=key, default=argparse.SUPPRESS, metavar="VALUE",
-                            help=_SHORTCUT_HELP.get(flag, f"= --{key}"))
-    parser.epilog = ("Every config key is an option too (values parsed as YAML: 8, true, null, [3, 4]); "
-                     "--se.X is short for --model.se.X: " + ", ".join(f"--{k}" for k in config_keys()))
+                            help=_SHORTCUT_HELP.get(flag, f"= --{key}") + _default_text(key, values))
+    parser.epilog = ("Every config key is an option too (values parsed as YAML: 8, true, null, [3, 4]; "
+                     "--print-config shows each one's value); --se.X is short for --model.se.X: "
+                     + ", ".join(f"--{k}" for k in config_keys()))
     group = parser.add_argument_group("config keys")
     for key in config_keys():
         if key in SHORTCUTS:
             continue  # --seed, --name: the shortcut is the same option
         names = [f"--{key}"] + ([f"--{key[len('model.'):]}"] if key.startswith("model.se.") else [])
         group.add_argument(*names, dest=key, default=argparse.SUPPRESS, metavar="VALUE", help=argparse.SUPPRESS)
+
+
+def _default_text(key: str, values: dict[str, Any]) -> str:
+    """`` (default: X)`` for a config key, X as typed on the command line; nothing where the help says it."""
+    from ablations.help_format import show
+
+    if values[key] is None:
+        return ""
+    return f" (default: {show(values[key])})".replace("%", "%%")
 
 
 def _parse_overrides(args: argparse.Namespace) -> dict[str, Any]:

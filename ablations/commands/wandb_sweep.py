@@ -11,15 +11,23 @@ import sys
 from pathlib import Path
 
 
+# Writes the YAML to stdout; registering it (--create) needs a W&B login.
+EXAMPLES = ("senet-ablate wandb-sweep reduction --variant digits --out -",)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", metavar="SPEC", help="a sweep YAML (sweeps/paper/*.yaml, sweeps/examples/*.yaml)")
-    parser.add_argument("--variant", help="a dataset override named in the spec's variants: (e.g. digits, cifar)")
+    from ablations.sweep.grid_size import MAX_ARMS
+
+    parser.add_argument("spec", metavar="SPEC", help="a sweep YAML's path, or a shipped spec's name: reduction, "
+                        "paper/reduction, examples/tpe (senet-ablate sweep --list names them)")
+    parser.add_argument("--variant", help="a dataset override named in the spec's variants: (e.g. digits, cifar; "
+                        "default: none, the spec's base)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base-experiment key (repeatable)")
     parser.add_argument("-o", "--out", "--output", dest="output", help="where to write the YAML ('-' for stdout; default "
                         "runs/<study>/wandb-sweep.yaml)")
     parser.add_argument("--max-arms", type=int, default=None, metavar="N", help="the most arm x seed cells a grid "
-                        "may have (default 10000)")
+                        f"may have (default: {MAX_ARMS})")
     parser.add_argument("--project", help="W&B project (default: the spec's wandb.project)")
     parser.add_argument("--entity", help="W&B entity (default: the spec's, else your default entity)")
     parser.add_argument("--create", action="store_true", help="register the sweep with W&B (needs a login) and "
@@ -27,11 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ablations import spec_files
     from ablations.commands.sweep import _cap, _sets
     from ablations.sweep.spec import load_spec
     from ablations.sweep.wandb_export import sweep_config, to_yaml, validate
 
-    spec = load_spec(args.spec, variant=args.variant, overrides=_sets(args.sets), **_cap(args))
+    path, _ = spec_files.resolve(args.spec)  # a path, or a shipped spec's name as sweep takes it
+    spec = load_spec(path, variant=args.variant, overrides=_sets(args.sets), **_cap(args))
     config = sweep_config(spec)
     if args.project:
         config["project"] = args.project
