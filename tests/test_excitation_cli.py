@@ -88,7 +88,8 @@ def test_sweep_table_has_one_row_per_run_and_block_with_the_ablated_factor(runs,
     (["--classes", "emu"], "unknown class 'emu'"),
     (["--data", "rootless"], "use KEY=VALUE"),  # the deprecated spelling of --set
     (["--set", "rootless"], "use KEY=VALUE"),
-    (["--set", "data.name=fashion_mnist"], "check --set data.*"),
+    (["--set", "data.name=synthetic", "--set", "data.num_classes=3"],
+     "has 3 classes but the model was trained for 10; check --set data.*"),
     (["--channels", "0"], "--channels=0"),
 ])
 def test_bad_options_are_one_error_line(runs, capsys, argv, message):

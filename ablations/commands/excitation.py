@@ -6,6 +6,7 @@ Parses the flags into ``ablations.excitation.analysis.Options`` and runs one che
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,14 +15,19 @@ if TYPE_CHECKING:
 
 # A run folder of the quickstart (senet-ablate quickstart), whose default arms train on the embedded digits.
 EXAMPLES = ("senet-ablate excitation runs/quickstart/se_resnet20_cifar_digits_s0 --classes 0 3 7 --wandb disabled",)
+# The data keys take --set, the spelling of train and every other subcommand; --data KEY=VALUE was this command's
+# own (where train's --data is a dataset name), and still works, with a line naming --set.
+DEPRECATED_DATA = "excitation: --data KEY=VALUE is deprecated; use --set data.KEY=VALUE"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="a run's checkpoint (.ckpt) or run folder (uses checkpoints/last.ckpt)")
     p.add_argument("--sweep-dir", metavar="DIR", help="analyse every run under DIR and write DIR/excitation_summary.csv "
                    "(default: none, analyse CHECKPOINT)")
-    p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the checkpoint's data config, e.g. --data root=/data/digits (repeatable)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a data.* key of the checkpoint's config, e.g. --set data.root=/data/digits "
+                        "(repeatable; the model and training keys are the checkpoint's)")
+    p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)  # deprecated
     p.add_argument("--split", default="val", choices=("val", "train"),
                    help="which split to run over (train goes through the training loader, augmentation included)")
     p.add_argument("--classes", nargs="+", metavar="C",
@@ -42,11 +48,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recompute", action="store_true", help="with --sweep-dir: redo runs that already have statistics")
 
 
-def _data_overrides(items: list[str], batch_size: int | None) -> dict:
+def _data_overrides(sets: list[str], data: list[str], batch_size: int | None) -> dict:
+    """The dotted data.* overrides of ``--set`` (and of the deprecated ``--data``, whose keys may omit ``data.``)."""
     from ablations.resolve import parse_assignments
 
-    given = parse_assignments(items, "--data", "root=/data/cifar10")
-    out = {"data." + k.removeprefix("data."): v for k, v in given.items()}
+    out = {}
+    if data:
+        print(DEPRECATED_DATA, file=sys.stderr)
+        given = parse_assignments(data, "--data", "root=/data/cifar10")
+        out = {"data." + k.removeprefix("data."): v for k, v in given.items()}
+    for key, value in parse_assignments(sets, "--set", "data.root=/data/cifar10").items():
+        if not key.startswith("data.") or key == "data.":
+            raise ValueError(f"--set {key!r} is not allowed; only data.* keys can change (the model and "
+                             "training are the checkpoint's), e.g. --set data.root=/data/cifar10")
+        out[key] = value
     if batch_size is not None:
         out["data.batch_size"] = batch_size
     return out
@@ -65,7 +80,7 @@ def options(args: argparse.Namespace) -> Options:
         import torch
 
         torch.set_num_threads(args.threads)
-    return Options(split=args.split, data=_data_overrides(args.data, args.batch_size), classes=args.classes,
+    return Options(split=args.split, data=_data_overrides(args.sets, args.data, args.batch_size), classes=args.classes,
                    fig7_classes=args.fig7_classes, blocks=args.blocks, channels=args.channels,
                    max_samples=args.max_samples, device=args.device, wandb_mode=args.wandb_mode, out=args.out)
 

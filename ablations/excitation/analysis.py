@@ -120,7 +120,7 @@ def analyze(checkpoint: str | Path, opts: Options) -> tuple[Path, list[dict]]:
     dm.setup("fit" if opts.split == "train" else "validate")
     if dm.num_classes != cfg.model.num_classes:
         raise ValueError(f"data {cfg.data.name!r} has {dm.num_classes} classes but the model was trained for "
-                         f"{cfg.model.num_classes}; check --data")
+                         f"{cfg.model.num_classes}; check --set data.*")
     for c in [*(opts.classes or []), *(opts.fig7_classes or [])]:  # fail before the pass, not after it
         if c != "all":
             class_index(c, list(dm.class_names))
