@@ -15,7 +15,6 @@ from ablations.paper import tables as T
 from ablations.paper.render import generate, render_csv, score_line
 from senet.complexity import CONVENTIONS
 
-
 # Counts one model on meta tensors: seconds, no data, nothing written.
 EXAMPLES = ("senet-ablate complexity --model se_resnet50 --set se.reduction=8",)
 

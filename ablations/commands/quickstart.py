@@ -15,7 +15,6 @@ import os
 import shlex
 import time
 
-
 # Two seeds of two short epochs instead of three of six: the same table, sooner.
 EXAMPLES = ("senet-ablate quickstart --seeds 0 1 --epochs 2",)
 

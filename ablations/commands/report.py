@@ -11,7 +11,6 @@ import contextlib
 import sys
 from pathlib import Path
 
-
 # The study that the example of senet-ablate sweep --help makes (its default storage: runs/<study>/study.db).
 EXAMPLES = ("senet-ablate report digits-reduction",)
 

@@ -13,7 +13,6 @@ import argparse
 import subprocess
 import sys
 
-
 # Table 10's reduction ratios on the embedded digits (15 short runs, minutes on a CPU); --dry-run lists them.
 EXAMPLES = ("senet-ablate sweep reduction --variant digits",)
 

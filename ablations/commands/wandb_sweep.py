@@ -10,7 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 # Writes the YAML to stdout; registering it (--create) needs a W&B login.
 EXAMPLES = ("senet-ablate wandb-sweep reduction --variant digits --out -",)
 
