@@ -1,4 +1,4 @@
-"""The W&B workspace for SE ablations (DESIGN: W&B dashboards): accuracy vs cost, SE knobs, excitation (Sec. 7.2).
+"""The W&B workspace for SE ablations (docs/DESIGN.md, W&B dashboards): accuracy vs cost, SE knobs, excitation (Sec. 7.2).
 
 ``workspace_spec`` describes the panels as plain data over the logging conventions (flattened dotted
 config keys, ``group`` = ``<arch>_<data>``, summary metrics ``val/top1_best``, ``params``, ``gmacs``,

@@ -3,7 +3,7 @@
 Everything is checked before any work: the spec (keys, distributions, metrics, every arm's config),
 the storage choice (SQLite only for one worker) and that the storage answers within seconds. Then
 the study is created once and the grid enqueued once; workers (this process, N local processes or
-SLURM array elements) claim trials until none is left. See ``ablations.sweep`` and DESIGN: Sweeps.
+SLURM array elements) claim trials until none is left. See ``ablations.sweep`` and docs/DESIGN.md (Sweeps).
 The storage URL reaches the workers through the environment (``storage.STORAGE_ENV``), never their command
 line, and is printed with its password masked.
 """

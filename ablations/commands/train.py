@@ -1,4 +1,4 @@
-"""``senet-ablate train``: one arm, one seed (DESIGN: Training); also the W&B agent's entry point.
+"""``senet-ablate train``: one arm, one seed (docs/DESIGN.md, Training); also the W&B agent's entry point.
 
 Every ``ExperimentConfig`` field is an option under its dotted key (``--train.lr 0.05``,
 ``--model.se.reduction=8``, the form ``wandb agent`` passes), with ``--se.X`` short for ``--model.se.X``,

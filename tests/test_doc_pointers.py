@@ -1,0 +1,32 @@
+"""Code points only to files in the repository: every ``docs/FILE.md, Section`` pointer names a file and heading
+that exist, and no docstring points to a design document the repository does not have."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+POINTER = re.compile(r"docs/([\w-]+\.md)(?:, ([^;)\n]+))?")
+
+
+def _sources() -> dict[str, str]:
+    files = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return {f: (ROOT / f).read_text() for f in files.split() if (ROOT / f).is_file()}
+
+
+def test_every_pointer_names_an_existing_doc_and_section():
+    bad = []
+    for name, text in _sources().items():
+        for doc, section in POINTER.findall(text):
+            path = ROOT / "docs" / doc
+            if not path.is_file():
+                bad.append(f"{name}: docs/{doc} does not exist")
+            elif section and not re.search(rf"^#+ {re.escape(section.strip())}\s*$", path.read_text(), re.M):
+                bad.append(f"{name}: docs/{doc} has no section {section.strip()!r}")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_pointer_to_a_design_document_outside_the_repository():
+    stale = [name for name, text in _sources().items() if re.search(r"\bDESIGN: ", text) or "anchors §" in text]
+    assert not stale, stale
