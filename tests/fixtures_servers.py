@@ -1,6 +1,6 @@
-"""Real servers for the sweep tests: a PostgreSQL cluster and a single-node SLURM (slurmctld + slurmd + munge).
+"""Real servers for the sweep tests: free ports, and a PostgreSQL cluster (the single-node SLURM: ``fixtures_slurm``).
 
-Both are started by the test run in a temporary folder on 127.0.0.1 and stopped afterwards; nothing
+Started by the test run in a temporary folder on 127.0.0.1 and stopped afterwards; nothing
 outside the machine is touched. PostgreSQL refuses to run as root, so as root the cluster runs as the
 ``postgres`` user that Debian's package creates. The binaries come from Debian's packages
 (``.ci/apt-packages.txt``); a test is skipped, saying which binary is missing, only where they are absent.
@@ -85,7 +85,7 @@ def _tail(*logs: Path) -> str:
     return "".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}" for log in logs if log.exists())
 
 
-def _wait_until(ready, procs: list[subprocess.Popen], what: str, logs: list[Path], timeout: float = 120) -> None:
+def wait_until(ready, procs: list[subprocess.Popen], what: str, logs: list[Path], timeout: float = 120) -> None:
     """Poll ``ready()`` until true; fail with the servers' logs if one of ``procs`` exits or time runs out
     (``PortTaken`` if one exited because its port was taken)."""
     deadline = time.monotonic() + timeout
@@ -170,7 +170,7 @@ def postgres_server() -> Iterator[Postgres]:
             # would answer the ping too.
             ready = lambda ping=ping: _postmaster_ready(data) and subprocess.run(ping, check=False).returncode == 0
             try:
-                _wait_until(ready, [server], "PostgreSQL", [log])
+                wait_until(ready, [server], "PostgreSQL", [log])
                 break
             except PortTaken:
                 process_guard.stop(server, signal.SIGQUIT)
@@ -181,132 +181,3 @@ def postgres_server() -> Iterator[Postgres]:
         if server is not None:
             process_guard.stop(server, signal.SIGQUIT)  # immediate shutdown: the data is thrown away anyway
         shutil.rmtree(root, ignore_errors=True)
-
-
-# ---- SLURM ---- #
-
-SLURM_BINARIES = ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "scontrol")
-
-
-def _slurm_conf(root: Path, host: str, cpus: int, ctld_port: int, d_port: int) -> str:
-    return f"""ClusterName=senettest
-SlurmctldHost={host}
-SlurmctldPort={ctld_port}
-SlurmdPort={d_port}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CryptoType=crypto/munge
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SwitchType=switch/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-ReturnToService=2
-StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
-SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
-SlurmctldLogFile={root}/slurmctld.log
-SlurmdLogFile={root}/slurmd.log
-SlurmctldTimeout=30
-SlurmdTimeout=30
-InactiveLimit=0
-MinJobAge=300
-KillWait=5
-Waittime=0
-MaxArraySize=100
-NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=2000 State=UNKNOWN
-PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
-"""
-
-
-class Slurm:
-    """A running single-node SLURM; ``env`` points the client commands at its configuration."""
-
-    def __init__(self, root: Path, conf: Path) -> None:
-        self.root, self.conf = root, conf
-        self.env = {**os.environ, "SLURM_CONF": str(conf)}
-
-
-@contextmanager
-def slurm_cluster(cpus: int = 2) -> Iterator[Slurm]:
-    """munged + slurmctld + slurmd on this host, configured in a temporary folder; stopped afterwards.
-
-    On the way out every job is cancelled and gone from the queue before the daemons stop: slurmstepd, which
-    runs a job's steps in its own session, outlives a stopped slurmd and ignores SIGTERM, as does ``srun``.
-    Whatever still holds files in the cluster's folder after that (slurmstepd keeps its log open), and every
-    descendant of it, gets SIGKILL; those re-parented to this process (``process_guard``) are reaped.
-    """
-    missing = [b for b in SLURM_BINARIES if not (shutil.which(b) or os.path.exists(f"/usr/sbin/{b}"))]
-    if missing:
-        pytest.skip(f"SLURM not installed ({', '.join(missing)} missing): apt-get install slurmctld slurmd slurm-client munge")
-    if os.geteuid() != 0:
-        pytest.skip("the single-node SLURM test starts slurmd, which needs root")
-    root = Path(tempfile.mkdtemp(prefix="senet-slurm-"))
-    for sub in ("state", "spool", "munge"):
-        (root / sub).mkdir()
-    host = socket.gethostname().split(".")[0]
-    conf = root / "slurm.conf"
-    key, sock = root / "munge" / "munge.key", root / "munge" / "munge.socket"
-    key.write_bytes(os.urandom(1024))
-    os.chmod(key, 0o400)
-    env = {**os.environ, "SLURM_CONF": str(conf)}
-    sbin = lambda b: shutil.which(b) or f"/usr/sbin/{b}"
-    # Each daemon in the foreground, a child of this process in its own session: a Ctrl-C of the test run does
-    # not reach them before the jobs are cancelled, and stopping one stops its process group.
-    daemon = lambda *cmd: subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL, start_new_session=True)
-    munged, procs = None, []
-    logs = [root / "munge" / "log", root / "slurmctld.log", root / "slurmd.log"]
-
-    def idle() -> bool:
-        out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, check=False)
-        return out.returncode == 0 and out.stdout.strip() in ("idle", "mix", "alloc")
-
-    try:
-        munged = daemon(sbin("munged"), "--foreground", "--force", "--key-file", str(key), "--socket", str(sock),
-                        "--pid-file", str(root / "munge" / "munged.pid"), "--log-file", str(logs[0]),
-                        "--seed-file", str(root / "munge" / "seed"))
-        _wait_until(sock.exists, [munged], "munged", logs[:1])
-        for attempt in range(PORT_TRIES):  # slurm.conf fixes both ports: new ones when a daemon lost its port
-            for log in logs[1:]:
-                log.unlink(missing_ok=True)
-            conf.write_text(_slurm_conf(root, host, cpus, free_port(), free_port()) + f"AuthInfo=socket={sock}\n")
-            procs = [daemon(sbin("slurmctld"), "-D", "-i", "-f", str(conf)),
-                     daemon(sbin("slurmd"), "-D", "-f", str(conf))]
-            try:
-                _wait_until(idle, [munged, *procs], "SLURM", logs)
-                break
-            except PortTaken:
-                for p in reversed(procs):
-                    process_guard.stop(p)
-                procs = []
-                if attempt == PORT_TRIES - 1:
-                    raise
-        yield Slurm(root, conf)
-    finally:
-        running = process_guard.using(root)  # the jobs' processes now, to reap them once they have ended
-        if procs:
-            _cancel_all_jobs(env)
-        for p in [*reversed(procs), munged]:  # slurmd, slurmctld, munged
-            if p is not None:
-                process_guard.stop(p)
-        process_guard.kill(list({p.pid: p for p in [*running, *process_guard.using(root)]}.values()))
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _cancel_all_jobs(env: dict, timeout: float = 60) -> None:
-    """scancel every job of the cluster (all are the tests'), and wait, bounded, until the queue is empty."""
-    user = pwd.getpwuid(os.geteuid()).pw_name
-    subprocess.run(["scancel", "--user", user], env=env, capture_output=True, check=False)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True, check=False)
-        if out.returncode != 0 or not out.stdout.strip():  # empty (or slurmctld gone: nothing more to wait for)
-            return
-        time.sleep(0.2)

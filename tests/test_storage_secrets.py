@@ -22,7 +22,8 @@ import process_guard
 import pytest
 import sqlalchemy
 import yaml
-from fixtures_servers import postgres_server, slurm_cluster
+from fixtures_servers import postgres_server
+from fixtures_slurm import slurm_cluster
 
 from ablations.sweep.spec import load_spec
 from ablations.sweep.storage import STORAGE_ENV, check_reachable, has_password, masked, masked_argv, without_option

@@ -16,7 +16,8 @@ import optuna
 import process_guard
 import pytest
 import yaml
-from fixtures_servers import postgres_server, slurm_cluster
+from fixtures_servers import postgres_server
+from fixtures_slurm import slurm_cluster
 
 from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import load_spec, make_config

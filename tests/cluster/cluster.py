@@ -100,7 +100,7 @@ class Cluster:
                                      "--clear-groups", "--"])
             self.pg.start()
             self._save()
-            self.conf.write_text(slurm_conf(self.root / "slurm", self.addr("head"),
+            self.conf.write_text(slurm_conf(self.root / "slurm", f"head({self.addr('head')})",
                                              {n: self.addr(n) for n in self.nodes}))
             self.popen("head", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
             for node in self.nodes:
