@@ -1,15 +1,20 @@
 """A sweep as a SLURM job array on a real single-node SLURM (slurmctld + slurmd + munge) and PostgreSQL.
 
 Both servers are started by the test; ``senet-ablate sweep --slurm`` submits a 2-element array through
-submitit, each element an Optuna worker on the shared study, and ``--wait`` returns when both are done.
+submitit, each element an Optuna worker on the shared study, and ``--wait`` returns when both are done. An element
+that reaches its time limit leaves its arm interrupted and queued, and the same command submitted again resumes it.
 """
 from __future__ import annotations
 
 import collections
+import json
 import os
 import pickle
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -106,3 +111,55 @@ def test_ddp_trials_span_the_tasks_of_an_array_element(tmp_path, servers):
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert all(trial_rows(t.user_attrs)[0]["config"]["train"]["devices"] == 2 for t in study.trials)
     assert results(tmp_path) == [2, 2]  # task 0 ran both trials, task 1 followed both
+
+
+def test_the_time_limit_interrupts_the_trial_and_a_resubmission_resumes_it(tmp_path, servers):
+    # One element with a one-minute limit. Its worker is held still (SIGSTOP) once its trial has written the first
+    # epoch's checkpoint, so the trial cannot finish first however fast the machine is; at the limit SLURM sends
+    # SIGCONT and SIGTERM, and the worker must record the run as interrupted and re-queue its trial before SLURM's
+    # SIGKILL. The same command submitted again resumes the arm from its checkpoint.
+    pg, slurm = servers
+    spec = {
+        "name": "timelimit",
+        "base": {"model": {"arch": "resnet20_cifar", "se": {"reduction": 16}},
+                 "data": {"name": "digits", "image_size": 8, "batch_size": 32},
+                 "train": {"recipe": "quick", "epochs": 3, "limit_train_batches": 2, "limit_val_batches": 1},
+                 "output_dir": str(tmp_path / "runs"), "wandb": {"mode": "disabled"}},
+        "baseline": False,
+        "space": {"model.se.reduction": [4]},
+        "heartbeat": {"interval": 5},
+    }
+    path = tmp_path / "timelimit.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    url = pg.new_database("timelimit")
+    env = {**slurm.env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--storage", url, "--cpus-per-task",
+           "1", "--array-size", "1", "--slurm-folder", str(tmp_path / "slurm" / "%j"), "--wait"]
+    first = subprocess.Popen([*cmd, "--time-min", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "runs").rglob("last.ckpt")):
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read() if first.poll() else ""
+            time.sleep(0.1)
+        (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
+        run_dir = ckpt.parent.parent
+        worker = int(re.search(r'"pid": (\d+)', (run_dir / "run.lock").read_text())[1])
+        os.kill(worker, signal.SIGSTOP)  # SLURM's own SIGCONT at the limit lets it go on
+        _, err = first.communicate(timeout=300)
+    finally:
+        process_guard.stop(first, signal.SIGKILL, timeout=5)
+    cut = json.loads((run_dir / "result.json").read_text())
+    assert cut["status"] == "interrupted" and "SIGTERM" in cut["reason"], cut
+    assert "Traceback" not in err, err[-3000:]
+    assert first.returncode == 1 and "not complete: 1 arm" in err, err[-3000:]
+    study = load_study(load_spec(path), url, "timelimit")
+    states = collections.Counter(t.state.name for t in study.trials)
+    assert states == {"FAIL": 1, "WAITING": 1}, states  # re-queued at once, as an interrupt (no retry spent)
+
+    again = process_guard.run([*cmd, "--time-min", "20"], cwd=ROOT, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    done = json.loads((run_dir / "result.json").read_text())
+    assert done["status"] == "complete" and done["epochs"] == 3 and done["attempts"] == 2
+    attempts = json.loads((run_dir / "attempts.json").read_text())
+    assert attempts[1]["resumed_from_epoch"] == cut["epochs"] >= 1  # resumed from the checkpoint, not from scratch

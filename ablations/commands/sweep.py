@@ -185,8 +185,17 @@ def _submit(args: argparse.Namespace, spec, url: str, study_name: str) -> int:
     if not args.wait:
         print(f"follow it with: {_report_command(study_name, url)}", file=sys.stderr)
         return 0
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
     for job in jobs:
-        job.results()  # every task of every element; raises if a worker crashed
+        try:
+            job.results()  # every task of every element
+        except (FailedJobError, UncompletedJobError) as exc:
+            # A time limit, a preemption or a crash: its trial went back to the queue (or failed with a reason), and
+            # the summary lists what is left; the element's traceback is in its log, not here.
+            last = next((line for line in reversed(str(exc).splitlines()) if line.strip()), type(exc).__name__)
+            print(f"array element {job.job_id} did not finish ({last.strip()}); its log: {job.paths.stderr}",
+                  file=sys.stderr)
     return _summary(spec, url, study_name)
 
 
