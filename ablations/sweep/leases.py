@@ -35,6 +35,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from ablations import interrupts
+from ablations.sweep.queue import running_trial_ids
 from ablations.sweep.reconnect import connect_kwargs, retrying
 
 # First key of every trial lease (PostgreSQL's two-int4 advisory keys; the second is the trial id).
@@ -220,14 +221,19 @@ class Leases:
         finished meanwhile (its worker released the lease after storing the result) is left alone.
         """
         storage = study._storage  # as optuna.storages.fail_stale_trials does
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        alive = self.alive([t._trial_id for t in running])
+        # By direct SQL on an RDB: Optuna's get_trials would read every unfinished trial, WAITING ones too.
+        running = running_trial_ids(study)
+        if running is None:
+            running = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        alive = self.alive(running)
         server = self._sql("SELECT pg_postmaster_start_time()::text").scalar() if self._pg and running else None
         failed = []
-        for t in running:
-            tid = t._trial_id
+        for tid in running:
             if tid in alive:
                 continue
+            t = storage.get_trial(tid)  # only a trial whose lease is free: its attributes decide
+            if t.state != TrialState.RUNNING:
+                continue  # finished (or failed by another worker) since the query
             if server is not None and t.system_attrs.get(LEASE_SERVER) != server:
                 continue  # taken before the server restarted, which dropped it: the heartbeat decides
             with interrupts.deferred():  # failed but not re-queued would lose the arm

@@ -23,6 +23,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from ablations.sweep.leases import Requeue
+from ablations.sweep.queue import state_counts
 from ablations.sweep.reconnect import ResilientStorage, connect_kwargs, is_connection_error, retrying
 from ablations.sweep.space import queued
 from ablations.sweep.spec import SweepSpec, make_config
@@ -238,7 +239,17 @@ def enqueue_grid(study: optuna.Study, spec: SweepSpec, *, retry_failed: bool = F
 
 
 def progress(study: optuna.Study) -> dict[str, int]:
-    """Trial counts by state, with failed trials that were re-queued counted apart (``retried``)."""
+    """Trial counts by state, with failed trials that were re-queued counted apart (``retried``).
+
+    On an RDB by direct SQL (``queue.state_counts``: a worker asks before each claim, and Optuna's
+    ``get_trials`` would read every unfinished trial); otherwise from the trials.
+    """
+    counts = state_counts(study)
+    return counts if counts is not None else progress_from_trials(study)
+
+
+def progress_from_trials(study: optuna.Study) -> dict[str, int]:
+    """``progress`` from Optuna's trials (any storage; reads them all)."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
     out = {s.name.lower(): 0 for s in TrialState}

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from ablations import interrupts
 from ablations.sweep.leases import LEASE_SERVER, Leases, Requeue
 from ablations.sweep.objective import SweepObjective
+from ablations.sweep.queue import install_claim
 from ablations.sweep.reconnect import ResilientStorage
 from ablations.sweep.spec import SweepSpec
 from ablations.sweep.study import StudyLock, check_threads, load_study, outage_s, progress
@@ -63,7 +64,7 @@ def run_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: int | 
         on_config: passed to the objective (DDP rank 0 broadcasts each run's config to its followers).
         on_stop: called once when the worker stops (DDP rank 0 tells its followers).
     """
-    study = load_study(spec, url, study_name)
+    study = install_claim(load_study(spec, url, study_name))  # the oldest WAITING trial, without reading them all
     check_threads(study, spec)
     backend = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDBStorage in a cache
 
