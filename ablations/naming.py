@@ -26,6 +26,8 @@ _SE_PREFIX = {
     "placement": "",  # pre / post / identity / after_3x3 read on their own
     "stages": "st",
     "skip_blocks": "skip",
+    "operator": "",  # eca / cbam / ... read on their own
+    "eca_kernel": "k",  # an operator's own knobs apply to it alone: the operator token before says whose
 }
 # Short names for the fields a sweep most often varies besides the SE block.
 _ABBREV = {

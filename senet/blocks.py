@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from senet.config import SEConfig
-from senet.se import PointwiseFC, Squeeze, SqueezeExcite, make_se
+from senet.se import PointwiseFC, Recalibration, Squeeze, make_se
 from senet.surface import TimmSurface
 
 
@@ -115,7 +115,8 @@ class ResidualUnit(nn.Module):
 
     At ``standard`` and ``identity`` the SE output meets the sum, so the scale is fused into it
     (``SqueezeExcite.forward(x, residual)``, one ``addcmul``) unless ``fused_se`` is False
-    (``set_fused_se``): the unfused form is kept to test the fused one against and to measure it.
+    (``set_fused_se``): the unfused form is kept to test the fused one against and to measure it. An
+    operator whose output is not ``x * s`` (``fuses_residual`` False) is never handed the sum.
     """
 
     #: Fuse the SE scale into the residual sum; an instance attribute overrides it (``set_fused_se``).
@@ -133,9 +134,10 @@ class ResidualUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.branch(self.se(x) if self.placement == "pre" else x)
         sc = x if self.shortcut is None else self.shortcut(x)
-        if self.fused_se and self.placement == "standard":
+        fused = self.fused_se and self.se is not None and self.se.fuses_residual
+        if fused and self.placement == "standard":
             out = self.se(out, residual=sc)  # sc + out * s
-        elif self.fused_se and self.placement == "identity":
+        elif fused and self.placement == "identity":
             out = self.se(sc, residual=out)  # out + sc * s
         else:
             if self.placement == "standard":
@@ -150,7 +152,7 @@ class ResidualUnit(nn.Module):
 
 
 def set_fused_se(model: nn.Module, fused: bool) -> int:
-    """The fast SE (default) or the released arithmetic, in every SE block and ``ResidualUnit`` of ``model``.
+    """The fast SE (default) or the released arithmetic, in every SE block (any operator) and ``ResidualUnit``.
 
     Fast: the scale fused into the residual sum, the FCs as matrix products, hand-written backward passes
     (``senet.se``). Released: scale then add, 1x1 convolutions, autograd's own backward, bit-equal to the Caffe
@@ -162,7 +164,7 @@ def set_fused_se(model: nn.Module, fused: bool) -> int:
     for unit in units:
         unit.fused_se = fused
     for m in model.modules():
-        if isinstance(m, (SqueezeExcite, Squeeze, PointwiseFC)):
+        if isinstance(m, (Recalibration, Squeeze, PointwiseFC)):
             m.fast = fused
     return sum(unit.placement in ("standard", "identity") for unit in units)
 

@@ -8,6 +8,7 @@ The generic tree helpers (``to_dict``, ``from_dict``, ``apply_overrides``, ``con
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -20,6 +21,16 @@ PLACEMENTS = ("standard", "pre", "post", "identity", "after_3x3")
 WIDTH_ROUNDINGS = ("floor", "round", "divisor")
 STRIDE_ON = ("1x1", "3x3")
 STEM_POOLS = ("caffe", "torchvision")
+#: The recalibration operator a block gets (``senet.attention``): SE, then its successors.
+OPERATORS = ("se", "eca")
+#: Knobs every operator reads: where it goes.
+WHERE_KNOBS = ("operator", "placement", "stages", "skip_blocks")
+#: The knobs each operator reads besides ``WHERE_KNOBS``; any other knob set away from its default is refused,
+#: so an arm never carries a setting that changes nothing (``reduction`` means nothing to ECA).
+OPERATOR_KNOBS = {
+    "se": ("reduction", "width_rounding", "divisor", "squeeze", "activation", "gate", "bias"),
+    "eca": ("eca_kernel",),
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,14 @@ class SEConfig:
             ImageNet ResNets, Table 13); ``None`` means every stage.
         skip_blocks: (stage, block) pairs, block counted from 1 as in the paper's ``SE_5_2``, that get
             no SE (the "drop SE from the last stage" discussion of Sec. 7.2).
+        operator: the recalibration operator at those places: ``se`` (this paper, the default) or a
+            successor from ``senet.attention``: ``eca`` (ECA-Net). ``OPERATOR_KNOBS`` says which of the
+            knobs above and below each one reads; the others must stay at their defaults.
+        eca_kernel: ECA's 1-D convolution size: ``adaptive`` (ECA-Net Eq. 12 from the channel count,
+            gamma = 2, b = 1, nearest odd) or an odd integer.
+
+    ``operator`` and the knobs after it came later: at their defaults they stay out of ``to_dict`` and
+    ``config_hash`` (``late_field``), so every SE config keeps its hash and run name.
     """
 
     reduction: int = 16
@@ -57,8 +76,11 @@ class SEConfig:
     placement: str = "standard"
     stages: Optional[tuple[int, ...]] = None
     skip_blocks: tuple[tuple[int, int], ...] = ()
+    operator: str = late_field("se")
+    eca_kernel: int | str = late_field("adaptive")
 
     def __post_init__(self) -> None:
+        check_choice("model.se.operator", self.operator, OPERATORS)
         check_int("model.se.reduction", self.reduction)
         check_int("model.se.divisor", self.divisor)
         check_choice("model.se.width_rounding", self.width_rounding, WIDTH_ROUNDINGS)
@@ -80,6 +102,21 @@ class SEConfig:
         if any(b < 1 for _, b in skips):
             raise ValueError(f"model.se.skip_blocks={self.skip_blocks!r} is not allowed; blocks count from 1 (SE_5_1 is the first)")
         object.__setattr__(self, "skip_blocks", skips)
+        k = self.eca_kernel
+        if k != "adaptive" and (isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0):
+            raise ValueError(f"model.se.eca_kernel={k!r} is not allowed; it must be 'adaptive' or an odd integer >= 1")
+        self._check_knobs_apply()
+
+    def _check_knobs_apply(self) -> None:
+        """Refuse a knob the chosen operator does not read, set away from its default (one line naming both)."""
+        reads = OPERATOR_KNOBS[self.operator]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in WHERE_KNOBS or f.name in reads or value == f.default:
+                continue
+            raise ValueError(f"model.se.{f.name}={value!r} does not apply to model.se.operator={self.operator!r}, "
+                             f"which reads: {', '.join(reads) or 'no knobs but where it goes'}; "
+                             f"leave {f.name} at its default ({f.default!r})")
 
     def applies_to(self, stage: int, block: int) -> bool:
         """Whether block ``block`` (1-based) of stage ``stage`` gets an SE block."""

@@ -13,7 +13,7 @@ from torch import nn
 from senet.blocks import PooledClassifier
 from senet.config import ModelConfig
 from senet.registry import register_arch
-from senet.se import SqueezeExcite
+from senet.se import Recalibration, make_se
 from senet.surface import stage_info
 
 STAGES = (3, 4, 5)
@@ -74,7 +74,7 @@ class InceptionModule(nn.Module):
 class SEInceptionModule(nn.Module):
     """An Inception module followed by its SE block (paper Fig. 2), or the bare module for the baseline."""
 
-    def __init__(self, module: InceptionModule, se: SqueezeExcite | None) -> None:
+    def __init__(self, module: InceptionModule, se: Recalibration | None) -> None:
         super().__init__()
         self.module = module
         self.se = se
@@ -107,9 +107,7 @@ class BNInception(PooledClassifier):
             index[stage] += 1
             module = InceptionModule(cin, *widths)
             cin = module.out_channels
-            se = None
-            if cfg.se is not None and cfg.se.applies_to(stage, index[stage]):
-                se = SqueezeExcite(cin, cfg.se, tag=f"SE_{name}")
+            se = make_se(cin, cfg.se, stage, index[stage], tag=f"SE_{name}")
             self.add_module(f"inception_{name}", SEInceptionModule(module, se))
             if name in FEATURE_MODULES:
                 info.append((stage, cin, 2 ** stage, f"inception_{name}"))

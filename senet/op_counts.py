@@ -3,8 +3,10 @@
 Built on ``torch.utils.flop_counter.FlopCounterMode``: its registered conv/matmul formulas give the
 MACs, its module tracking attributes every op to a module, and ``custom_mapping`` adds formulas for
 the element-wise ops it leaves at zero. What we add by hand, as no counter does it, is the SE
-attribution: ops inside a ``SqueezeExcite``'s ``squeeze`` child are the squeeze, ops in its own
-``forward`` the scale. Which categories a number counts is ``senet.complexity``'s conventions.
+attribution: ops inside an SE block's ``squeeze`` child are the squeeze, ops in its own ``forward``
+the scale. SE's successors (``senet.attention``) are counted by the same rule: every ``Recalibration``
+names its squeeze children, and its own ``forward`` runs only the final combination. Which categories a
+number counts is ``senet.complexity``'s conventions.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from senet.se import SqueezeExcite
+from senet.se import Recalibration
 
 aten = torch.ops.aten
 
@@ -52,7 +54,7 @@ _POINTWISE = ("mul", "mul_", "div", "div_", "sub", "sub_", "relu", "relu_", "sig
               "clamp_min_", "gelu", "silu", "silu_", "leaky_relu", "leaky_relu_", "hardswish", "hardswish_",
               "threshold", "where", "maximum", "minimum", "neg", "exp", "rsqrt")
 _ADD = ("add", "add_")
-# residual + x * s in one op: the SE scale fused into the residual sum (SqueezeExcite.forward(x, residual));
+# residual + x * s in one op: the SE scale fused into the residual sum (Recalibration.scale(x, s, residual));
 # inside an SE block it counts as the scale and the sum it replaced, one op each per element.
 _FUSED_SCALE_ADD = ("addcmul", "addcmul_")
 _REDUCE = ("mean", "sum", "amax", "amin", "max", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices",
@@ -141,7 +143,7 @@ def count_ops(model: nn.Module, input_size=(3, 224, 224), strict: bool = False, 
     if device not in ("meta", None):
         raise ValueError(f"device={device!r} is not allowed; choose one of: 'meta', None (the model's own device)")
     root = type(model).__name__
-    se_names = {f"{root}.{name}" for name, m in model.named_modules() if isinstance(m, SqueezeExcite)}
+    se_blocks = {f"{root}.{name}": m for name, m in model.named_modules() if isinstance(m, Recalibration)}
     counts, unknown = _record(model, input_size, device)
     if strict and unknown:
         raise ValueError(f"strict complexity: no cost is known for {', '.join(unknown)} in {root}; the "
@@ -149,7 +151,7 @@ def count_ops(model: nn.Module, input_size=(3, 224, 224), strict: bool = False, 
     if unknown:
         warnings.warn(f"complexity: {root} runs ops with no known cost, counted as 0: {', '.join(unknown)}",
                       stacklevel=2)
-    total, se = _attribute(counts, se_names)
+    total, se = _attribute(counts, se_blocks)
     keys = MAC_CATEGORIES + OPTIONAL_CATEGORIES
     params = sum(p.numel() for p in model.parameters())
     return OpCounts(params=params, categories={k: total.get(k, 0) for k in keys},
@@ -178,8 +180,13 @@ def _record(model: nn.Module, input_size, device: str | None) -> tuple[dict, tup
     return fcm.get_flop_counts(), unknown
 
 
-def _attribute(counts: dict, se_names: set[str]) -> tuple[dict, dict]:
-    """Per-category totals of the whole model and of its SE blocks, the SE ops moved to their own categories."""
+def _attribute(counts: dict, se_blocks: dict[str, Recalibration]) -> tuple[dict, dict]:
+    """Per-category totals of the whole model and of its SE blocks, the SE ops moved to their own categories.
+
+    In a block: its ``squeeze_children``' element-wise ops are the squeeze, its other children's ops keep their
+    category (their MACs count as conv: the SE FCs are 1x1 convolutions, run as matrix products), and the ops of
+    its own ``forward`` are the scale.
+    """
     def add(into: dict, ops: dict, sign: int = 1, region: str | None = None, fc: bool = False) -> None:
         for packet, value in ops.items():
             cat = OP_CATEGORY.get(packet, "free")
@@ -194,16 +201,18 @@ def _attribute(counts: dict, se_names: set[str]) -> tuple[dict, dict]:
     total: dict = {}
     se: dict = {}
     add(total, counts.get("Global", {}))
-    for name in se_names:
+    for name, block in se_blocks.items():
         inner = counts.get(name, {})
         add(total, inner, -1)  # re-added below by region
-        squeeze = counts.get(f"{name}.squeeze", {})
-        children = [counts.get(f"{name}.{c}", {}) for c in ("fc1", "act", "fc2", "gate")]
-        for ops, region, fc in ((squeeze, "se_squeeze", False), *((c, None, True) for c in children)):
+        children = []
+        for child, _ in block.named_children():
+            squeeze = child in block.squeeze_children
+            children.append((counts.get(f"{name}.{child}", {}), "se_squeeze" if squeeze else None, not squeeze))
+        for ops, region, fc in children:
             add(total, ops, 1, region, fc)
             add(se, ops, 1, region, fc)
-        own = dict(inner)  # ops in SqueezeExcite.forward itself: the scale x * s
-        for ops in (squeeze, *children):
+        own = dict(inner)  # ops in the block's own forward: the scale x * s
+        for ops, _, _ in children:
             for packet, value in ops.items():
                 own[packet] = own.get(packet, 0) - value
         add(total, own, 1, "se_scale")

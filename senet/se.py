@@ -9,12 +9,16 @@ Where the scaled output meets a residual sum, ``forward(x, residual)`` fuses F_s
 ``residual + x * s`` in one ``torch.addcmul`` (NVIDIA DeepLearningExamples' SE bottleneck; the Caffe
 release's "Axpy" layer): one pass over the feature map instead of two, and no scaled intermediate.
 The block is still called once per unit, so its forward hooks and its gate's hooks see what they saw.
+
+``SqueezeExcite`` is one ``Recalibration``: SE's successors (``senet.attention``: ECA, ...) are others, and
+``make_se`` builds whichever ``se.operator`` names, so every architecture and placement gets each of them.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from senet.attention import operator_class
 from senet.config import SEConfig
 
 _ACTIVATIONS = {
@@ -182,7 +186,40 @@ class Squeeze(nn.Module):
         return self.mode
 
 
-class SqueezeExcite(nn.Module):
+class Recalibration(nn.Module):
+    """Base of every operator ``make_se`` builds: SE and its successors (``senet.attention``).
+
+    One contract, which the blocks, the fast path and the complexity counter (``senet.op_counts``) rely on:
+
+    - ``forward(x, residual=None)`` returns the recalibrated ``x``, plus ``residual`` when it is given;
+    - the module's own ``forward`` runs only the final combination (F_scale, ``self.scale``); everything that
+      computes the gate lives in child modules, so the counter attributes it;
+    - the children named in ``squeeze_children`` aggregate context (F_sq): their element-wise ops count as the
+      squeeze, their multiply-accumulates as MACs;
+    - ``fuses_residual``: the output is ``x * s``, so a residual unit hands its sum in (``residual + x * s``,
+      one ``addcmul``). An operator whose output is not ``x * s`` (GC's additive fusion) sets it False and the
+      unit adds.
+
+    Attributes: ``tag`` (``SE_4_6``: stage 4, block 6, whatever the operator) and ``channels``.
+    """
+
+    squeeze_children: tuple[str, ...] = ("squeeze",)
+    fuses_residual: bool = True
+
+    def scale(self, x: torch.Tensor, s: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """F_scale ``x * s``; with ``residual``, fused into the sum: ``residual + x * s``."""
+        # The hand-written backward takes per-channel gates (N, C, 1, 1) and full-size ones; others (a spatial
+        # gate (N, 1, H, W)) broadcast with plain ops.
+        per_channel = s.shape[1] == x.shape[1] and (s.shape[2:] == (1, 1) or s.shape == x.shape)
+        if _plain(self) or not per_channel:
+            return x * s if residual is None else torch.addcmul(residual, x, s)
+        return _Scale.apply(x, s, residual)
+
+    def extra_repr(self) -> str:
+        return f"tag={self.tag}"
+
+
+class SqueezeExcite(Recalibration):
     """x -> x * σ(W2 δ(W1 F_sq(x))) (paper Eq. 2-4).
 
     Args:
@@ -214,24 +251,20 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """F_scale ``x * s``; with ``residual``, the scale fused into the sum: ``residual + x * s``."""
-        s = self.excitation(x)
-        if _plain(self):
-            return x * s if residual is None else torch.addcmul(residual, x, s)
-        return _Scale.apply(x, s, residual)  # F_scale, broadcast over H, W
-
-    def extra_repr(self) -> str:
-        return f"tag={self.tag}"
+        return self.scale(x, self.excitation(x), residual)  # F_scale, broadcast over H, W
 
 
-def make_se(channels: int, cfg: SEConfig | None, stage: int, block: int, placement: str | None = None):
-    """An SE block for ``(stage, block)`` if ``cfg`` asks for one there (and at ``placement``), else None."""
+def make_se(channels: int, cfg: SEConfig | None, stage: int, block: int, placement: str | None = None,
+            tag: str | None = None) -> Recalibration | None:
+    """The ``cfg.operator`` block for ``(stage, block)`` if ``cfg`` asks for one there (and at ``placement``), else
+    None. ``tag`` defaults to the paper's ``SE_{stage}_{block}``."""
     if cfg is None or not cfg.applies_to(stage, block):
         return None
     if placement is not None and cfg.placement != placement:
         return None
-    return SqueezeExcite(channels, cfg, tag=f"SE_{stage}_{block}")
+    return operator_class(cfg.operator)(channels, cfg, tag=tag or f"SE_{stage}_{block}")
 
 
-def se_modules(model: nn.Module) -> dict[str, SqueezeExcite]:
-    """Every SE block in ``model`` by its tag, in forward order of construction."""
-    return {m.tag: m for m in model.modules() if isinstance(m, SqueezeExcite)}
+def se_modules(model: nn.Module) -> dict[str, Recalibration]:
+    """Every recalibration block (SE or a successor) in ``model`` by its tag, in order of construction."""
+    return {m.tag: m for m in model.modules() if isinstance(m, Recalibration)}

@@ -1,0 +1,24 @@
+"""SE's successors as drop-in operators (issue 25): ``se.operator`` picks one, ``senet.se.make_se`` builds it.
+
+Each operator is one module here, a ``senet.se.Recalibration`` built as ``cls(channels, cfg, tag=...)`` from the
+``SEConfig`` knobs it reads (``senet.config.OPERATOR_KNOBS``). The registry names each one's class by its import
+path and imports it on first use, so importing ``senet.se`` does not import every operator, and the operators can
+build on ``senet.se`` without an import cycle.
+"""
+from __future__ import annotations
+
+import importlib
+
+#: ``se.operator`` -> "module:class" of its ``Recalibration``.
+OPERATORS = {
+    "se": "senet.se:SqueezeExcite",
+    "eca": "senet.attention.eca:EfficientChannelAttention",
+}
+
+
+def operator_class(name: str) -> type:
+    """The ``Recalibration`` class registered as ``name`` (``SEConfig`` has already checked the name)."""
+    if name not in OPERATORS:
+        raise ValueError(f"model.se.operator={name!r} is not registered; choose one of: {', '.join(OPERATORS)}")
+    module, _, cls = OPERATORS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)

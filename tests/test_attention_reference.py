@@ -1,0 +1,115 @@
+"""Each of SE's successors against its references: timm's module given the same weights, and the paper.
+
+Ours are written to the papers' released code; where timm's module computes something else, a test here shows
+the difference and which one ours follows. timm is a test reference only: ``senet`` never imports it.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from timm.layers import EcaModule
+
+from senet.attention.eca import EfficientChannelAttention, eca_kernel_size
+from senet.config import SEConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
+CHANNELS = (16, 64, 256)
+
+
+def _x(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _same_outputs(ours: torch.nn.Module, reference: torch.nn.Module, channels: int) -> torch.Tensor:
+    """Ours and the reference on the same random inputs (eval mode); returns our output for further checks."""
+    ours.eval()
+    reference.eval()
+    x = _x(3, channels, 9, 7)
+    with torch.no_grad():
+        y = ours(x)
+        torch.testing.assert_close(y, reference(x), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(y, x)  # the operator did something
+    return y
+
+
+def _randomize(module: torch.nn.Module, seed: int = 1) -> None:
+    """Random parameters and BN statistics, so a mapping mistake cannot hide behind an init of ones and zeros."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in (*module.parameters(), *module.buffers()):
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if t.ndim <= 1 else torch.randn(t.shape, generator=g))
+
+
+# ---- ECA (ECA-Net, Wang et al. 2020) ---- #
+
+
+@pytest.mark.parametrize("channels", [2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 1024, 2048, 4096])
+def test_eca_kernel_is_the_nearest_odd_to_the_papers_rule(channels):
+    """ECA-Net Eq. 12 with gamma = 2, b = 1: t = (log2 C + 1) / 2, then the odd number of [2m, 2m + 2) it falls in."""
+    t = (math.log2(channels) + 1) / 2
+    assert eca_kernel_size(channels) == 2 * math.floor(t / 2) + 1
+
+
+def test_eca_kernel_sizes_of_resnet50s_stages():
+    # ResNet-50's SE widths 256, 512, 1024, 2048 (and the bottleneck widths 64, 128)
+    assert {c: eca_kernel_size(c) for c in (64, 128, 256, 512, 1024, 2048)} == {
+        64: 3, 128: 5, 256: 5, 512: 5, 1024: 5, 2048: 7}
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_eca_matches_timm_given_its_weights(channels):
+    reference = EcaModule(channels)
+    _randomize(reference)
+    ours = EfficientChannelAttention(channels, SEConfig(operator="eca"))
+    assert ours.conv.kernel_size == reference.conv.kernel_size
+    ours.load_state_dict(reference.state_dict())
+    _same_outputs(ours, reference, channels)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_eca_fixed_kernel_matches_timm(k):
+    reference = EcaModule(kernel_size=k)
+    _randomize(reference)
+    ours = EfficientChannelAttention(64, SEConfig(operator="eca", eca_kernel=k))
+    ours.load_state_dict(reference.state_dict())
+    _same_outputs(ours, reference, 64)
+
+
+def test_eca_follows_the_papers_kernel_rule_where_timm_raises_it_to_three():
+    """timm's EcaModule takes max(k, 3); the paper's code has no floor, so fewer than 8 channels get k = 1."""
+    assert EcaModule(4).conv.kernel_size == (3,)
+    assert EfficientChannelAttention(4, SEConfig(operator="eca")).conv.kernel_size == (1,)
+    # below 8 channels the two modules differ; from 8 on they agree
+    assert [c for c in range(2, 64) if EcaModule(c).conv.kernel_size[0] != eca_kernel_size(c)] == list(range(2, 8))
+
+
+def test_eca_is_one_shared_1d_convolution_across_channels():
+    """Eq. 10 written out: ω_i = σ(Σ_j w_j y_{i+j}) over the pooled descriptor y, zero-padded at the ends."""
+    ours = EfficientChannelAttention(32, SEConfig(operator="eca", eca_kernel=5)).eval()
+    _randomize(ours)
+    x = _x(2, 32, 4, 6)
+    y = x.mean((2, 3))
+    w = ours.conv.weight.flatten()
+    padded = torch.nn.functional.pad(y, (2, 2))
+    logits = torch.stack([sum(w[j] * padded[:, i + j] for j in range(5)) for i in range(32)], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), x * torch.sigmoid(logits)[:, :, None, None])
+
+
+def test_eca_costs_k_parameters_and_c_times_k_macs_per_block():
+    from senet import build_model, se_modules
+    from senet.op_counts import count_ops
+
+    model = build_model("se_resnet20_cifar", **{"se.operator": "eca"})
+    plain = build_model("resnet20_cifar")
+    blocks = se_modules(model).values()
+    ks = [eca_kernel_size(m.channels) for m in blocks]
+    assert sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters()) == sum(ks)
+    counts = count_ops(model, (3, 32, 32), strict=True)
+    assert counts.se["conv"] == sum(m.channels * k for m, k in zip(blocks, ks))
+    # 32x32 input: stage 2 at 32x32, stage 3 at 16x16, stage 4 at 8x8, three blocks each
+    assert counts.se["se_squeeze"] == 3 * (16 * 32 * 32 + 32 * 16 * 16 + 64 * 8 * 8)
