@@ -207,7 +207,7 @@ def check_threads(study: optuna.Study, spec: SweepSpec) -> None:
     Sweeps pin the thread count (``spec.parse_spec``: 1 unless the spec sets it), so ``--workers`` never
     changes a number; a study made before that, or with another ``--set train.threads``, is not mixed in.
     """
-    if not study.get_trials(deepcopy=False):
+    if not sum(progress(study).values()):  # a count: get_trials would read (and cache) every trial
         return
     stored = ((study.user_attrs.get("spec") or {}).get("base") or {}).get("train", {}).get("threads")
     wanted = spec.base.train.threads
