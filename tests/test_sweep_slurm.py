@@ -113,11 +113,19 @@ def test_ddp_trials_span_the_tasks_of_an_array_element(tmp_path, servers):
     assert results(tmp_path) == [2, 2]  # task 0 ran both trials, task 1 followed both
 
 
-def test_the_time_limit_interrupts_the_trial_and_a_resubmission_resumes_it(tmp_path, servers):
-    # One element with a one-minute limit. Its worker is held still (SIGSTOP) once its trial has written the first
-    # epoch's checkpoint, so the trial cannot finish first however fast the machine is; at the limit SLURM sends
-    # SIGCONT and SIGTERM, and the worker must record the run as interrupted and re-queue its trial before SLURM's
-    # SIGKILL. The same command submitted again resumes the arm from its checkpoint.
+def _pending(pid: int) -> set[int]:
+    """The signals waiting for a (stopped) process, from its /proc status."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    bits = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return {n for n in range(1, 65) if bits >> (n - 1) & 1}
+
+
+def test_the_time_limit_warning_interrupts_the_trial_and_a_resubmission_resumes_it(tmp_path, servers):
+    # One element with a three-minute limit: submitit asks for SIGUSR2 90 s before it (SLURM may send it up to 60 s
+    # early). The worker is held still (SIGSTOP) once its trial has written the first epoch's checkpoint, so the
+    # trial cannot finish first however fast the machine is, until SLURM's SIGUSR2 is pending for it; let go, it
+    # must record the run as interrupted, re-queue its trial and end its element, long before the limit. The same
+    # command submitted again resumes the arm from its checkpoint.
     pg, slurm = servers
     spec = {
         "name": "timelimit",
@@ -135,7 +143,7 @@ def test_the_time_limit_interrupts_the_trial_and_a_resubmission_resumes_it(tmp_p
     env = {**slurm.env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--storage", url, "--cpus-per-task",
            "1", "--array-size", "1", "--slurm-folder", str(tmp_path / "slurm" / "%j"), "--wait"]
-    first = subprocess.Popen([*cmd, "--time-min", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    first = subprocess.Popen([*cmd, "--time-min", "3"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -145,14 +153,20 @@ def test_the_time_limit_interrupts_the_trial_and_a_resubmission_resumes_it(tmp_p
         (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
         run_dir = ckpt.parent.parent
         worker = int(re.search(r'"pid": (\d+)', (run_dir / "run.lock").read_text())[1])
-        os.kill(worker, signal.SIGSTOP)  # SLURM's own SIGCONT at the limit lets it go on
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            while signal.SIGUSR2 not in _pending(worker):
+                assert time.monotonic() < deadline, "SLURM sent no SIGUSR2 before the time limit"
+                time.sleep(0.5)
+        finally:
+            os.kill(worker, signal.SIGCONT)
         _, err = first.communicate(timeout=300)
     finally:
         process_guard.stop(first, signal.SIGKILL, timeout=5)
     cut = json.loads((run_dir / "result.json").read_text())
-    assert cut["status"] == "interrupted" and "SIGTERM" in cut["reason"], cut
+    assert cut["status"] == "interrupted" and "SIGUSR2" in cut["reason"] and cut["epochs"] >= 1, cut
     assert "Traceback" not in err, err[-3000:]
-    assert first.returncode == 1 and "not complete: 1 arm" in err, err[-3000:]
+    assert first.returncode == 1 and "did not finish" in err and "not complete: 1 arm" in err, err[-3000:]
     study = load_study(load_spec(path), url, "timelimit")
     states = collections.Counter(t.state.name for t in study.trials)
     assert states == {"FAIL": 1, "WAITING": 1}, states  # re-queued at once, as an interrupt (no retry spent)
@@ -162,4 +176,4 @@ def test_the_time_limit_interrupts_the_trial_and_a_resubmission_resumes_it(tmp_p
     done = json.loads((run_dir / "result.json").read_text())
     assert done["status"] == "complete" and done["epochs"] == 3 and done["attempts"] == 2
     attempts = json.loads((run_dir / "attempts.json").read_text())
-    assert attempts[1]["resumed_from_epoch"] == cut["epochs"] >= 1  # resumed from the checkpoint, not from scratch
+    assert attempts[1]["resumed_from_epoch"] == cut["epochs"]  # resumed from the checkpoint, not from scratch

@@ -10,6 +10,12 @@ four digits of the job id) collides when two elements share a node. The tasks of
 submitit pickles the function and its arguments into the job folder, so the storage URL (which may hold a
 password) is not among them: sbatch hands the job the submitting environment, ``storage.STORAGE_ENV`` included,
 and each task reads the URL from there.
+
+A signal (the time limit's SIGUSR2 warning, SIGTERM) is the worker's from the element's first line, not only once
+it trains: submitit's own SIGUSR2 handler would end a worker that is still starting without a word. The worker
+re-queues its trial and the element ends with ``ElementInterrupted``, an ``Exception`` submitit records as the
+element's outcome: a ``KeyboardInterrupt`` it does not catch, and a cluster without accounting (``sacct``) would
+then never tell ``sweep --wait`` that the element ended.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ablations import interrupts
 from ablations.sweep.spec import SweepSpec, with_overrides
 from senet.tree import check_int
 
@@ -62,8 +69,20 @@ def trial_overrides(gpus: int, nodes: int = 1) -> dict:
     return over
 
 
+class ElementInterrupted(Exception):
+    """An array element stopped by a signal; its trial is back in the queue (the message names the signal)."""
+
+
 def array_worker(spec: SweepSpec, study_name: str, n_trials: int | None = None) -> int:
     """The function every array element (and each of its tasks) runs: one Optuna worker, DDP-aware."""
+    try:
+        with interrupts.guard():
+            return _array_worker(spec, study_name, n_trials)
+    except interrupts.RunInterrupted as stop:
+        raise ElementInterrupted(f"{stop}; its trial, if it had claimed one, is queued again") from None
+
+
+def _array_worker(spec: SweepSpec, study_name: str, n_trials: int | None) -> int:
     from ablations.sweep.storage import STORAGE_ENV, storage_from_env
 
     url = storage_from_env()
