@@ -112,6 +112,41 @@ def test_concurrent_claims_under_the_study_lock_take_the_oldest_first_each_once(
     assert order == sorted(waiting)
 
 
+@pytest.mark.slow
+def test_concurrent_claims_on_postgresql_without_a_lock_take_each_trial_once(tmp_path):
+    """PostgreSQL's row lock in ``set_trial_state_values`` is the arbiter even without the study lock (SQLite has
+    no row lock: there several workers are refused and the worker claims under the study lock, as above)."""
+    from fixtures_servers import postgres_server
+
+    with postgres_server() as pg:
+        url = pg.new_database("q")
+        waiting = [t._trial_id for t in queue(url, 80, resilient=True).trials]
+        claims: dict[int, list[int]] = {}
+        errors: list[BaseException] = []
+        start = threading.Barrier(6)
+
+        def worker(i: int) -> None:
+            try:
+                study = install_claim(optuna.load_study(study_name="q", storage=storage(url, resilient=True)))
+                mine = claims.setdefault(i, [])
+                start.wait()
+                while (trial_id := study._pop_waiting_trial_id()) is not None:
+                    mine.append(trial_id)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert not errors
+        taken = [tid for mine in claims.values() for tid in mine]
+        assert sorted(taken) == sorted(waiting)  # each exactly once
+        assert all(mine == sorted(mine) for mine in claims.values())  # each worker the oldest left first
+        assert sum(bool(mine) for mine in claims.values()) > 1
+
+
 def test_a_trial_taken_by_someone_else_is_skipped(tmp_path):
     url = f"sqlite:///{tmp_path}/q.db"
     study = install_claim(queue(url, 5))
