@@ -28,6 +28,7 @@ _SE_PREFIX = {
     "skip_blocks": "skip",
     "operator": "",  # eca / cbam / ... read on their own
     "eca_kernel": "k",  # an operator's own knobs apply to it alone: the operator token before says whose
+    "simam_lambda": "lam",
 }
 # Short names for the fields a sweep most often varies besides the SE block.
 _ABBREV = {

@@ -52,7 +52,7 @@ def _free(*args, out_shape=None, **kwargs) -> int:
 _POINTWISE = ("mul", "mul_", "div", "div_", "sub", "sub_", "relu", "relu_", "sigmoid", "sigmoid_", "tanh",
               "tanh_", "hardsigmoid", "hardsigmoid_", "hardtanh", "hardtanh_", "clamp", "clamp_", "clamp_min",
               "clamp_min_", "gelu", "silu", "silu_", "leaky_relu", "leaky_relu_", "hardswish", "hardswish_",
-              "threshold", "where", "maximum", "minimum", "neg", "exp", "rsqrt")
+              "threshold", "where", "maximum", "minimum", "neg", "exp", "rsqrt", "pow")
 _ADD = ("add", "add_")
 # residual + x * s in one op: the SE scale fused into the residual sum (Recalibration.scale(x, s, residual));
 # inside an SE block it counts as the scale and the sum it replaced, one op each per element.

@@ -12,6 +12,7 @@ import torch
 from timm.layers import EcaModule
 
 from senet.attention.eca import EfficientChannelAttention, eca_kernel_size
+from senet.attention.simam import SimAM
 from senet.config import SEConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -113,3 +114,40 @@ def test_eca_costs_k_parameters_and_c_times_k_macs_per_block():
     assert counts.se["conv"] == sum(m.channels * k for m, k in zip(blocks, ks))
     # 32x32 input: stage 2 at 32x32, stage 3 at 16x16, stage 4 at 8x8, three blocks each
     assert counts.se["se_squeeze"] == 3 * (16 * 32 * 32 + 32 * 16 * 16 + 64 * 8 * 8)
+
+
+# ---- SimAM (Yang et al. 2021): no parameters, a closed form ---- #
+
+
+def _simam_by_the_papers_energy(x: torch.Tensor, lam: float, positions: int) -> torch.Tensor:
+    """SimAM Eq. 4-5 as printed: e_t* = 4(σ² + λ) / ((t - μ)² + 2σ² + 2λ), output x * sigmoid(1 / e_t*), with
+    σ² = Σ (x_i - μ)² / ``positions``."""
+    mu = x.mean((2, 3), keepdim=True)
+    var = ((x - mu) ** 2).sum((2, 3), keepdim=True) / positions
+    energy = 4 * (var + lam) / ((x - mu) ** 2 + 2 * var + 2 * lam)
+    return x * torch.sigmoid(1 / energy)
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("lam", [1e-4, 0.1])
+def test_simam_is_the_papers_minimal_energy_with_the_released_codes_variance(channels, lam):
+    x = _x(2, channels, 7, 5) * 3
+    ours = SimAM(channels, SEConfig(operator="simam", simam_lambda=lam))
+    with torch.no_grad():
+        y = ours(x)
+    h, w = x.shape[2:]
+    torch.testing.assert_close(y, _simam_by_the_papers_energy(x, lam, h * w - 1), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(y, x)
+    # The paper's text divides by M = H*W; the released code by H*W - 1, which ours follows.
+    assert not torch.allclose(y, _simam_by_the_papers_energy(x, lam, h * w), rtol=1e-5, atol=1e-6)
+    assert list(ours.parameters()) == []
+
+
+def test_simam_refuses_a_single_position_in_one_line():
+    with pytest.raises(ValueError, match=r"^SimAM \(SE_5_3\) needs at least 2 spatial positions.*1x1"):
+        SimAM(8, SEConfig(operator="simam"), tag="SE_5_3")(_x(1, 8, 1, 1))
+
+
+def test_simam_lambda_must_be_positive():
+    with pytest.raises(ValueError, match=r"^model\.se\.simam_lambda=0 is not allowed; it must be a number > 0$"):
+        SEConfig(operator="simam", simam_lambda=0)

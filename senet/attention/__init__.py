@@ -13,6 +13,7 @@ import importlib
 OPERATORS = {
     "se": "senet.se:SqueezeExcite",
     "eca": "senet.attention.eca:EfficientChannelAttention",
+    "simam": "senet.attention.simam:SimAM",
 }
 
 
