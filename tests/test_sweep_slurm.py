@@ -115,7 +115,11 @@ def test_ddp_trials_span_the_tasks_of_an_array_element(tmp_path, servers):
 
 def _pending(pid: int) -> set[int]:
     """The signals waiting for a (stopped) process, from its /proc status."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # it has ended
+        return set()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     bits = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
     return {n for n in range(1, 65) if bits >> (n - 1) & 1}
 
@@ -123,9 +127,9 @@ def _pending(pid: int) -> set[int]:
 def test_the_time_limit_warning_interrupts_the_trial_and_a_resubmission_resumes_it(tmp_path, servers):
     # One element with a three-minute limit: submitit asks for SIGUSR2 90 s before it (SLURM may send it up to 60 s
     # early). The worker is held still (SIGSTOP) once its trial has written the first epoch's checkpoint, so the
-    # trial cannot finish first however fast the machine is, until SLURM's SIGUSR2 is pending for it; let go, it
-    # must record the run as interrupted, re-queue its trial and end its element, long before the limit. The same
-    # command submitted again resumes the arm from its checkpoint.
+    # trial cannot finish first however fast the machine is, until SLURM's SIGUSR2 comes; then it must record the run
+    # as interrupted, re-queue its trial and end its element, long before the limit. The same command submitted
+    # again resumes the arm from its checkpoint.
     pg, slurm = servers
     spec = {
         "name": "timelimit",
@@ -154,12 +158,13 @@ def test_the_time_limit_warning_interrupts_the_trial_and_a_resubmission_resumes_
         run_dir = ckpt.parent.parent
         worker = int(re.search(r'"pid": (\d+)', (run_dir / "run.lock").read_text())[1])
         os.kill(worker, signal.SIGSTOP)
-        try:
-            while signal.SIGUSR2 not in _pending(worker):
-                assert time.monotonic() < deadline, "SLURM sent no SIGUSR2 before the time limit"
-                time.sleep(0.5)
-        finally:
-            os.kill(worker, signal.SIGCONT)
+        # SLURM continues a stopped task when it signals it (SIGCONT first, as scancel does); were the warning only
+        # queued, it is let go here once SIGUSR2 is pending.
+        while first.poll() is None and Path(f"/proc/{worker}").exists():
+            if signal.SIGUSR2 in _pending(worker):
+                os.kill(worker, signal.SIGCONT)
+            assert time.monotonic() < deadline, "SLURM sent no SIGUSR2 before the time limit"
+            time.sleep(0.5)
         _, err = first.communicate(timeout=300)
     finally:
         process_guard.stop(first, signal.SIGKILL, timeout=5)
