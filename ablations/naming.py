@@ -29,6 +29,7 @@ _SE_PREFIX = {
     "operator": "",  # eca / cbam / ... read on their own
     "eca_kernel": "k",  # an operator's own knobs apply to it alone: the operator token before says whose
     "simam_lambda": "lam",
+    "cbam_kernel": "k",
 }
 # Short names for the fields a sweep most often varies besides the SE block.
 _ABBREV = {

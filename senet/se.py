@@ -49,6 +49,17 @@ def se_width(channels: int, cfg: SEConfig) -> int:
     return max(d, int(channels / cfg.reduction + d / 2) // d * d)
 
 
+def bottleneck_width(channels: int, cfg: SEConfig, tag: str) -> int:
+    """``se_width``, refused in one line where it leaves no channel (``tag``: the block, for the message)."""
+    hidden = se_width(channels, cfg)
+    if hidden < 1:
+        raise ValueError(
+            f"se.reduction={cfg.reduction} leaves 0 channels in {tag} ({channels} channels // "
+            f"{cfg.reduction}); allowed: reduction <= {channels} for this network"
+        )
+    return hidden
+
+
 def _plain(module: nn.Module) -> bool:
     """Plain ops instead of the hand-written Functions: while tracing, or where ``senet.blocks.set_fused_se(model,
     False)`` asked for the released arithmetic (1x1 convolutions, scale then add: bit-equal to the Caffe ports)."""
@@ -231,12 +242,7 @@ class SqueezeExcite(Recalibration):
 
     def __init__(self, channels: int, cfg: SEConfig, tag: str = "SE") -> None:
         super().__init__()
-        hidden = se_width(channels, cfg)
-        if hidden < 1:
-            raise ValueError(
-                f"se.reduction={cfg.reduction} leaves 0 channels in {tag} ({channels} channels // "
-                f"{cfg.reduction}); allowed: reduction <= {channels} for this network"
-            )
+        hidden = bottleneck_width(channels, cfg, tag)
         self.tag = tag
         self.channels = channels
         self.squeeze = Squeeze(cfg.squeeze)

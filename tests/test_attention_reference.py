@@ -10,7 +10,9 @@ import math
 import pytest
 import torch
 from timm.layers import EcaModule
+from timm.layers.cbam import CbamModule
 
+from senet.attention.cbam import CBAM
 from senet.attention.eca import EfficientChannelAttention, eca_kernel_size
 from senet.attention.simam import SimAM
 from senet.config import SEConfig
@@ -31,7 +33,7 @@ def _same_outputs(ours: torch.nn.Module, reference: torch.nn.Module, channels: i
     x = _x(3, channels, 9, 7)
     with torch.no_grad():
         y = ours(x)
-        torch.testing.assert_close(y, reference(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(y, reference(x), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(y, x)  # the operator did something
     return y
 
@@ -151,3 +153,62 @@ def test_simam_refuses_a_single_position_in_one_line():
 def test_simam_lambda_must_be_positive():
     with pytest.raises(ValueError, match=r"^model\.se\.simam_lambda=0 is not allowed; it must be a number > 0$"):
         SEConfig(operator="simam", simam_lambda=0)
+
+
+# ---- CBAM (Woo et al. 2018) ---- #
+
+
+def _cbam_from_timm(reference: CbamModule, swap: bool = True) -> dict:
+    """timm's CBAM weights under our names; ``swap``: its spatial kernel's inputs (mean, max) into ours (max, mean)."""
+    sd = reference.state_dict()
+    conv = sd["spatial.conv.conv.weight"]
+    out = {"mlp.fc1.weight": sd["channel.fc1.weight"], "mlp.fc2.weight": sd["channel.fc2.weight"],
+           "spatial.0.weight": conv.flip(1) if swap else conv}
+    out.update({f"spatial.1.{k}": sd[f"spatial.conv.bn.{k}"]
+                for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")})
+    return out
+
+
+@pytest.mark.parametrize("kernel", [7, 3])
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_cbam_matches_timm_given_its_weights(channels, kernel):
+    reference = CbamModule(channels, spatial_kernel_size=kernel)
+    _randomize(reference)
+    ours = CBAM(channels, SEConfig(operator="cbam", bias=False, cbam_kernel=kernel), tag="SE_2_1")
+    ours.load_state_dict(_cbam_from_timm(reference))
+    _same_outputs(ours, reference, channels)
+
+
+def test_cbam_follows_the_released_code_where_timm_differs():
+    """The released code: spatial inputs max then mean, MLP biases, C // r. timm: mean then max, none, round(C / r)."""
+    reference = CbamModule(64)
+    _randomize(reference)
+    ours = CBAM(64, SEConfig(operator="cbam", bias=False))
+    ours.load_state_dict(_cbam_from_timm(reference, swap=False))
+    x = _x(2, 64, 9, 7)
+    with torch.no_grad():
+        assert not torch.allclose(ours.eval()(x), reference.eval()(x), rtol=1e-3, atol=1e-4)
+    default = CBAM(64, SEConfig(operator="cbam"))
+    assert default.mlp.fc1.bias is not None and reference.channel.fc1.bias is None
+    assert CBAM(40, SEConfig(operator="cbam")).mlp.fc1.out_channels == 40 // 16 == 2
+    assert CbamModule(40).channel.fc1.out_channels == 3
+
+
+def test_cbam_is_the_papers_equations_1_to_3():
+    """Eq. 1-3 written out with the released code's layout (one shared MLP with biases, [max; mean], conv + BN)."""
+    ours = CBAM(32, SEConfig(operator="cbam", reduction=4)).eval()
+    _randomize(ours)
+    fc1, fc2, conv, bn = ours.mlp.fc1, ours.mlp.fc2, ours.spatial[0], ours.spatial[1]
+
+    def mlp(v):
+        hidden = torch.relu(v @ fc1.weight.flatten(1).t() + fc1.bias)
+        return hidden @ fc2.weight.flatten(1).t() + fc2.bias
+
+    x = _x(2, 32, 6, 5)
+    mc = torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.flatten(2).max(2).values))[:, :, None, None]
+    f1 = mc * x
+    pooled = torch.stack([f1.max(1).values, f1.mean(1)], 1)
+    s = torch.nn.functional.conv2d(pooled, conv.weight, padding=3)
+    s = (s - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), torch.sigmoid(s) * f1)

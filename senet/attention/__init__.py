@@ -14,6 +14,7 @@ OPERATORS = {
     "se": "senet.se:SqueezeExcite",
     "eca": "senet.attention.eca:EfficientChannelAttention",
     "simam": "senet.attention.simam:SimAM",
+    "cbam": "senet.attention.cbam:CBAM",
 }
 
 
