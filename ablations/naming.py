@@ -30,6 +30,7 @@ _SE_PREFIX = {
     "eca_kernel": "k",  # an operator's own knobs apply to it alone: the operator token before says whose
     "simam_lambda": "lam",
     "cbam_kernel": "k",
+    "gc_fusion": "",  # add / scale
 }
 # Short names for the fields a sweep most often varies besides the SE block.
 _ABBREV = {

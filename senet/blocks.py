@@ -199,7 +199,8 @@ class PooledClassifier(TimmSurface):
 
 
 def init_weights(model: nn.Module) -> None:
-    """He init for convs (paper Sec. 5.1, ref. [66]), unit BN, as torchvision's ResNets."""
+    """He init for convs (paper Sec. 5.1, ref. [66]), unit BN, as torchvision's ResNets; then each operator's own
+    released initialisation where it has one (``reset_parameters``: GC's zero last convolution)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -208,3 +209,6 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    for m in model.modules():
+        if isinstance(m, Recalibration) and hasattr(m, "reset_parameters"):
+            m.reset_parameters()

@@ -22,7 +22,8 @@ WIDTH_ROUNDINGS = ("floor", "round", "divisor")
 STRIDE_ON = ("1x1", "3x3")
 STEM_POOLS = ("caffe", "torchvision")
 #: The recalibration operator a block gets (``senet.attention``): SE, then its successors.
-OPERATORS = ("se", "eca", "simam", "cbam")
+OPERATORS = ("se", "eca", "simam", "cbam", "gc")
+GC_FUSIONS = ("add", "scale")
 #: Knobs every operator reads: where it goes.
 WHERE_KNOBS = ("operator", "placement", "stages", "skip_blocks")
 #: The knobs each operator reads besides ``WHERE_KNOBS``; any other knob set away from its default is refused,
@@ -32,6 +33,7 @@ OPERATOR_KNOBS = {
     "eca": ("eca_kernel",),
     "simam": ("simam_lambda",),
     "cbam": ("reduction", "width_rounding", "divisor", "activation", "bias", "cbam_kernel"),
+    "gc": ("reduction", "width_rounding", "divisor", "gc_fusion"),
 }
 
 
@@ -59,13 +61,16 @@ class SEConfig:
         skip_blocks: (stage, block) pairs, block counted from 1 as in the paper's ``SE_5_2``, that get
             no SE (the "drop SE from the last stage" discussion of Sec. 7.2).
         operator: the recalibration operator at those places: ``se`` (this paper, the default) or a
-            successor from ``senet.attention``: ``eca`` (ECA-Net), ``simam`` (SimAM), ``cbam`` (CBAM).
+            successor from ``senet.attention``: ``eca`` (ECA-Net), ``simam`` (SimAM), ``cbam`` (CBAM),
+            ``gc`` (GCNet's global context block).
             ``OPERATOR_KNOBS`` says which of the knobs above and below each one reads; the others must
             stay at their defaults.
         eca_kernel: ECA's 1-D convolution size: ``adaptive`` (ECA-Net Eq. 12 from the channel count,
             gamma = 2, b = 1, nearest odd) or an odd integer.
         simam_lambda: SimAM's λ, the regulariser of its energy function (Eq. 4; the paper's 1e-4).
         cbam_kernel: the size of CBAM's spatial-attention convolution, odd (the paper's 7; 3 in its Table 4).
+        gc_fusion: how GC merges its context into every position: ``add`` (the paper's default) or ``scale``
+            (a sigmoid gate, SE-like; GCNet Table 5).
 
     ``operator`` and the knobs after it came later: at their defaults they stay out of ``to_dict`` and
     ``config_hash`` (``late_field``), so every SE config keeps its hash and run name.
@@ -85,6 +90,7 @@ class SEConfig:
     eca_kernel: int | str = late_field("adaptive")
     simam_lambda: float = late_field(1e-4)
     cbam_kernel: int = late_field(7)
+    gc_fusion: str = late_field("add")
 
     def __post_init__(self) -> None:
         check_choice("model.se.operator", self.operator, OPERATORS)
@@ -112,6 +118,7 @@ class SEConfig:
         k = self.eca_kernel
         if k != "adaptive" and (isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0):
             raise ValueError(f"model.se.eca_kernel={k!r} is not allowed; it must be 'adaptive' or an odd integer >= 1")
+        check_choice("model.se.gc_fusion", self.gc_fusion, GC_FUSIONS)
         check_int("model.se.cbam_kernel", self.cbam_kernel)
         if self.cbam_kernel % 2 == 0:
             raise ValueError(f"model.se.cbam_kernel={self.cbam_kernel!r} is not allowed; it must be an odd integer >= 1")

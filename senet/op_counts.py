@@ -59,6 +59,8 @@ _ADD = ("add", "add_")
 _FUSED_SCALE_ADD = ("addcmul", "addcmul_")
 _REDUCE = ("mean", "sum", "amax", "amin", "max", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices",
            "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool2d", "_softmax", "_log_softmax")
+# Normalisations that are not an inference-time scale and shift (GC's LayerNorm): one op per input element.
+_NORM = ("native_layer_norm",)
 _BN = ("_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",
        "native_batch_norm", "cudnn_batch_norm", "miopen_batch_norm")
 # Shape and memory ops: known, and free under every convention.
@@ -81,12 +83,12 @@ OP_CATEGORY = {
     **{p: "linear" for p in _packets(_LINEAR)},
     **{p: "bn" for p in _packets(_BN)},
     **{p: "add" for p in _packets(_ADD + _FUSED_SCALE_ADD)},
-    **{p: "elementwise" for p in _packets(_POINTWISE + _REDUCE)},
+    **{p: "elementwise" for p in _packets(_POINTWISE + _REDUCE + _NORM)},
     **{p: "free" for p in _packets(_FREE)},
 }
 _CUSTOM = {
     **{p: _per_output for p in _packets(_POINTWISE + _ADD + _FUSED_SCALE_ADD)},
-    **{p: _per_input for p in _packets(_REDUCE + _BN)},
+    **{p: _per_input for p in _packets(_REDUCE + _BN + _NORM)},
     **{p: _free for p in _packets(_FREE)},
 }
 

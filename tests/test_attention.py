@@ -104,6 +104,9 @@ def test_make_se_builds_the_configured_operator_with_the_papers_tag(op):
     assert isinstance(block, Recalibration) and block.tag == "SE_3_2" and block.channels == 64
     assert isinstance(block, SqueezeExcite) == (op == "se")
     assert make_se(64, SEConfig(operator=op, stages=(4,)), 3, 2) is None
+    with torch.no_grad():  # random weights: an operator may start as the identity (GC's zero last convolution)
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     x = _x(2, 64, 6, 5)
     y = block.eval()(x)
     assert y.shape == x.shape and not torch.allclose(y, x)

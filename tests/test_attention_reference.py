@@ -10,9 +10,11 @@ import math
 import pytest
 import torch
 from timm.layers import EcaModule
+from timm.layers import GlobalContext as TimmGlobalContext
 from timm.layers.cbam import CbamModule
 
 from senet.attention.cbam import CBAM
+from senet.attention.gc import GlobalContext
 from senet.attention.eca import EfficientChannelAttention, eca_kernel_size
 from senet.attention.simam import SimAM
 from senet.config import SEConfig
@@ -212,3 +214,92 @@ def test_cbam_is_the_papers_equations_1_to_3():
     s = (s - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
     with torch.no_grad():
         torch.testing.assert_close(ours(x), torch.sigmoid(s) * f1)
+
+
+# ---- GC (Cao et al. 2019) ---- #
+
+
+def _gc_from_timm(reference: TimmGlobalContext, fusion: str) -> dict:
+    """timm's GC weights under our names (its LayerNorm2d's (C,) affine as the released LayerNorm([C, 1, 1]))."""
+    sd = reference.state_dict()
+    mlp = "mlp_add" if fusion == "add" else "mlp_scale"
+    out = {"squeeze.conv.weight": sd["conv_attn.weight"], "squeeze.conv.bias": sd["conv_attn.bias"]}
+    for ours, theirs in (("transform.0", f"{mlp}.fc1"), ("transform.3", f"{mlp}.fc2")):
+        out.update({f"{ours}.weight": sd[f"{theirs}.weight"], f"{ours}.bias": sd[f"{theirs}.bias"]})
+    out.update({f"transform.1.{k}": sd[f"{mlp}.norm.{k}"][:, None, None] for k in ("weight", "bias")})
+    return out
+
+
+def _timm_gc(channels: int, fusion: str) -> TimmGlobalContext:
+    reference = TimmGlobalContext(channels, fuse_add=fusion == "add", fuse_scale=fusion == "scale", rd_ratio=1 / 16)
+    _randomize(reference)
+    return reference
+
+
+@pytest.mark.parametrize("fusion", ["add", "scale"])
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_gc_matches_timm_given_its_weights_and_eps(channels, fusion):
+    reference = _timm_gc(channels, fusion)
+    ours = GlobalContext(channels, SEConfig(operator="gc", gc_fusion=fusion))
+    ours.load_state_dict(_gc_from_timm(reference, fusion))
+    ours.transform[1].eps = reference.mlp_add.norm.eps if fusion == "add" else reference.mlp_scale.norm.eps
+    _same_outputs(ours, reference, channels)
+
+
+def test_gc_follows_the_released_code_where_timm_differs():
+    """The released ContextBlock: LayerNorm eps 1e-5 (timm 1e-6), int(C / r) channels (timm rounds C / r)."""
+    reference = _timm_gc(64, "add")
+    ours = GlobalContext(64, SEConfig(operator="gc")).eval()
+    ours.load_state_dict(_gc_from_timm(reference, "add"))
+    assert (ours.transform[1].eps, reference.mlp_add.norm.eps) == (1e-5, 1e-6)
+    x = _x(2, 64, 5, 5) * 1e-3  # small activations: the eps shows
+    with torch.no_grad():
+        assert not torch.allclose(ours(x), reference.eval()(x), rtol=1e-5, atol=1e-7)
+    assert GlobalContext(40, SEConfig(operator="gc")).transform[0].out_channels == 2
+    assert TimmGlobalContext(40, fuse_add=True, fuse_scale=False, rd_ratio=1 / 16).mlp_add.fc1.out_channels == 3
+
+
+def test_gc_is_the_papers_equation_3_and_an_add_block_starts_as_the_identity():
+    ours = GlobalContext(32, SEConfig(operator="gc", reduction=4))
+    x = _x(2, 32, 6, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), x)  # zero last convolution, as released
+    _randomize(ours)
+    w_k, b_k = ours.squeeze.conv.weight.flatten(), ours.squeeze.conv.bias
+    alpha = torch.softmax(torch.einsum("c,nchw->nhw", w_k, x).flatten(1) + b_k, 1)  # (N, HW)
+    context = torch.einsum("ncp,np->nc", x.flatten(2), alpha)
+    fc1, ln, fc2 = ours.transform[0], ours.transform[1], ours.transform[3]
+    h = context @ fc1.weight.flatten(1).t() + fc1.bias
+    h = (h - h.mean(1, keepdim=True)) / torch.sqrt(h.var(1, unbiased=False, keepdim=True) + ln.eps)
+    h = torch.relu(h * ln.weight.flatten() + ln.bias.flatten())
+    t = h @ fc2.weight.flatten(1).t() + fc2.bias
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), x + t[:, :, None, None])
+        ours.fusion, ours.gate = "scale", torch.nn.Sigmoid()
+        torch.testing.assert_close(ours(x), x * torch.sigmoid(t)[:, :, None, None])
+
+
+@pytest.mark.parametrize("fusion", ["add", "scale"])
+def test_gc_in_a_network_fuses_only_its_scale_and_is_counted(fusion):
+    from senet import build_model, se_modules
+    from senet.blocks import set_fused_se
+    from senet.op_counts import count_ops
+
+    torch.manual_seed(0)
+    model = build_model("se_resnet20_cifar", **{"se.operator": "gc", "se.gc_fusion": fusion}).eval()
+    with torch.no_grad():  # away from the released zero init, so the block does something
+        for m in se_modules(model).values():
+            m.transform[-1].weight.normal_(0, 0.1)
+    assert all(m.fuses_residual == (fusion == "scale") for m in se_modules(model).values())
+    x = _x(2, 3, 32, 32)
+    with torch.no_grad():
+        fused = model(x)
+        set_fused_se(model, False)
+        torch.testing.assert_close(model(x), fused, rtol=1e-4, atol=1e-5)
+    counts = count_ops(model, (3, 32, 32), strict=True)
+    blocks = se_modules(model).values()
+    hidden = [m.transform[0].out_channels for m in blocks]
+    # MACs: the attention logits (C per position), the weighted sum (C per position), the two transform FCs
+    sizes = {16: 32 * 32, 32: 16 * 16, 64: 8 * 8}
+    assert counts.se["conv"] + counts.se["linear"] == sum(
+        2 * m.channels * sizes[m.channels] + 2 * m.channels * h for m, h in zip(blocks, hidden))

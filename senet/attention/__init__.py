@@ -15,6 +15,7 @@ OPERATORS = {
     "eca": "senet.attention.eca:EfficientChannelAttention",
     "simam": "senet.attention.simam:SimAM",
     "cbam": "senet.attention.cbam:CBAM",
+    "gc": "senet.attention.gc:GlobalContext",
 }
 
 
