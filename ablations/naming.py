@@ -31,6 +31,8 @@ _SE_PREFIX = {
     "simam_lambda": "lam",
     "cbam_kernel": "k",
     "gc_fusion": "",  # add / scale
+    "ge_extent": "e",
+    "ge_variant": "",  # theta / theta_plus
 }
 # Short names for the fields a sweep most often varies besides the SE block.
 _ABBREV = {

@@ -22,7 +22,8 @@ WIDTH_ROUNDINGS = ("floor", "round", "divisor")
 STRIDE_ON = ("1x1", "3x3")
 STEM_POOLS = ("caffe", "torchvision")
 #: The recalibration operator a block gets (``senet.attention``): SE, then its successors.
-OPERATORS = ("se", "eca", "simam", "cbam", "gc")
+OPERATORS = ("se", "eca", "simam", "cbam", "gc", "ge")
+GE_VARIANTS = ("theta_minus", "theta", "theta_plus")
 GC_FUSIONS = ("add", "scale")
 #: Knobs every operator reads: where it goes.
 WHERE_KNOBS = ("operator", "placement", "stages", "skip_blocks")
@@ -34,6 +35,7 @@ OPERATOR_KNOBS = {
     "simam": ("simam_lambda",),
     "cbam": ("reduction", "width_rounding", "divisor", "activation", "bias", "cbam_kernel"),
     "gc": ("reduction", "width_rounding", "divisor", "gc_fusion"),
+    "ge": ("ge_extent", "ge_variant", "reduction", "width_rounding", "divisor"),  # the bottleneck: theta_plus only
 }
 
 
@@ -62,7 +64,7 @@ class SEConfig:
             no SE (the "drop SE from the last stage" discussion of Sec. 7.2).
         operator: the recalibration operator at those places: ``se`` (this paper, the default) or a
             successor from ``senet.attention``: ``eca`` (ECA-Net), ``simam`` (SimAM), ``cbam`` (CBAM),
-            ``gc`` (GCNet's global context block).
+            ``gc`` (GCNet's global context block), ``ge`` (Gather-Excite).
             ``OPERATOR_KNOBS`` says which of the knobs above and below each one reads; the others must
             stay at their defaults.
         eca_kernel: ECA's 1-D convolution size: ``adaptive`` (ECA-Net Eq. 12 from the channel count,
@@ -71,6 +73,11 @@ class SEConfig:
         cbam_kernel: the size of CBAM's spatial-attention convolution, odd (the paper's 7; 3 in its Table 4).
         gc_fusion: how GC merges its context into every position: ``add`` (the paper's default) or ``scale``
             (a sigmoid gate, SE-like; GCNet Table 5).
+        ge_extent: GE's gather extent e, a power of two (2, 4, 8: each output sees an e-times downsampled
+            neighbourhood), or 0 for the whole map (global).
+        ge_variant: GE's parameterisation: ``theta_minus`` (average pooling, no parameters), ``theta``
+            (depthwise convolutions; needs e >= 2), ``theta_plus`` (theta plus SE's bottleneck, which reads
+            ``reduction``).
 
     ``operator`` and the knobs after it came later: at their defaults they stay out of ``to_dict`` and
     ``config_hash`` (``late_field``), so every SE config keeps its hash and run name.
@@ -91,6 +98,8 @@ class SEConfig:
     simam_lambda: float = late_field(1e-4)
     cbam_kernel: int = late_field(7)
     gc_fusion: str = late_field("add")
+    ge_extent: int = late_field(0)
+    ge_variant: str = late_field("theta_minus")
 
     def __post_init__(self) -> None:
         check_choice("model.se.operator", self.operator, OPERATORS)
@@ -119,6 +128,8 @@ class SEConfig:
         if k != "adaptive" and (isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0):
             raise ValueError(f"model.se.eca_kernel={k!r} is not allowed; it must be 'adaptive' or an odd integer >= 1")
         check_choice("model.se.gc_fusion", self.gc_fusion, GC_FUSIONS)
+        check_choice("model.se.ge_variant", self.ge_variant, GE_VARIANTS)
+        check_int("model.se.ge_extent", self.ge_extent, minimum=0)
         check_int("model.se.cbam_kernel", self.cbam_kernel)
         if self.cbam_kernel % 2 == 0:
             raise ValueError(f"model.se.cbam_kernel={self.cbam_kernel!r} is not allowed; it must be an odd integer >= 1")
@@ -126,6 +137,24 @@ class SEConfig:
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam > 0:
             raise ValueError(f"model.se.simam_lambda={lam!r} is not allowed; it must be a number > 0")
         self._check_knobs_apply()
+        self._check_ge()
+
+    def _check_ge(self) -> None:
+        """GE's extent and parameterisation together (after ``_check_knobs_apply``: only GE sets them)."""
+        e = self.ge_extent
+        if e == 1 or e & (e - 1):
+            raise ValueError(f"model.se.ge_extent={e!r} is not allowed; it must be 0 (global) or a power of two >= 2")
+        if e == 0 and self.ge_variant != "theta_minus":
+            raise ValueError(f"model.se.ge_variant={self.ge_variant!r} cannot gather at global extent "
+                             "(model.se.ge_extent=0): its depthwise kernel is the feature map's size, which the "
+                             "block is not given; set ge_extent to 2, 4, 8, ... or use theta_minus")
+        if self.operator == "ge" and self.ge_variant != "theta_plus":
+            for name in ("reduction", "width_rounding", "divisor"):
+                f = next(f for f in dataclasses.fields(self) if f.name == name)
+                if getattr(self, name) != f.default:
+                    raise ValueError(f"model.se.{name}={getattr(self, name)!r} does not apply to "
+                                     f"model.se.ge_variant={self.ge_variant!r}, which has no bottleneck (only "
+                                     f"theta_plus does); leave {name} at its default ({f.default!r})")
 
     def _check_knobs_apply(self) -> None:
         """Refuse a knob the chosen operator does not read, set away from its default (one line naming both)."""

@@ -68,7 +68,9 @@ _FREE = ("view", "_unsafe_view", "reshape", "_reshape_alias", "permute", "transp
          "unsqueeze", "cat", "stack", "split", "split_with_sizes", "slice", "select", "clone", "detach", "alias",
          "_to_copy", "copy_", "as_strided", "empty", "empty_strided", "empty_like", "new_empty", "zeros", "zeros_like", "fill_",
          "zero_", "lift_fresh", "native_dropout",
-         "channel_shuffle", "native_channel_shuffle", "flatten", "contiguous")
+         "channel_shuffle", "native_channel_shuffle", "flatten", "contiguous",
+         # nearest-neighbour resizing (GE) copies and computes nothing, whichever ops it decomposes into
+         "upsample_nearest2d", "_upsample_nearest_exact2d", "_unsafe_index", "index", "arange")
 _CONV = ("convolution", "_convolution", "cudnn_convolution", "convolution_overrideable", "_slow_conv2d_forward")
 _LINEAR = ("mm", "addmm", "bmm", "baddbmm")
 

@@ -14,8 +14,8 @@ from timm.layers import GlobalContext as TimmGlobalContext
 from timm.layers.cbam import CbamModule
 
 from senet.attention.cbam import CBAM
-from senet.attention.gc import GlobalContext
 from senet.attention.eca import EfficientChannelAttention, eca_kernel_size
+from senet.attention.gc import GlobalContext
 from senet.attention.simam import SimAM
 from senet.config import SEConfig
 

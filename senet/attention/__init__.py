@@ -16,6 +16,7 @@ OPERATORS = {
     "simam": "senet.attention.simam:SimAM",
     "cbam": "senet.attention.cbam:CBAM",
     "gc": "senet.attention.gc:GlobalContext",
+    "ge": "senet.attention.ge:GatherExcite",
 }
 
 
