@@ -22,7 +22,7 @@ WIDTH_ROUNDINGS = ("floor", "round", "divisor")
 STRIDE_ON = ("1x1", "3x3")
 STEM_POOLS = ("caffe", "torchvision")
 #: The recalibration operator a block gets (``senet.attention``): SE, then its successors.
-OPERATORS = ("se", "eca", "simam", "cbam", "gc", "ge")
+OPERATORS = ("se", "eca", "simam", "cbam", "gc", "ge", "srm")
 GE_VARIANTS = ("theta_minus", "theta", "theta_plus")
 GC_FUSIONS = ("add", "scale")
 #: Knobs every operator reads: where it goes.
@@ -36,6 +36,7 @@ OPERATOR_KNOBS = {
     "cbam": ("reduction", "width_rounding", "divisor", "activation", "bias", "cbam_kernel"),
     "gc": ("reduction", "width_rounding", "divisor", "gc_fusion"),
     "ge": ("ge_extent", "ge_variant", "reduction", "width_rounding", "divisor"),  # the bottleneck: theta_plus only
+    "srm": (),
 }
 
 
@@ -64,7 +65,7 @@ class SEConfig:
             no SE (the "drop SE from the last stage" discussion of Sec. 7.2).
         operator: the recalibration operator at those places: ``se`` (this paper, the default) or a
             successor from ``senet.attention``: ``eca`` (ECA-Net), ``simam`` (SimAM), ``cbam`` (CBAM),
-            ``gc`` (GCNet's global context block), ``ge`` (Gather-Excite).
+            ``gc`` (GCNet's global context block), ``ge`` (Gather-Excite), ``srm`` (SRM: no knobs of its own).
             ``OPERATOR_KNOBS`` says which of the knobs above and below each one reads; the others must
             stay at their defaults.
         eca_kernel: ECA's 1-D convolution size: ``adaptive`` (ECA-Net Eq. 12 from the channel count,

@@ -17,6 +17,7 @@ OPERATORS = {
     "cbam": "senet.attention.cbam:CBAM",
     "gc": "senet.attention.gc:GlobalContext",
     "ge": "senet.attention.ge:GatherExcite",
+    "srm": "senet.attention.srm:SRM",
 }
 
 
