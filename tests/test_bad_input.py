@@ -88,7 +88,7 @@ CASES = [
     ("excitation-truncated-checkpoint", lambda: _truncated_checkpoint("run/checkpoints/last.ckpt"),
      ["excitation", "run/checkpoints/last.ckpt"], ["checkpoint run/checkpoints/last.ckpt cannot be read", "truncated"]),
     ("excitation-data-malformed", lambda: _write("run/checkpoints/last.ckpt", "garbage\n"),
-     ["excitation", "run", "--data", "root=[a,"], ["--data root='[a,'", "not valid YAML"]),
+     ["excitation", "run", "--set", "data.root=[a,"], ["--set data.root='[a,'", "not valid YAML"]),
     ("sweep-spec-binary", lambda: _write("spec.yaml", BINARY),
      ["sweep", "spec.yaml", "--dry-run"], ["sweep spec spec.yaml", "not a text file", "give a YAML file"]),
     ("sweep-spec-malformed-yaml", lambda: _write("spec.yaml", MALFORMED_YAML),
