@@ -22,7 +22,7 @@ WIDTH_ROUNDINGS = ("floor", "round", "divisor")
 STRIDE_ON = ("1x1", "3x3")
 STEM_POOLS = ("caffe", "torchvision")
 #: The recalibration operator a block gets (``senet.attention``): SE, then its successors.
-OPERATORS = ("se", "eca", "simam", "cbam", "gc", "ge", "srm")
+OPERATORS = ("se", "eca", "simam", "cbam", "gc", "ge", "srm", "coord")
 GE_VARIANTS = ("theta_minus", "theta", "theta_plus")
 GC_FUSIONS = ("add", "scale")
 #: Knobs every operator reads: where it goes.
@@ -37,6 +37,7 @@ OPERATOR_KNOBS = {
     "gc": ("reduction", "width_rounding", "divisor", "gc_fusion"),
     "ge": ("ge_extent", "ge_variant", "reduction", "width_rounding", "divisor"),  # the bottleneck: theta_plus only
     "srm": (),
+    "coord": ("coord_reduction",),
 }
 
 
@@ -65,7 +66,8 @@ class SEConfig:
             no SE (the "drop SE from the last stage" discussion of Sec. 7.2).
         operator: the recalibration operator at those places: ``se`` (this paper, the default) or a
             successor from ``senet.attention``: ``eca`` (ECA-Net), ``simam`` (SimAM), ``cbam`` (CBAM),
-            ``gc`` (GCNet's global context block), ``ge`` (Gather-Excite), ``srm`` (SRM: no knobs of its own).
+            ``gc`` (GCNet's global context block), ``ge`` (Gather-Excite), ``srm`` (SRM: no knobs of its own),
+            ``coord`` (coordinate attention).
             ``OPERATOR_KNOBS`` says which of the knobs above and below each one reads; the others must
             stay at their defaults.
         eca_kernel: ECA's 1-D convolution size: ``adaptive`` (ECA-Net Eq. 12 from the channel count,
@@ -79,6 +81,8 @@ class SEConfig:
         ge_variant: GE's parameterisation: ``theta_minus`` (average pooling, no parameters), ``theta``
             (depthwise convolutions; needs e >= 2), ``theta_plus`` (theta plus SE's bottleneck, which reads
             ``reduction``).
+        coord_reduction: coordinate attention's reduction r: its shared 1x1 convolution has max(8, C // r)
+            channels (the released code's rule and default, 32).
 
     ``operator`` and the knobs after it came later: at their defaults they stay out of ``to_dict`` and
     ``config_hash`` (``late_field``), so every SE config keeps its hash and run name.
@@ -101,6 +105,7 @@ class SEConfig:
     gc_fusion: str = late_field("add")
     ge_extent: int = late_field(0)
     ge_variant: str = late_field("theta_minus")
+    coord_reduction: int = late_field(32)
 
     def __post_init__(self) -> None:
         check_choice("model.se.operator", self.operator, OPERATORS)
@@ -132,6 +137,7 @@ class SEConfig:
         check_choice("model.se.ge_variant", self.ge_variant, GE_VARIANTS)
         check_int("model.se.ge_extent", self.ge_extent, minimum=0)
         check_int("model.se.cbam_kernel", self.cbam_kernel)
+        check_int("model.se.coord_reduction", self.coord_reduction)
         if self.cbam_kernel % 2 == 0:
             raise ValueError(f"model.se.cbam_kernel={self.cbam_kernel!r} is not allowed; it must be an odd integer >= 1")
         lam = self.simam_lambda

@@ -57,8 +57,9 @@ _ADD = ("add", "add_")
 # residual + x * s in one op: the SE scale fused into the residual sum (Recalibration.scale(x, s, residual));
 # inside an SE block it counts as the scale and the sum it replaced, one op each per element.
 _FUSED_SCALE_ADD = ("addcmul", "addcmul_")
-_REDUCE = ("mean", "sum", "std", "var", "amax", "amin", "max", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices",
-           "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool2d", "_softmax", "_log_softmax")
+_REDUCE = ("mean", "sum", "std", "var", "amax", "amin", "max", "avg_pool2d", "max_pool2d",
+           "max_pool2d_with_indices", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool2d", "_softmax",
+           "_log_softmax")
 # Normalisations that are not an inference-time scale and shift (GC's LayerNorm): one op per input element.
 _NORM = ("native_layer_norm",)
 _BN = ("_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",

@@ -18,6 +18,7 @@ OPERATORS = {
     "gc": "senet.attention.gc:GlobalContext",
     "ge": "senet.attention.ge:GatherExcite",
     "srm": "senet.attention.srm:SRM",
+    "coord": "senet.attention.coord:CoordinateAttention",
 }
 
 
