@@ -22,16 +22,16 @@ COMMANDS = {
     "wandb-sweep": ("ablations.commands.wandb_sweep", "write (and optionally create) the equivalent W&B sweep"),
     "report": ("ablations.commands.report", "turn a study into the paper's table layout and plots"),
     "excitation": ("ablations.commands.excitation", "record and plot the excitation of a trained model (Sec. 7.2)"),
-    "dashboard": ("ablations.dashboards", "print or create the W&B workspace for SE ablations"),
+    "dashboard": ("ablations.reporting.dashboards", "print or create the W&B workspace for SE ablations"),
 }
 
 
 class Parser(argparse.ArgumentParser):
     """argparse, whose error for an unknown flag or an invalid choice names the closest valid ones (difflib), and
-    whose help shows every default (``ablations.help_format``)."""
+    whose help shows every default (``ablations.commands.help_format``)."""
 
     def __init__(self, *args, **kwargs) -> None:
-        from ablations.help_format import HelpFormatter
+        from ablations.commands.help_format import HelpFormatter
 
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
@@ -59,7 +59,7 @@ def _available() -> dict[str, tuple[str, str]]:
 
 def add_command_arguments(parser: argparse.ArgumentParser, module: str) -> None:
     """A subcommand's options and, after them in its help, its example commands (the module's ``EXAMPLES``)."""
-    from ablations.help_format import add_examples
+    from ablations.commands.help_format import add_examples
 
     imported = importlib.import_module(module)
     imported.add_arguments(parser)
@@ -75,7 +75,7 @@ def command_parser(name: str) -> Parser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ablations.provenance import package_version
+    from ablations.training.provenance import package_version
 
     parser = Parser(prog="senet-ablate", description="Ablation experiments for Squeeze-and-Excitation networks.")
     parser.add_argument("--version", action="version", version=f"senet-ablate {package_version() or 'unknown'}")
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         from ablations.sweep.storage import move_storage_to_env
 
         move_storage_to_env(args.storage)
-    from ablations.interrupts import RunInterrupted
+    from ablations.training.interrupts import RunInterrupted
 
     try:
         return int(module.run(args) or 0)

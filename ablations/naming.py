@@ -33,6 +33,7 @@ _SE_PREFIX = {
     "gc_fusion": "",  # add / scale
     "ge_extent": "e",
     "ge_variant": "",  # theta / theta_plus
+    "coord_reduction": "r",
 }
 # Short names for the fields a sweep most often varies besides the SE block.
 _ABBREV = {

@@ -18,10 +18,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablations import provenance
 from ablations.config import ExperimentConfig
 from ablations.reporting import compare, cost_table
 from ablations.resolve import layer, resolve_base
+from ablations.training import provenance
 from senet.tree import check_int
 
 #: The arms: (label, dotted overrides on top of the baseline). ``model.se`` set = the registry's SE defaults.
@@ -135,7 +135,7 @@ def run_quickstart(q: QuickstartConfig, runner: Callable | None = None, workers:
 
 
 def _run_one(cfg: ExperimentConfig, **kw) -> dict:
-    from ablations.run import run_experiment
+    from ablations.training.run import run_experiment
 
     return run_experiment(cfg, progress_bar=False, quiet=True).to_dict()
 

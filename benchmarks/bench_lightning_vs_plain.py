@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ablations.config import ExperimentConfig
-from ablations.module import SEClassifier
+from ablations.training.module import SEClassifier
 from senet import model_config
 
 

@@ -54,7 +54,7 @@ def lightning_vs_plain(batch: int, steps: int) -> tuple[float, float, str]:
 
     from ablations.config import DataConfig, ExperimentConfig, TrainConfig
     from ablations.data import build_datamodule
-    from ablations.module import SEClassifier
+    from ablations.training.module import SEClassifier
     from senet import model_config
 
     cfg = ExperimentConfig(

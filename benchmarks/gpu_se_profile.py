@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gpu_check import step_time  # noqa: E402
+from gpu_check import step_time
 
-from senet import build_model  # noqa: E402
-from senet.se import SqueezeExcite  # noqa: E402
+from senet import build_model
+from senet.se import SqueezeExcite
 
 
 def excitation_as_linear(self: SqueezeExcite, x: torch.Tensor) -> torch.Tensor:

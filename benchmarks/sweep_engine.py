@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 def stub_runner(cfg, callbacks=None, trial=None, baseline=None, quiet=True):
     """A finished run without training: the result row a real run would return (no run folder on disk)."""
-    from ablations.result import Result
+    from ablations.training.result import Result
 
     return Result(config=cfg.to_dict(), config_hash=cfg.hash(), seed=cfg.seed, git_commit=None, params=1000,
                   gmacs=0.001, metrics={"val/top1_best": 0.5 + 1e-6 * cfg.seed, "val/top1": 0.5}, epochs=1,
@@ -38,9 +38,9 @@ def stub_runner(cfg, callbacks=None, trial=None, baseline=None, quiet=True):
 
 def spec_for(cells: int, out: Path):
     """A grid of ``cells`` cells: baseline and one SE arm, ``cells / 2`` seeds each."""
-    from ablations.sweep.spec import load_spec
-
     import yaml
+
+    from ablations.sweep.spec import load_spec
 
     path = out / f"engine{cells}.yaml"
     path.write_text(yaml.safe_dump({

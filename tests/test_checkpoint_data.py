@@ -9,12 +9,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from ablations.commands.lightning_cli import main
 from ablations.config import DataConfig, ExperimentConfig
 from ablations.data import DigitsDataModule, SyntheticDataModule
-from ablations.data_check import adapt_to_record, mismatch, model_mismatch
-from ablations.lightning_cli import main
-from ablations.metrics import TEST_TOP1
-from ablations.module import SEClassifier
+from ablations.training.data_check import adapt_to_record, mismatch, model_mismatch
+from ablations.training.metrics import TEST_TOP1
+from ablations.training.module import SEClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 BATCHES = 4  # per loop: enough for a network a little better than chance, on a CPU shared with other work

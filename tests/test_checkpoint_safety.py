@@ -19,7 +19,7 @@ from test_resume import Interrupt  # stops a run at an epoch's start, after the 
 from ablations.cli import main
 from ablations.config import ExperimentConfig
 from ablations.excitation.analysis import load_module
-from ablations.run import run_experiment
+from ablations.training.run import run_experiment
 from senet import build_model, model_config
 from senet.weights import load_legacy_weights, read_state_dict
 

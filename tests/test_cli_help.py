@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from ablations.cli import COMMANDS, build_parser, command_parser, main
-from ablations.help_format import examples, show
+from ablations.commands.help_format import examples, show
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -1,4 +1,4 @@
-"""``python -m ablations.lightning_cli`` applies ``--model.config.train.threads`` and refuses the Trainer's fields."""
+"""``python -m ablations.commands.lightning_cli`` applies ``--model.config.train.threads`` and refuses the Trainer's fields."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +7,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from ablations.lightning_cli import TRAINER_FIELDS, main
+from ablations.commands.lightning_cli import TRAINER_FIELDS, main
 
 
 @pytest.fixture(autouse=True)

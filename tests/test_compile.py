@@ -12,8 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from ablations.config import ExperimentConfig
 from ablations.data import build_datamodule
 from ablations.excitation import ExcitationRecorder
-from ablations.module import SEClassifier
-from ablations.run_folder import RNGStateCallback
+from ablations.training.module import SEClassifier
+from ablations.training.run_folder import RNGStateCallback
 from senet import model_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread_module")]

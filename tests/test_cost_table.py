@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from ablations.config import ExperimentConfig
-from ablations.cost import peak_memory_mb, reset_peak_memory
 from ablations.reporting import compare, cost_table
+from ablations.training.cost import peak_memory_mb, reset_peak_memory
 from senet import model_config
 
 BASE = ExperimentConfig()

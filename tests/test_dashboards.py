@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from ablations import dashboards
-from ablations.dashboards import _flat_config_keys, describe, workspace_spec
 from ablations.excitation.wandb_log import summary_metrics
-from ablations.metrics import GMACS, VAL_TOP1_BEST
+from ablations.reporting import dashboards
+from ablations.reporting.dashboards import _flat_config_keys, describe, workspace_spec
+from ablations.training.metrics import GMACS, VAL_TOP1_BEST
 
 
 def panels(spec, type_):
@@ -53,7 +53,7 @@ def test_flat_dotted_config_keys_keep_value_at_the_end():
 def test_create_without_login_prints_the_spec_and_says_why(capsys, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", "/nonexistent")
-    monkeypatch.setattr("ablations.wandb_logging.logged_in", lambda: False)
+    monkeypatch.setattr("ablations.training.wandb_logging.logged_in", lambda: False)
     assert dashboards.main(["--project", "p", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["project"] == "p"
     assert dashboards.main(["--project", "p", "--create"]) == 2

@@ -22,8 +22,8 @@ import pytest
 
 from ablations.config import ExperimentConfig
 from ablations.data import build_datamodule
-from ablations.metrics import VAL_LOSS, VAL_TOP1, VAL_TOP5
-from ablations.module import SEClassifier
+from ablations.training.metrics import VAL_LOSS, VAL_TOP1, VAL_TOP5
+from ablations.training.module import SEClassifier
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

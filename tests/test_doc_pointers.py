@@ -23,7 +23,7 @@ def test_every_pointer_names_an_existing_doc_and_section():
             path = ROOT / "docs" / doc
             if not path.is_file():
                 bad.append(f"{name}: docs/{doc} does not exist")
-            elif section and not re.search(rf"^#+ {re.escape(section.strip())}\s*$", path.read_text(), re.M):
+            elif section and not re.search(rf"^#+ {re.escape(section.strip())}\s*$", path.read_text(), re.MULTILINE):
                 bad.append(f"{name}: docs/{doc} has no section {section.strip()!r}")
     assert not bad, "\n".join(bad)
 

@@ -10,7 +10,7 @@ import pytest
 from ablations.cli import main
 from ablations.config import ExperimentConfig
 from ablations.excitation import ExcitationStats
-from ablations.run import run_experiment
+from ablations.training.run import run_experiment
 
 pytestmark = pytest.mark.slow
 BLOCKS = [f"SE_{s}_{b}" for s in (2, 3, 4) for b in (1, 2, 3)]  # SE-ResNet-20 (CIFAR layout)

@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from ablations.config import ExperimentConfig
-from ablations.run import run_experiment
+from ablations.training.run import run_experiment
 from senet import model_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow,

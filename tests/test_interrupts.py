@@ -1,4 +1,4 @@
-"""``ablations.interrupts``: real signals to this process become ``RunInterrupted`` with the signal's name and exit code."""
+"""``ablations.training.interrupts``: real signals to this process become ``RunInterrupted`` with the signal's name and exit code."""
 from __future__ import annotations
 
 import os
@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from ablations import interrupts
-from ablations.interrupts import RunInterrupted
+from ablations.training import interrupts
+from ablations.training.interrupts import RunInterrupted
 
 # Every signal a user or a cluster stops a run with; the process tests (test_train_interrupts) send SIGTERM and
 # SIGKILL end to end and check SIGINT's and SIGUSR1's rows, so each of these is checked here.

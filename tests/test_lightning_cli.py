@@ -1,5 +1,5 @@
 """``LightningCLI(SEClassifier, <DataModule>)`` builds both from typed flags and trains (issue 13), and so does
-``python -m ablations.lightning_cli`` with the data class named by ``--data``."""
+``python -m ablations.commands.lightning_cli`` with the data class named by ``--data``."""
 from __future__ import annotations
 
 import sys
@@ -9,10 +9,10 @@ import pytest
 import torch
 from lightning.pytorch.cli import LightningCLI
 
+from ablations.commands.lightning_cli import main
 from ablations.data import DigitsDataModule
-from ablations.lightning_cli import main
-from ablations.metrics import TEST_LOSS, TEST_TOP1, TEST_TOP5, VAL_LOSS, VAL_TOP1, VAL_TOP5
-from ablations.module import SEClassifier
+from ablations.training.metrics import TEST_LOSS, TEST_TOP1, TEST_TOP5, VAL_LOSS, VAL_TOP1, VAL_TOP5
+from ablations.training.module import SEClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 

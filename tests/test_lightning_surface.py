@@ -17,9 +17,9 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 
 from ablations.config import DataConfig, ExperimentConfig
 from ablations.data import DATAMODULES, DigitsDataModule, build_datamodule
-from ablations.epoch_log import EpochLogBar, progress_callbacks
-from ablations.metrics import TEST_LOSS, TEST_TOP1, TEST_TOP5
-from ablations.module import SEClassifier
+from ablations.training.epoch_log import EpochLogBar, progress_callbacks
+from ablations.training.metrics import TEST_LOSS, TEST_TOP1, TEST_TOP5
+from ablations.training.module import SEClassifier
 from senet import model_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,7 +152,7 @@ def test_a_runs_checkpoints_test_to_their_recorded_validation_numbers(tmp_path):
 
     Bugs caught: a checkpoint written before its epoch's validation, or after the next optimizer step; a test split
     other than the validation split (another seed, another transform); ``best.ckpt`` not the best epoch's weights."""
-    from ablations.run import run_experiment
+    from ablations.training.run import run_experiment
 
     cfg = digits_cfg().override({"output_dir": str(tmp_path / "runs"), "train.epochs": 3, "train.threads": 1,
                                  "train.limit_train_batches": 3, "data.val_fraction": 0.1, "seed": 3})

@@ -11,8 +11,8 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ablations.config import ExperimentConfig
 from ablations.data import build_datamodule
-from ablations.metrics import GMACS, PARAMS, RESULT_METRICS, VAL_TOP1_BEST
-from ablations.module import NonFiniteLossError, SEClassifier, build_scheduler
+from ablations.training.metrics import GMACS, PARAMS, RESULT_METRICS, VAL_TOP1_BEST
+from ablations.training.module import NonFiniteLossError, SEClassifier, build_scheduler
 from senet import model_config
 from senet.complexity import complexity
 

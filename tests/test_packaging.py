@@ -11,7 +11,7 @@ import pytest
 import setuptools
 import tomllib
 
-from ablations import spec_files
+from ablations.sweep import spec_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ def _run(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_wheel_runs_the_readme_commands_from_an_empty_folder(installed, tmp_path):
     python, cli = str(installed / "bin" / "python"), str(installed / "bin" / "senet-ablate")
-    where = _run(installed, tmp_path, python, "-c", "import ablations, importlib.metadata as m, ablations.result as r; "
+    where = _run(installed, tmp_path, python, "-c", "import ablations, importlib.metadata as m, ablations.training.result as r; "
                  "print(ablations.__file__, m.version('senet-ablations'), r.git_commit())")
     assert where.returncode == 0, where.stderr
     path, version, commit = where.stdout.split()

@@ -13,7 +13,7 @@ import pytest
 from ablations.cli import main
 from ablations.naming import run_name
 from ablations.quickstart import QuickstartConfig, experiments, run_quickstart, write_outputs
-from ablations.run import Result
+from ablations.training.run import Result
 
 FIELDS = {"config", "config_hash", "seed", "git_commit", "params", "gmacs", "metrics", "epochs", "wall_time_s",
           "status", "reason", "run_dir"}

@@ -79,5 +79,5 @@ def test_other_errors_are_not_retried(study, monkeypatch):
 
     monkeypatch.setattr(RDBStorage, "_get_best_trial_id", broken)
     with pytest.raises(sqlalchemy.exc.IntegrityError):
-        study.best_trial
+        _ = study.best_trial
     assert calls[0] == 1

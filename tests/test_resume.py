@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ablations.config import ExperimentConfig
-from ablations.run import RESULT_FILE, Result, run_experiment
+from ablations.training.run import RESULT_FILE, Result, run_experiment
 from senet import model_config
 
 pytestmark = pytest.mark.slow

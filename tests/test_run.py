@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from ablations.config import ExperimentConfig
-from ablations.metrics import RESULT_METRICS
 from ablations.naming import run_name
-from ablations.run import RESULT_FILE, Result, claim_run_dir, git_commit, run_experiment
+from ablations.training.metrics import RESULT_METRICS
+from ablations.training.run import RESULT_FILE, Result, claim_run_dir, git_commit, run_experiment
 from senet import build_model, model_config
 from senet.complexity import complexity
 
@@ -129,7 +129,7 @@ def test_wandb_offline_run_lives_in_the_run_folder_and_is_finished(tmp_path, mon
 
 
 def test_online_without_a_login_falls_back_to_offline(monkeypatch, tmp_path):
-    from ablations import wandb_logging
+    from ablations.training import wandb_logging
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
@@ -142,7 +142,7 @@ def test_online_without_a_login_falls_back_to_offline(monkeypatch, tmp_path):
 
 
 def test_a_wandb_login_netrc_entry_counts_as_logged_in(monkeypatch, tmp_path):
-    from ablations import wandb_logging
+    from ablations.training import wandb_logging
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     netrc_file = tmp_path / "netrc"
@@ -182,12 +182,12 @@ def test_a_truncated_checkpoint_names_the_file_and_the_way_out(tmp_path):
 
 
 def test_a_held_run_folder_is_refused_in_one_line_and_taken_over_when_its_holder_dies(tmp_path):
-    from ablations.run import RunFolderBusy
-    from ablations.run_folder import RunLock
+    from ablations.training.run import RunFolderBusy
+    from ablations.training.run_folder import RunLock
 
     cfg = tiny(tmp_path, **{"train.epochs": 1})
     folder = tmp_path / run_name(cfg)
-    script = (f"import time; from ablations.run_folder import RunLock; lock = RunLock({str(folder)!r}); "
+    script = (f"import time; from ablations.training.run_folder import RunLock; lock = RunLock({str(folder)!r}); "
               "lock.acquire(); print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:

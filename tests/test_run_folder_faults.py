@@ -19,7 +19,7 @@ import torch
 import wandb_records
 
 from ablations.cli import main
-from ablations.run_folder import RUN_ENTRIES, start_over
+from ablations.training.run_folder import RUN_ENTRIES, start_over
 
 RUN = "se_resnet20_cifar_digits_s0"
 TRAIN = ["--model", "se_resnet20_cifar", "--data", "digits", "data.image_size=8", "data.batch_size=32",
@@ -171,7 +171,7 @@ def test_sighup_is_an_interrupt_the_run_records_and_closes(tmp_path):
 
 
 def test_machine_faults_are_told_from_the_arms_faults(tmp_path):
-    from ablations.faults import EX_IOERR, machine_fault, write_error, written_whole
+    from ablations.training.faults import EX_IOERR, machine_fault, write_error, written_whole
 
     lost = machine_fault(FileNotFoundError(2, "No such file or directory", str(tmp_path / "last.ckpt")))
     assert lost is not None and lost.exit_code == EX_IOERR

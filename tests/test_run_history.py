@@ -12,8 +12,8 @@ import signal
 
 import pytest
 
-from ablations import interrupts
-from ablations.run_history import HistoryCSVLogger, history
+from ablations.training import interrupts
+from ablations.training.run_history import HistoryCSVLogger, history
 
 
 def _logger(run_dir) -> HistoryCSVLogger:

@@ -13,7 +13,7 @@ import pytest
 from lightning.pytorch.cli import LightningCLI
 
 from ablations.data import DigitsDataModule
-from ablations.module import SEClassifier
+from ablations.training.module import SEClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 

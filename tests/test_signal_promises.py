@@ -18,8 +18,8 @@ import torch
 from test_train_interrupts import wait_for  # until a run's file exists, failing if the run ends first
 
 from ablations.config import ExperimentConfig
-from ablations.interrupts import RunInterrupted
-from ablations.run import run_experiment
+from ablations.training.interrupts import RunInterrupted
+from ablations.training.run import run_experiment
 from senet import model_config
 
 pytestmark = pytest.mark.slow

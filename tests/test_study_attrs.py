@@ -10,11 +10,11 @@ import optuna
 import pytest
 from test_sweep_local import write
 
-from ablations.result import Result
 from ablations.sweep.attrs import folder_attrs, trial_attrs, trial_rows
 from ablations.sweep.spec import load_spec
 from ablations.sweep.study import load_study, setup_study
 from ablations.sweep.worker import run_worker
+from ablations.training.result import Result
 
 FLAT = ("seed", "status", "params", "gmacs", "val/top1", "val/top5", "val/top1_best", "epochs", "wall_time_s",
         "train_img_per_s", "step_time_ms", "peak_mem_mb", "run_dir", "name", "config_hash", "git_commit")

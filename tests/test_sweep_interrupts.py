@@ -21,13 +21,13 @@ import process_guard
 import pytest
 import yaml
 
-from ablations import interrupts
-from ablations.run import Result
-from ablations.run_folder import resume_point
 from ablations.sweep.leases import Leases, Requeue
 from ablations.sweep.spec import load_spec, make_config
 from ablations.sweep.study import load_study, setup_study, unfinished
 from ablations.sweep.worker import run_worker
+from ablations.training import interrupts
+from ablations.training.run import Result
+from ablations.training.run_folder import resume_point
 
 ROOT = Path(__file__).resolve().parent.parent
 State = optuna.trial.TrialState

@@ -92,7 +92,7 @@ def _defaults() -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     from ablations.quickstart import QuickstartConfig, quiet_lightning, relabel, run_quickstart, write_outputs
     from ablations.reporting import compare
-    from ablations.run import git_commit
+    from ablations.training.run import git_commit
     from senet.tree import check_int
 
     q = QuickstartConfig(seeds=tuple(args.seeds), epochs=args.epochs, image_size=args.image_size,

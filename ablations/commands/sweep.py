@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n-trials={args.n_trials} is not allowed; it must be an integer >= 1")
     if args.max_arms is not None and args.max_arms < 1:
         raise ValueError(f"--max-arms={args.max_arms} is not allowed; it must be an integer >= 1")
-    from ablations import spec_files
+    from ablations.sweep import spec_files
 
     if args.list:
         print(spec_files.listing())
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _wait_workers(procs: list[subprocess.Popen]) -> list[int]:
     """Wait for the local workers; a signal to this process goes on to each (each re-queues its trial)."""
-    from ablations import interrupts
+    from ablations.training import interrupts
 
     try:
         with interrupts.guard():

@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _default_text(key: str, values: dict[str, Any]) -> str:
     """`` (default: X)`` for a config key, X as typed on the command line; nothing where the help says it."""
-    from ablations.help_format import show
+    from ablations.commands.help_format import show
 
     if values[key] is None:
         return ""
@@ -112,7 +112,7 @@ def _check_data_fields(overrides: dict[str, Any], resolved: ExperimentConfig) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablations.run import prepare, run_experiment
+    from ablations.training.run import prepare, run_experiment
 
     overrides = _parse_overrides(args)
     cfg = resolve_experiment(args.config, args.model, overrides)

@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablations import spec_files
     from ablations.commands.sweep import _cap, _sets
+    from ablations.sweep import spec_files
     from ablations.sweep.spec import load_spec
     from ablations.sweep.wandb_export import sweep_config, to_yaml, validate
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         path.write_text(text)
         print(f"wrote {path}", file=sys.stderr)
     if args.create:
-        from ablations.wandb_logging import logged_in
+        from ablations.training.wandb_logging import logged_in
 
         if not logged_in():
             raise ValueError("--create needs a W&B login (wandb login, or WANDB_API_KEY); the YAML was written, "

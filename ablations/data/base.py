@@ -57,7 +57,7 @@ class ImageDataModule(pl.LightningDataModule):
     decodes_files: ClassVar[bool] = False
     # The DataConfig fields besides ``name`` that decide which images the held-out split holds, at what size and
     # normalisation: a trained network is evaluated only where they are the ones it was trained with
-    # (``ablations.data_check``). ``seed`` is this module's ``seed`` argument, for datasets that draw their split.
+    # (``ablations.training.data_check``). ``seed`` is this module's ``seed`` argument, for datasets that draw their split.
     experiment_fields: ClassVar[tuple[str, ...]] = ("image_size",)
     # The DataLoader's collate function (None: torch's default, stacking tensors); the GPU-decoding path
     # batches encoded JPEGs of different lengths as a list.

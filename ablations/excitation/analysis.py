@@ -51,7 +51,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
 
 def describe_checkpoint(ckpt: Path, run_dir: Path) -> str:
     """Which weights are analysed: the file, its epoch, and the run's status (an unfinished run says so)."""
-    from ablations.run_folder import resume_point
+    from ablations.training.run_folder import resume_point
 
     text = f"{ckpt} (after epoch {resume_point(ckpt)['epoch'] + 1}"
     result = run_dir / "result.json"
@@ -63,7 +63,7 @@ def describe_checkpoint(ckpt: Path, run_dir: Path) -> str:
 
 def load_module(ckpt: Path):
     """The ``SEClassifier`` of a checkpoint; a truncated or foreign file is one line naming it, not a traceback."""
-    from ablations.module import SEClassifier
+    from ablations.training.module import SEClassifier
     from senet import safe_load
 
     try:

@@ -56,7 +56,7 @@ def log_excitation(cfg: ExperimentConfig, run_dir: Path, rows: list[dict], image
             login falls back to offline, as training does.
     """
     from ablations.naming import job_type, run_name
-    from ablations.wandb_logging import init_run
+    from ablations.training.wandb_logging import init_run
     from senet.tree import flatten
 
     cfg = cfg.override({"wandb.mode": mode}) if mode else cfg

@@ -17,13 +17,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablations import provenance
 from ablations.config import ExperimentConfig
-from ablations.metrics import VAL_TOP1, VAL_TOP5
 from ablations.naming import arm_name, default_baseline, model_name, se_tokens
 from ablations.reporting import stats
 from ablations.reporting.stats import NONE, Test, verdict, with_holm
 from ablations.reporting.tables import markdown_table, text_table
+from ablations.training import provenance
+from ablations.training.metrics import VAL_TOP1, VAL_TOP5
 from senet.tree import config_hash
 
 

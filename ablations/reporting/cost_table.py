@@ -2,7 +2,7 @@
 
 The SE blocks add well under 1 % GMACs and, on GPUs in channels_last, 10-50 % training time: a table with
 GMACs alone understates what an SE arm costs. This one puts each arm's measured training throughput, median
-step time and peak memory (``ablations.cost``, recorded in every ``result.json``) next to its GMACs, with the
+step time and peak memory (``ablations.training.cost``, recorded in every ``result.json``) next to its GMACs, with the
 change against the arm's no-SE baseline. The figures come from the runs themselves, on whatever machine ran
 them and alongside whatever else ran there, so they are a guide; ``benchmarks/`` measures controlled ratios.
 """

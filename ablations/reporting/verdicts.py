@@ -11,9 +11,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ablations import provenance
 from ablations.reporting.compare import ArmSummary
 from ablations.reporting.stats import NONE, POWER
+from ablations.training import provenance
 
 NEGLIGIBLE = 0.005  # pp: below the table's precision (float32 accuracies differ by ~1e-6 pp for equal counts)
 

@@ -47,7 +47,7 @@ def log_comparison(cfg: ExperimentConfig, summaries: Sequence[ArmSummary], direc
         conclusion, provenance: the plain-words lines (``ablations.reporting.verdicts``), kept in the summary.
     """
     from ablations.naming import group
-    from ablations.wandb_logging import init_run
+    from ablations.training.wandb_logging import init_run
 
     run = init_run(cfg, directory, job_type=JOB_TYPE, name=f"{group(cfg)}-{JOB_TYPE}")
     if run is None:

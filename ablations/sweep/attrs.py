@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ablations.metrics import RESULT_METRICS
+from ablations.training.metrics import RESULT_METRICS
 
 #: Result-row fields kept as they are (``metrics`` and ``cost`` are spread into their own keys instead).
 ROW_FIELDS = ("seed", "status", "params", "gmacs", "epochs", "wall_time_s", "attempts", "config_hash", "name",
@@ -92,7 +92,7 @@ def folder_attrs(row: dict, trial_start: datetime.datetime | None) -> dict[str, 
     disk and the trial only read its ``result.json``, so Optuna's start/complete times of the trial show
     the lookup's seconds, and ``wall_time_s`` (the attempts' sum) is the run's real training time.
     """
-    from ablations.run_folder import ATTEMPTS_FILE
+    from ablations.training.run_folder import ATTEMPTS_FILE
 
     out = {}
     if row.get("wandb_dir"):  # W&B names its run folder <mode>-run-<time>-<run id>; none when W&B is disabled

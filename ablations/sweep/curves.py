@@ -5,7 +5,7 @@ trial reports its objective once per validation epoch (``trial.report(value, epo
 whether or not a pruner is on. Pruning stays optuna-integration's ``PyTorchLightningPruningCallback``,
 used only when the spec names a pruner (it reports too); without one ``EpochReport`` reports and never
 asks ``should_prune``, so nothing can stop the trial. After the run, ``report_history`` fills in the epochs
-the trial did not see train, from the run folder's ``csv/metrics.csv`` (``ablations.run_history``): a run that was complete on disk
+the trial did not see train, from the run folder's ``csv/metrics.csv`` (``ablations.training.run_history``): a run that was complete on disk
 (reused), or the earlier attempts of a resumed one. Optuna keeps no intermediate values for
 multi-objective studies.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from lightning.pytorch.callbacks import Callback
 
-from ablations.run_history import history
+from ablations.training.run_history import history
 
 
 class EpochReport(Callback):

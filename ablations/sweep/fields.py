@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ablations.metrics import GMACS, PARAMS, RESULT_METRICS
+from ablations.training.metrics import GMACS, PARAMS, RESULT_METRICS
 
 if TYPE_CHECKING:  # the config pulls in torch
     from ablations.config import ExperimentConfig

@@ -34,9 +34,9 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ablations import interrupts
 from ablations.sweep.queue import running_trial_ids
 from ablations.sweep.reconnect import connect_kwargs, retrying
+from ablations.training import interrupts
 
 # First key of every trial lease (PostgreSQL's two-int4 advisory keys; the second is the trial id).
 _NAMESPACE = int.from_bytes(hashlib.sha256(b"senet-ablate:trial-lease").digest()[:4], "big") & 0x7FFFFFFF

@@ -19,11 +19,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ablations import interrupts
-from ablations.metrics import GMACS, MONITOR, PARAMS
 from ablations.sweep.attrs import folder_attrs, trial_attrs
 from ablations.sweep.space import suggest
 from ablations.sweep.spec import SweepSpec, make_config
+from ablations.training import interrupts
+from ablations.training.metrics import GMACS, MONITOR, PARAMS
 
 
 class TrialFailed(RuntimeError):
@@ -69,7 +69,7 @@ class SweepObjective:
     def _run(self, cfg, trial: optuna.Trial | None):
         runner = self.runner
         if runner is None:
-            from ablations.run import run_experiment as runner
+            from ablations.training.run import run_experiment as runner
         baseline = self.baseline.replace(seed=cfg.seed)
         report = trial is not None and not self.spec.multi_objective  # Optuna keeps curves of one objective only
         prune = report and self.spec.pruner["type"] != "none"
@@ -163,7 +163,7 @@ def _interrupt_reason(cfg, baseline, exc: BaseException) -> str:
     """The run's own account (``result.json``: signal and epoch) of an interrupt, or the exception's."""
     try:
         from ablations.naming import run_name
-        from ablations.run import Result, claim_run_dir
+        from ablations.training.run import Result, claim_run_dir
 
         reason = Result.load(claim_run_dir(cfg, run_name(cfg, baseline.replace(seed=cfg.seed)))[1]).reason
     except Exception:  # noqa: BLE001 - interrupted before the run wrote its row

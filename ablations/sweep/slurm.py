@@ -24,8 +24,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablations import interrupts
 from ablations.sweep.spec import SweepSpec, with_overrides
+from ablations.training import interrupts
 from senet.tree import check_int
 
 

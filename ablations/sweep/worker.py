@@ -25,13 +25,13 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from ablations import interrupts
 from ablations.sweep.leases import LEASE_SERVER, Leases, Requeue
 from ablations.sweep.objective import SweepObjective
 from ablations.sweep.queue import install_claim
 from ablations.sweep.reconnect import ResilientStorage
 from ablations.sweep.spec import SweepSpec
 from ablations.sweep.study import StudyLock, check_threads, load_study, outage_s, progress
+from ablations.training import interrupts
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +157,12 @@ def _patient(runner: Callable | None) -> Callable:
     fault, so the retry waits for it (bounded, ``FOLDER_WAIT_S``) instead of failing the arm, then resumes the
     run or reuses its complete result.
     """
-    from ablations.run_folder import RunFolderBusy
+    from ablations.training.run_folder import RunFolderBusy
 
     def run(cfg, **kwargs):
         nonlocal runner
         if runner is None:
-            from ablations.run import run_experiment as runner
+            from ablations.training.run import run_experiment as runner
         deadline, warned = time.monotonic() + FOLDER_WAIT_S, False
         while True:
             try:
@@ -220,7 +220,7 @@ def run_ddp_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: in
     import torch.distributed as dist
 
     from ablations.config import ExperimentConfig
-    from ablations.run import run_experiment
+    from ablations.training.run import run_experiment
 
     rank, world = distributed_rank()
     if world == 1:

@@ -6,9 +6,9 @@ identical command refuses with one line, and the kernel drops the lock when its 
 run's lock is taken over without a stale-lock heuristic (``flock`` also works on NFSv4, where Linux maps
 it to POSIX locks). Each training attempt (first run, every resume) is one entry in ``attempts.json``,
 updated at every epoch end, so the wall time of an attempt killed by SIGKILL still counts up to its last
-epoch. The per-epoch metrics survive a resume (``ablations.run_history``). ``AtomicCheckpoint`` writes ``last.ckpt``/``best.ckpt``
+epoch. The per-epoch metrics survive a resume (``ablations.training.run_history``). ``AtomicCheckpoint`` writes ``last.ckpt``/``best.ckpt``
 to a temporary name and renames it, holding interrupts meanwhile, so a checkpoint is whole or absent (a write that
-fails, say on a full disk, removes the temporary file and names it: ``ablations.faults``), and
+fails, say on a full disk, removes the temporary file and names it: ``ablations.training.faults``), and
 ``RNGStateCallback`` keeps the RNG streams in it, so a resume is bit-equal to an uninterrupted run.
 Written by hand: Lightning has no run-folder lock, attempt record or resumable CSV history.
 """
@@ -32,10 +32,10 @@ import yaml
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from ablations import interrupts
 from ablations.config import ExperimentConfig
-from ablations.faults import machine_fault, written_whole
-from ablations.run_history import save_csv_history
+from ablations.training import interrupts
+from ablations.training.faults import machine_fault, written_whole
+from ablations.training.run_history import save_csv_history
 from senet import safe_load
 
 LOCK_FILE = "run.lock"

@@ -9,7 +9,7 @@ and LR schedule of ``cfg.train``, and one complexity record (params, GMACs) logg
 
 A network that has been trained (loaded from a checkpoint, or after ``fit``) is validated, tested and predicted
 only on the data its config records: a Trainer's datamodule that differs in image size, dataset or split is
-refused with one line naming the field (``ablations.data_check``). An untrained module takes the datamodule's.
+refused with one line naming the field (``ablations.training.data_check``). An untrained module takes the datamodule's.
 
 ``train.compile`` compiles the network in place (``nn.Module.compile``) when a Trainer sets the module up
 (``setup``), so checkpoints keep the plain keys (no ``_orig_mod.``) and load into an eager model. A module
@@ -27,8 +27,8 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ablations.config import DataConfig, ExperimentConfig, TrainConfig
-from ablations.data_check import adopted, mismatch, model_mismatch
-from ablations.metrics import (
+from ablations.training.data_check import adopted, mismatch, model_mismatch
+from ablations.training.metrics import (
     GMACS,
     PARAMS,
     TEST_LOSS,
@@ -113,7 +113,7 @@ class SEClassifier(pl.LightningModule):
 
     def _check_datamodule(self, stage: str) -> None:
         """A trained network is evaluated on the data it was trained with: a datamodule that differs in a
-        defining field (``ablations.data_check``) is refused with one line. Otherwise the module records the
+        defining field (``ablations.training.data_check``) is refused with one line. Otherwise the module records the
         datamodule's data: under LightningCLI ``--data.cfg`` and ``--model.config.data`` are separate flags, and
         the checkpoint's config must name the images that trained it (the excitation analysis rebuilds its
         datamodule from it). ``run_experiment`` passes equal ones: then nothing changes."""

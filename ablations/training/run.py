@@ -7,7 +7,7 @@ and writes one JSON result row to ``<output_dir>/<run_name>/result.json``, indep
 A failure inside training (NaN loss, out of memory, ...) becomes ``status="failed"`` with its reason; a
 signal (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2) becomes ``status="interrupted"`` and ``RunInterrupted`` is raised;
 ``complete`` means training reached its last epoch. The run folder's lock, attempts and resumable
-history live in ``ablations.run_folder``.
+history live in ``ablations.training.run_folder``.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from ablations import interrupts, provenance, wandb_logging
 from ablations.config import ExperimentConfig
-from ablations.cost import CostCallback
-from ablations.faults import MachineFault, machine_fault
-from ablations.interrupts import RunInterrupted
-from ablations.lightning_trainer import (
+from ablations.naming import run_name
+from ablations.resolve import with_data_fields
+from ablations.training import interrupts, provenance, wandb_logging
+from ablations.training.cost import CostCallback
+from ablations.training.faults import MachineFault, machine_fault
+from ablations.training.interrupts import RunInterrupted
+from ablations.training.lightning_trainer import (
     benign_warnings_off,
     check_devices,
     make_trainer,
@@ -36,12 +38,10 @@ from ablations.lightning_trainer import (
     pruning_callback,
     quiet_lightning,
 )
-from ablations.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
-from ablations.module import NonFiniteLossError, SEClassifier
-from ablations.naming import run_name
-from ablations.resolve import with_data_fields
-from ablations.result import RESULT_FILE, STATUSES, Result, git_commit
-from ablations.run_folder import (
+from ablations.training.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
+from ablations.training.module import NonFiniteLossError, SEClassifier
+from ablations.training.result import RESULT_FILE, STATUSES, Result, git_commit
+from ablations.training.run_folder import (
     CHECKPOINTS,
     AttemptCallback,
     Attempts,
@@ -55,7 +55,7 @@ from ablations.run_folder import (
     resume_point,
     start_over,
 )
-from ablations.run_history import HistoryCSVLogger, epoch_values
+from ablations.training.run_history import HistoryCSVLogger, epoch_values
 from senet import safe_load
 
 __all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "claim_run_dir", "prepare",

@@ -6,10 +6,10 @@ door, for people who know Lightning: ``LightningCLI`` with every Trainer flag, `
 are built from their typed constructors (``--model.config.train.lr``, ``--data.cfg.image_size``); the data
 class is named with ``--data`` (required: any ``ImageDataModule`` subclass, e.g. ``DigitsDataModule``)::
 
-    python -m ablations.lightning_cli fit --data=DigitsDataModule --data.cfg.image_size=16 --trainer.max_epochs=2
-    python -m ablations.lightning_cli fit --data=CIFAR10DataModule --data.cfg.root=~/data/cifar \\
+    python -m ablations.commands.lightning_cli fit --data=DigitsDataModule --data.cfg.image_size=16 --trainer.max_epochs=2
+    python -m ablations.commands.lightning_cli fit --data=CIFAR10DataModule --data.cfg.root=~/data/cifar \\
         --model.config.model.arch=resnet20_cifar --model.config.model.se.reduction=8
-    python -m ablations.lightning_cli test --data=DigitsDataModule --ckpt_path=lightning_logs/version_0/checkpoints/...
+    python -m ablations.commands.lightning_cli test --data=DigitsDataModule --ckpt_path=lightning_logs/version_0/checkpoints/...
 
 ``--model.config.data`` is not needed: the module records the datamodule's ``cfg`` when training starts.
 ``validate``/``test``/``predict`` with ``--ckpt_path`` evaluate the experiment the checkpoint records: a defining
@@ -37,8 +37,8 @@ from lightning.pytorch.cli import LightningCLI
 
 from ablations.config import ExperimentConfig
 from ablations.data import ImageDataModule
-from ablations.data_check import adapt_to_record
-from ablations.module import SEClassifier
+from ablations.training.data_check import adapt_to_record
+from ablations.training.module import SEClassifier
 
 EVALUATING = ("validate", "test", "predict")
 #: ``train`` fields that the ``Trainer`` applies (``--trainer.<flag>``), not the module: train field -> Trainer flag.
@@ -49,7 +49,7 @@ TRAINER_FIELDS = {"precision": "precision", "accelerator": "accelerator", "devic
 
 class CheckpointDataCLI(LightningCLI):
     """``LightningCLI`` whose evaluating subcommands build the datamodule for the checkpoint's experiment: the
-    defining data fields (``ablations.data_check``) the user did not set take the checkpoint's values, and one
+    defining data fields (``ablations.training.data_check``) the user did not set take the checkpoint's values, and one
     line on stderr names them."""
 
     def parse_arguments(self, parser: Any, args: Any) -> None:

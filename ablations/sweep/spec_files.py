@@ -22,7 +22,7 @@ def root() -> Path:
     shipped = Path(str(resources.files("ablations").joinpath("specs")))
     if shipped.is_dir():
         return shipped
-    return Path(__file__).resolve().parent.parent / "sweeps"
+    return Path(__file__).resolve().parents[2] / "sweeps"
 
 
 def names() -> list[str]:

@@ -25,7 +25,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from ablations import interrupts
+from ablations.training import interrupts
 
 HISTORY = Path("csv") / "metrics.csv"  # HistoryCSVLogger's file in a run folder
 

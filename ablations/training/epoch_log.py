@@ -9,7 +9,7 @@ uses the first one among its callbacks instead of tqdm), so it replaces the bar 
 ``img/s`` is ``CostCallback``'s figure when one is among the callbacks (``run_experiment`` adds it: training
 steps after a warm-up, averaged over the attempt so far), so the line and ``result.json`` agree; without one
 (LightningCLI) it is the epoch's images over its wall time, data loading included. ``eta`` is the mean epoch
-time of this attempt (validation included) times the epochs left. Metric names are those of ``ablations.metrics``.
+time of this attempt (validation included) times the epochs left. Metric names are those of ``ablations.training.metrics``.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.progress import ProgressBar
 
-from ablations.cost import CostCallback
-from ablations.metrics import TRAIN_LOSS, VAL_LOSS, VAL_TOP1
+from ablations.training.cost import CostCallback
+from ablations.training.metrics import TRAIN_LOSS, VAL_LOSS, VAL_TOP1
 
 
 def progress_callbacks(progress_bar: bool | None) -> tuple[bool, list[Callback]]:

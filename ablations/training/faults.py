@@ -16,7 +16,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from ablations.interrupts import RunInterrupted
+from ablations.training.interrupts import RunInterrupted
 
 CAUSES = {
     errno.ENOSPC: "no space left on the device",

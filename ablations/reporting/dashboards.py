@@ -3,7 +3,7 @@
 ``workspace_spec`` describes the panels as plain data over the logging conventions (flattened dotted
 config keys, ``group`` = ``<arch>_<data>``, summary metrics ``val/top1_best``, ``params``, ``gmacs``,
 ``excitation/...``), so the layout is readable and testable without W&B. ``to_workspace`` turns it into
-a ``wandb_workspaces`` object; ``python -m ablations.dashboards --entity E --project P --create`` saves it
+a ``wandb_workspaces`` object; ``python -m ablations.reporting.dashboards --entity E --project P --create`` saves it
 (needs the optional ``wandb-workspaces`` package and a W&B login; without them it prints the spec).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 import sys
 from typing import Any
 
-from ablations.metrics import GMACS, PARAMS, TRAIN_LOSS, VAL_LOSS, VAL_TOP1, VAL_TOP1_BEST, VAL_TOP5
+from ablations.training.metrics import GMACS, PARAMS, TRAIN_LOSS, VAL_LOSS, VAL_TOP1, VAL_TOP1_BEST, VAL_TOP5
 
 #: SE knobs shown on the parallel-coordinates panel (flattened ``ExperimentConfig`` keys).
 SE_KNOBS = ("model.se.reduction", "model.se.squeeze", "model.se.activation", "model.se.gate", "model.se.bias",
@@ -163,7 +163,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the workspace spec; with ``--create``, save it in W&B (a clear error without package or login)."""
-    from ablations.wandb_logging import logged_in
+    from ablations.training.wandb_logging import logged_in
 
     spec = workspace_spec(args.entity, args.project, args.factor, args.name)
     print(json.dumps(spec, indent=2) if args.json else describe(spec))
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ablations.dashboards", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ablations.reporting.dashboards", description=__doc__.splitlines()[0])
     add_arguments(parser)
     try:
         return run(parser.parse_args(argv))

@@ -17,8 +17,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins import TorchCheckpointIO
 
-from ablations.epoch_log import progress_callbacks
-from ablations.metrics import MONITOR
+from ablations.training.epoch_log import progress_callbacks
+from ablations.training.metrics import MONITOR
 
 
 def check_devices(t: Any) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ablations import provenance
 from ablations.config import ExperimentConfig
 from ablations.naming import group, job_type
+from ablations.training import provenance
 from senet.tree import flatten
 
 _ID_FILE = "wandb_id.txt"

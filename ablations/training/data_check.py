@@ -7,7 +7,7 @@ there means the datamodule's ``seed`` argument, recorded as the experiment's ``s
 (root, batch size, workers, decoder) change where and how fast images come, not which images or how they are
 normalised, so they may differ. The model's classes and input channels must match the data in every stage.
 
-``SEClassifier`` refuses a datamodule that disagrees (``mismatch``); ``python -m ablations.lightning_cli`` first
+``SEClassifier`` refuses a datamodule that disagrees (``mismatch``); ``python -m ablations.commands.lightning_cli`` first
 takes the checkpoint's values for defining fields the user did not set (``adapt_to_record``).
 """
 from __future__ import annotations

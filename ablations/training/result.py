@@ -3,7 +3,7 @@
 ``Result`` is the ``result.json`` of a run folder, written by ``run_experiment`` and read by the
 quickstart, the sweep objective, ``compare`` and the reports. ``status`` is one of ``STATUSES``:
 ``complete`` only when training reached its planned end; ``interrupted`` (a signal, or a fault of the machine
-such as a full disk: ``ablations.faults``) resumes on a rerun.
+such as a full disk: ``ablations.training.faults``) resumes on a rerun.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablations.faults import written_whole
+from ablations.training.faults import written_whole
 
 RESULT_FILE = "result.json"
 STATUSES = ("complete", "failed", "pruned", "interrupted")
@@ -22,7 +22,7 @@ STATUSES = ("complete", "failed", "pruned", "interrupted")
 
 @dataclass
 class Result:
-    """One result row: what ran, what it cost, what it scored. ``metrics`` uses ``ablations.metrics`` names."""
+    """One result row: what ran, what it cost, what it scored. ``metrics`` uses ``ablations.training.metrics`` names."""
 
     config: dict
     config_hash: str
@@ -74,7 +74,7 @@ def git_commit() -> str | None:
     even inside someone's git work tree, whose commit says nothing of this code. Its version is in
     ``env`` (``provenance.collect``).
     """
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         top = subprocess.run(["git", "rev-parse", "--show-toplevel"], check=False, cwd=root, capture_output=True,
                              text=True, timeout=10)
