@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,17 +115,27 @@ def test_killed_and_interrupted_workers_lose_nothing_and_wait_for_no_heartbeat(p
     proc = cli("sweep", str(path), "--storage", url, "--workers", "3", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                text=True)
     runs = tmp_path / "runs" / "kill"
-    deadline = time.monotonic() + 300
-    while True:  # a worker in the middle of training (a checkpoint exists) and its RUNNING trial
-        study = load_study(spec, url, "kill") if (runs.exists()) else None
-        running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING
-                   and "worker" in t.user_attrs] if study is not None else []
-        if running and any(runs.glob("*/checkpoints/last.ckpt")):
-            break
+    # The victim is a worker in the middle of training: the holder of a run folder with a checkpoint and no result
+    # yet, held still (SIGSTOP) so its trial cannot finish while the test looks it up, however fast the machine.
+    deadline, victim = time.monotonic() + 300, None
+    while victim is None:
         assert proc.poll() is None and time.monotonic() < deadline, "no worker started a trial"
-        time.sleep(0.2)
-    killed, victim = running[0], int(running[0].user_attrs["worker"].rsplit(":", 1)[1])
-    assert victim in worker_pids(proc)
+        for ckpt in runs.glob("*/checkpoints/last.ckpt"):
+            run_dir = ckpt.parent.parent
+            found = re.search(r'"pid": (\d+)', (run_dir / "run.lock").read_text()) if not (
+                run_dir / "result.json").exists() and (run_dir / "run.lock").exists() else None
+            if found is None or int(found[1]) not in worker_pids(proc):
+                continue
+            os.kill(int(found[1]), signal.SIGSTOP)
+            if (run_dir / "result.json").exists():  # it finished just before the hold: take another
+                os.kill(int(found[1]), signal.SIGCONT)
+                continue
+            victim = int(found[1])
+            break
+        time.sleep(0.05)
+    study = load_study(spec, url, "kill")
+    (killed,) = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING
+                 and t.user_attrs.get("worker", "").endswith(f":{victim}")]
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     while True:  # another worker retries the arm: lease dropped, no heartbeat wait
