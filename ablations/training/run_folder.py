@@ -86,8 +86,14 @@ class RunLock:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            holder = _describe_holder(f.read())
+            # The holder writes its line just after taking the lock: give it a moment, so the refusal names it.
+            for _ in range(40):
+                f.seek(0)
+                text = f.read()
+                if text.strip():
+                    break
+                time.sleep(0.05)
+            holder = _describe_holder(text)
             f.close()
             raise RunFolderBusy(f"run folder {self.path.parent} is in use by {holder}: the same experiment is "
                                 "already running; wait for it to finish or stop it (a dead holder frees it at once)") from None
