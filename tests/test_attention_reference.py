@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from attention_weights import randomize
 from timm.layers import EcaModule
 from timm.layers import GlobalContext as TimmGlobalContext
 from timm.layers.cbam import CbamModule
@@ -40,14 +41,6 @@ def _same_outputs(ours: torch.nn.Module, reference: torch.nn.Module, channels: i
     return y
 
 
-def _randomize(module: torch.nn.Module, seed: int = 1) -> None:
-    """Random parameters and BN statistics, so a mapping mistake cannot hide behind an init of ones and zeros."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in (*module.parameters(), *module.buffers()):
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if t.ndim <= 1 else torch.randn(t.shape, generator=g))
-
 
 # ---- ECA (ECA-Net, Wang et al. 2020) ---- #
 
@@ -68,7 +61,7 @@ def test_eca_kernel_sizes_of_resnet50s_stages():
 @pytest.mark.parametrize("channels", CHANNELS)
 def test_eca_matches_timm_given_its_weights(channels):
     reference = EcaModule(channels)
-    _randomize(reference)
+    randomize(reference)
     ours = EfficientChannelAttention(channels, SEConfig(operator="eca"))
     assert ours.conv.kernel_size == reference.conv.kernel_size
     ours.load_state_dict(reference.state_dict())
@@ -78,7 +71,7 @@ def test_eca_matches_timm_given_its_weights(channels):
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_eca_fixed_kernel_matches_timm(k):
     reference = EcaModule(kernel_size=k)
-    _randomize(reference)
+    randomize(reference)
     ours = EfficientChannelAttention(64, SEConfig(operator="eca", eca_kernel=k))
     ours.load_state_dict(reference.state_dict())
     _same_outputs(ours, reference, 64)
@@ -95,7 +88,7 @@ def test_eca_follows_the_papers_kernel_rule_where_timm_raises_it_to_three():
 def test_eca_is_one_shared_1d_convolution_across_channels():
     """Eq. 10 written out: ω_i = σ(Σ_j w_j y_{i+j}) over the pooled descriptor y, zero-padded at the ends."""
     ours = EfficientChannelAttention(32, SEConfig(operator="eca", eca_kernel=5)).eval()
-    _randomize(ours)
+    randomize(ours)
     x = _x(2, 32, 4, 6)
     y = x.mean((2, 3))
     w = ours.conv.weight.flatten()
@@ -175,7 +168,7 @@ def _cbam_from_timm(reference: CbamModule, swap: bool = True) -> dict:
 @pytest.mark.parametrize("channels", CHANNELS)
 def test_cbam_matches_timm_given_its_weights(channels, kernel):
     reference = CbamModule(channels, spatial_kernel_size=kernel)
-    _randomize(reference)
+    randomize(reference)
     ours = CBAM(channels, SEConfig(operator="cbam", bias=False, cbam_kernel=kernel), tag="SE_2_1")
     ours.load_state_dict(_cbam_from_timm(reference))
     _same_outputs(ours, reference, channels)
@@ -184,7 +177,7 @@ def test_cbam_matches_timm_given_its_weights(channels, kernel):
 def test_cbam_follows_the_released_code_where_timm_differs():
     """The released code: spatial inputs max then mean, MLP biases, C // r. timm: mean then max, none, round(C / r)."""
     reference = CbamModule(64)
-    _randomize(reference)
+    randomize(reference)
     ours = CBAM(64, SEConfig(operator="cbam", bias=False))
     ours.load_state_dict(_cbam_from_timm(reference, swap=False))
     x = _x(2, 64, 9, 7)
@@ -199,7 +192,7 @@ def test_cbam_follows_the_released_code_where_timm_differs():
 def test_cbam_is_the_papers_equations_1_to_3():
     """Eq. 1-3 written out with the released code's layout (one shared MLP with biases, [max; mean], conv + BN)."""
     ours = CBAM(32, SEConfig(operator="cbam", reduction=4)).eval()
-    _randomize(ours)
+    randomize(ours)
     fc1, fc2, conv, bn = ours.mlp.fc1, ours.mlp.fc2, ours.spatial[0], ours.spatial[1]
 
     def mlp(v):
@@ -232,7 +225,7 @@ def _gc_from_timm(reference: TimmGlobalContext, fusion: str) -> dict:
 
 def _timm_gc(channels: int, fusion: str) -> TimmGlobalContext:
     reference = TimmGlobalContext(channels, fuse_add=fusion == "add", fuse_scale=fusion == "scale", rd_ratio=1 / 16)
-    _randomize(reference)
+    randomize(reference)
     return reference
 
 
@@ -264,7 +257,7 @@ def test_gc_is_the_papers_equation_3_and_an_add_block_starts_as_the_identity():
     x = _x(2, 32, 6, 5)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), x)  # zero last convolution, as released
-    _randomize(ours)
+    randomize(ours)
     w_k, b_k = ours.squeeze.conv.weight.flatten(), ours.squeeze.conv.bias
     alpha = torch.softmax(torch.einsum("c,nchw->nhw", w_k, x).flatten(1) + b_k, 1)  # (N, HW)
     context = torch.einsum("ncp,np->nc", x.flatten(2), alpha)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attention_weights import randomize
 from timm.layers import GatherExcite as TimmGatherExcite
 
 from senet import build_model, se_modules
@@ -14,13 +15,6 @@ from senet.op_counts import count_ops
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
-
-def _randomize(module: torch.nn.Module, seed: int = 1) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in (*module.parameters(), *module.buffers()):
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if t.ndim <= 1 else torch.randn(t.shape, generator=g))
 
 
 class _TorchNN:
@@ -51,7 +45,7 @@ def _timm_gather_with_params(monkeypatch):
 def _timm(channels: int, variant: str, extent: int) -> TimmGatherExcite:
     reference = TimmGatherExcite(channels, extent=extent, extra_params=variant != "theta_minus",
                                  use_mlp=variant == "theta_plus", rd_ratio=1 / 16)
-    _randomize(reference)
+    randomize(reference)
     return reference.eval()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attention_weights import randomize
 from timm.layers.coord_attn import CoordAttn
 
 from senet import build_model, se_modules
@@ -26,14 +27,6 @@ CHANNELS = (16, 64, 256)
 def _x(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
-
-def _randomize(module: torch.nn.Module, seed: int = 1) -> None:
-    """Random parameters and BN statistics, so a mapping mistake cannot hide behind an init of ones and zeros."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in (*module.parameters(), *module.buffers()):
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if t.ndim <= 1 else torch.randn(t.shape, generator=g))
 
 
 # ---- SRM ---- #
@@ -54,7 +47,7 @@ def _srm_closed_form(x: torch.Tensor, w: torch.Tensor, bn: torch.nn.BatchNorm2d,
 @pytest.mark.parametrize("channels", CHANNELS)
 def test_srm_is_the_released_codes_closed_form(channels):
     ours = SRM(channels, SEConfig(operator="srm")).eval()
-    _randomize(ours)
+    randomize(ours)
     x = _x(3, channels, 9, 7) * 2 + 0.5
     w = ours.cfc.weight.detach().reshape(channels, 2)
     with torch.no_grad():
@@ -144,7 +137,7 @@ def _coord_closed_form(x: torch.Tensor, ours: CoordinateAttention) -> torch.Tens
 def test_coord_is_the_released_codes_closed_form(channels, reduction):
     ours = CoordinateAttention(channels, SEConfig(operator="coord", coord_reduction=reduction)).eval()
     assert ours.conv1.out_channels == max(8, channels // reduction)
-    _randomize(ours)
+    randomize(ours)
     x = _x(3, channels, 9, 7)
     with torch.no_grad():
         y = ours(x)
@@ -156,7 +149,7 @@ def test_coord_is_the_released_codes_closed_form(channels, reduction):
 def test_coord_matches_timm_given_its_weights_with_the_released_width_and_biases(channels):
     mip = coord_width(channels, 32)
     reference = CoordAttn(channels, rd_channels=mip, bias=True)
-    _randomize(reference)
+    randomize(reference)
     ours = CoordinateAttention(channels, SEConfig(operator="coord"))
     ours.load_state_dict(reference.state_dict())  # same names: conv1, bn1, conv_h, conv_w
     x = _x(3, channels, 9, 7)
@@ -177,7 +170,7 @@ def test_coord_follows_the_released_code_where_timm_differs():
     torch.testing.assert_close(torch.nn.Hardswish()(v), _h_swish(v))
     # timm's default (no biases) against ours at the same width and weights: ours adds the biases
     reference = CoordAttn(256)
-    _randomize(reference)
+    randomize(reference)
     ours = CoordinateAttention(256, SEConfig(operator="coord")).eval()
     ours.load_state_dict(reference.state_dict(), strict=False)
     x = _x(2, 256, 9, 7)
