@@ -17,6 +17,7 @@ from ablations.config import ExperimentConfig
 from ablations.naming import run_name
 from senet import build_model, get_arch, list_archs, model_config, se_modules
 from senet.attention import OPERATORS as REGISTERED
+from senet.attention.cbam import CBAM
 from senet.blocks import set_fused_se
 from senet.config import OPERATOR_KNOBS, OPERATORS, PLACEMENTS, WHERE_KNOBS, ModelConfig, SEConfig
 from senet.op_counts import count_ops
@@ -55,7 +56,7 @@ def test_an_operator_arm_has_its_own_hash_and_name(op):
     arm = base.override({"model.se.operator": op})
     assert to_dict(arm.model.se)["operator"] == op
     assert arm.hash() != base.hash()
-    assert run_name(arm) == f"se_resnet20_cifar-{op}_digits_s0"
+    assert run_name(arm) == f"{op}_resnet20_cifar_digits_s0"  # the operator heads the name in SE's place
     assert ExperimentConfig.from_dict(arm.to_dict()) == arm
 
 
@@ -208,3 +209,20 @@ def test_the_scale_is_one_op_per_element_of_each_block_input(op):
 def _scale_ops_per_element(op: str) -> int:
     """Ops per element in the final combination: one multiply (x * s), or per gate multiplied in."""
     return {"cbam": 2, "coord": 2}.get(op, 1)
+
+
+def test_cbam_starts_with_the_released_codes_uniform_spatial_gate():
+    """Jongchan/attention-module's ResNet init zeroes every BN weight in a SpatialGate: M_s = σ(0) = 1/2 at init,
+    for a CBAM built alone and for one inside a network, whose own init sets every other BN weight to 1."""
+    alone = CBAM(16, SEConfig(operator="cbam"))
+    model = build_model("se_resnet20_cifar", **{"se.operator": "cbam"})
+    for cbam in [alone, *se_modules(model).values()]:
+        bn = cbam.spatial[1]
+        assert torch.equal(bn.weight, torch.zeros_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
+        x = torch.randn(2, cbam.channels, 5, 4)
+        for mode in (True, False):
+            with torch.no_grad():
+                m_s = cbam.train(mode).spatial_attention(x)
+            assert m_s.shape == (2, 1, 5, 4) and torch.equal(m_s, torch.full_like(m_s, 0.5))
+    assert all(m.weight.eq(1).all() for m in model.modules()
+               if isinstance(m, nn.BatchNorm2d) and not any(m is c.spatial[1] for c in se_modules(model).values()))

@@ -10,6 +10,10 @@ input maps in the code's order, channel max first, then channel mean. timm's ``C
 first and drops the MLP biases (``mlp_bias=False``) and rounds C / r to the nearest integer; given timm's weights,
 ours computes what timm's does once the spatial kernel's two input channels are swapped.
 
+Initialisation follows the released code (``MODELS/model_resnet.py``, ``ResNet.__init__``): every BN weight inside a
+``SpatialGate`` is set to 0 (bias 0), so M_s starts at σ(0) = 1/2 everywhere and the spatial branch starts uniform,
+``reset_parameters``. timm's ``CbamModule`` leaves that BN weight at 1; loading its weights overwrites ours.
+
 Counted: both poolings are the squeeze, the MLP and the k×k convolution are MACs, the two multiplies the scale.
 """
 from __future__ import annotations
@@ -66,6 +70,13 @@ class CBAM(Recalibration):
         self.spatial = nn.Sequential(nn.Conv2d(2, 1, k, padding=(k - 1) // 2, bias=False),
                                      nn.BatchNorm2d(1, eps=1e-5, momentum=0.01))
         self.spatial_gate = nn.Sigmoid()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The released initialisation (spatial BN weight and bias zero: M_s = 1/2 at init); ``senet.blocks.init_weights``
+        runs it after the network's own, which sets every BN weight to 1."""
+        nn.init.zeros_(self.spatial[1].weight)
+        nn.init.zeros_(self.spatial[1].bias)
 
     def channel_attention(self, x: torch.Tensor) -> torch.Tensor:
         """M_c (N, C, 1, 1)."""
