@@ -3,8 +3,8 @@ trial is re-queued at once instead of after Optuna's heartbeat grace period.
 
 PostgreSQL: a session-level advisory lock (two-key form: its own key space, apart from ``StudyLock``'s)
 on the worker's own connection; the server drops it when the connection closes, that is when the
-process dies. MySQL: ``GET_LOCK``. SQLite (one machine): an ``flock`` on a file in the temp folder,
-which the kernel drops with the process. A worker takes the lease of the trial it claims while it
+process dies. MySQL: ``GET_LOCK``. SQLite: an ``flock`` on a file in the folder beside the database
+(``storage.sqlite_lock_folder``), which the kernel drops with the process. A worker takes the lease of the trial it claims while it
 still holds the study lock, and checks the other RUNNING trials' leases under the same lock before
 each claim: a free lease means a dead owner, so the trial is failed and re-queued through Optuna's
 retry callback (retry history, grid dedup and progress counts stay right). Optuna's heartbeat stays
@@ -22,7 +22,6 @@ import copy
 import fcntl
 import hashlib
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ablations.sweep.queue import running_trial_ids
 from ablations.sweep.reconnect import connect_kwargs, retrying
+from ablations.sweep.storage import sqlite_lock_folder
 from ablations.training import interrupts
 
 # First key of every trial lease (PostgreSQL's two-int4 advisory keys; the second is the trial id).
@@ -85,10 +85,7 @@ class Leases:
         self._conn = self._engine = self._file = self._dir = None
         self._mutex = threading.RLock()  # the heartbeat thread (``keep``) shares the connection
         if url.startswith("sqlite"):
-            path = sqlalchemy.engine.make_url(url).database
-            if path and path != ":memory:":  # in memory: one process, nobody else to watch
-                self._dir = Path(tempfile.gettempdir())
-                self._prefix = "senet-ablate-" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
+            self._dir = sqlite_lock_folder(url)  # None in memory: one process, nobody else to watch
         else:
             self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
                                                     isolation_level="AUTOCOMMIT", **connect_kwargs(url))
@@ -132,7 +129,7 @@ class Leases:
             self._sql("SELECT 1")
 
     def _path(self, trial_id: int) -> Path:
-        return self._dir / f"{self._prefix}-trial{trial_id}.lease"
+        return self._dir / f"trial{trial_id}.lease"
 
     def take(self, trial_id: int) -> None:
         """Hold the lease of ``trial_id`` (call while holding the study lock, right after the claim)."""

@@ -187,6 +187,24 @@ def make_sqlite_folder(url: str) -> None:
             Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
 
 
+def sqlite_lock_folder(url: str) -> Path | None:
+    """The folder of an SQLite study's lock files: ``<database>-locks`` beside the database; None in memory.
+
+    Beside the database, not in a temp folder: two commands on two hosts that share the database's
+    folder must see each other's study lock and trial leases, and a node's temp folder is its own.
+    The folder is made on first use (the database's folder is writable: SQLite writes its journal there).
+    """
+    path = sqlalchemy.engine.make_url(url).database if url.startswith("sqlite") else None
+    if not path or path == ":memory:":
+        return None
+    folder = Path(path).resolve().with_name(Path(path).name + "-locks")
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"storage {masked(url)}: cannot make the lock folder {folder} ({exc.strerror or exc})") from None
+    return folder
+
+
 def wait_reachable(url: str, timeout_s: float = 30) -> None:
     """Poll until the storage accepts connections (test fixtures, freshly started servers)."""
     deadline = time.monotonic() + timeout_s

@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import tempfile
 import warnings
-from pathlib import Path
 
 import optuna
 import sqlalchemy
@@ -27,7 +25,7 @@ from ablations.sweep.queue import state_counts
 from ablations.sweep.reconnect import ResilientStorage, connect_kwargs, is_connection_error, retrying
 from ablations.sweep.space import queued
 from ablations.sweep.spec import SweepSpec, make_config
-from ablations.sweep.storage import engine_kwargs, make_sqlite_folder, masked
+from ablations.sweep.storage import engine_kwargs, make_sqlite_folder, masked, sqlite_lock_folder
 from ablations.sweep.ticker import ticking
 
 __all__ = ["StudyLock", "check_threads", "enqueue_grid", "load_study", "make_pruner", "make_sampler", "make_storage",
@@ -93,12 +91,8 @@ class StudyLock:
         self.name = f"senet-ablate:{digest.hex()[:40]}"
         self._conn = self._engine = self._file = None
         if url.startswith("sqlite"):
-            path = sqlalchemy.engine.make_url(url).database
-            # SQLite serves one machine, so a lock file in its temp folder is shared by every worker,
-            # and nothing is left beside the database.
-            digest = hashlib.sha256(f"{Path(path).resolve()}:{study_name}".encode()).hexdigest()[:16] if path else ""
-            self._path = None if not path or path == ":memory:" else \
-                str(Path(tempfile.gettempdir()) / f"senet-ablate-{digest}.lock")
+            folder = sqlite_lock_folder(url)  # beside the database, so every host that shares it shares the lock
+            self._path = None if folder is None else str(folder / f"study-{digest.hex()[:16]}.lock")
         else:
             self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **connect_kwargs(url))
 
