@@ -4,6 +4,7 @@
 SE-PRE placement (paper Fig. 5), trained on digits, seed 0. SE fields are named against the paper's
 defaults (``SEConfig()``: r = 16, avg squeeze, sigmoid gate, standard placement), every other field
 against the baseline, so one arm has one name wherever it runs and distinct arms never share one.
+A successor operator (``model.se.operator``) heads the name in SE's place: ``eca_resnet20_cifar-k5_digits_s0``.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ _SE_PREFIX = {
     "placement": "",  # pre / post / identity / after_3x3 read on their own
     "stages": "st",
     "skip_blocks": "skip",
-    "operator": "",  # eca / cbam / ... read on their own
-    "eca_kernel": "k",  # an operator's own knobs apply to it alone: the operator token before says whose
+    "operator": "",  # never a token: the operator heads the name (model_name)
+    "eca_kernel": "k",  # an operator's own knobs apply to it alone: the operator heading the name says whose
     "simam_lambda": "lam",
     "cbam_kernel": "k",
     "gc_fusion": "",  # add / scale
@@ -64,7 +65,7 @@ def se_tokens(se: SEConfig | None) -> list[str]:
     tokens = []
     for f in dataclasses.fields(SEConfig):
         value = getattr(se, f.name)
-        if value == getattr(default, f.name):
+        if value == getattr(default, f.name) or f.name == "operator":
             continue
         if f.name == "bias":
             tokens.append("bias" if value else "nobias")
@@ -98,8 +99,10 @@ def _other_tokens(cfg: ExperimentConfig, baseline: ExperimentConfig) -> list[str
 
 
 def model_name(cfg: ExperimentConfig) -> str:
-    """The registry name of the model: ``resnet50`` (baseline) or ``se_resnet50`` (any SE variant)."""
-    return ("se_" if cfg.model.se is not None else "") + cfg.model.arch
+    """The model's name: ``resnet50`` (baseline), ``se_resnet50`` (SE, the registry's name) or the operator's
+    prefix in SE's place (``eca_resnet50``, ``cbam_resnet50``: ``model.se.operator``)."""
+    se = cfg.model.se
+    return ("" if se is None else f"{se.operator}_") + cfg.model.arch
 
 
 def arm_name(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) -> str:

@@ -77,3 +77,22 @@ def test_group_and_job_type():
     assert job_type(cfg) == "train"
     custom = cfg.override({"wandb.group": "study-1", "wandb.job_type": "sweep"})
     assert (group(custom), job_type(custom)) == ("study-1", "sweep")
+
+
+@pytest.mark.parametrize("op", ["eca", "simam", "cbam", "gc", "ge", "srm", "coord"])
+def test_a_successor_operator_heads_the_name_in_ses_place(op):
+    cfg = se_cfg(operator=op)
+    assert run_name(cfg) == f"{op}_resnet20_cifar_digits_s0"
+    assert run_name(se_cfg(operator=op, placement="pre").replace(seed=2)) == f"{op}_resnet20_cifar-pre_digits_s2"
+    assert "se_" not in run_name(cfg) and op not in se_tokens(cfg.model.se)
+
+
+def test_operator_knobs_follow_their_operator_and_se_keeps_its_names():
+    assert run_name(se_cfg(operator="eca", eca_kernel=5)) == "eca_resnet20_cifar-k5_digits_s0"
+    assert run_name(se_cfg(operator="cbam", reduction=8, cbam_kernel=3)) == "cbam_resnet20_cifar-r8-k3_digits_s0"
+    assert run_name(se_cfg(operator="ge", ge_extent=2, ge_variant="theta")) == "ge_resnet20_cifar-e2-theta_digits_s0"
+    # operator: se, spelled out or not, is today's SE arm: same name, same hash.
+    assert run_name(se_cfg(operator="se", reduction=8)) == run_name(se_cfg(reduction=8)) == "se_resnet20_cifar-r8_digits_s0"
+    assert se_cfg(operator="se").hash() == se_cfg().hash()
+    names = {run_name(se_cfg(operator=op)) for op in ("se", "eca", "simam", "cbam", "gc", "ge", "srm", "coord")}
+    assert len(names) == 8
