@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from senet.config import SEConfig
-from senet.se import PointwiseFC, Recalibration, Squeeze, make_se
+from senet.fused_se import PointwiseFC
+from senet.se import Recalibration, Squeeze, make_se
 from senet.surface import TimmSurface
 
 
@@ -155,7 +156,7 @@ def set_fused_se(model: nn.Module, fused: bool) -> int:
     """The fast SE (default) or the released arithmetic, in every SE block (any operator) and ``ResidualUnit``.
 
     Fast: the scale fused into the residual sum, the FCs as matrix products, hand-written backward passes
-    (``senet.se``). Released: scale then add, 1x1 convolutions, autograd's own backward, bit-equal to the Caffe
+    (``senet.fused_se``). Released: scale then add, 1x1 convolutions, autograd's own backward, bit-equal to the Caffe
     ports. The two compute the same function (to float rounding) with the same parameters; the switch exists
     to check that, to compare with released models bit for bit, and to time them. Returns the number of
     units whose SE meets a sum.

@@ -1,8 +1,8 @@
 """Tracing the fused SE (the default, with autograd on) records plain ops, and the trace computes the eager model.
 
-The hand-written autograd Functions of ``senet.se`` would appear in a TorchScript graph as ``prim::PythonOp``
+The hand-written autograd Functions of ``senet.fused_se`` would appear in a TorchScript graph as ``prim::PythonOp``
 nodes, which neither a saved trace, ONNX nor fvcore's counter can run or count; under tracing the SE takes the
-plain ops (``senet.se._tracing``).
+plain ops (``senet.fused_se.tracing``).
 """
 from __future__ import annotations
 
