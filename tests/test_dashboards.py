@@ -67,3 +67,14 @@ def test_spec_converts_to_a_wandb_workspace():
     dumped = workspace._to_model().model_dump_json(by_alias=True)
     assert '"config:model.se.gate.value"' in dumped and "model.value.se" not in dumped
     assert [s.name for s in workspace.sections][0] == "Accuracy vs cost"
+
+
+def test_parallel_panels_show_the_operator_and_every_operators_own_knobs():
+    from senet.config import OPERATOR_KNOBS
+
+    spec = workspace_spec(None, "proj", factor="model.se.operator")
+    knobs, own = (p["columns"] for p in panels(spec, "parallel"))
+    assert knobs[0] == own[0] == "config:model.se.operator" and spec["groupby"] == ["config:model.se.operator"]
+    se_only = set(OPERATOR_KNOBS["se"]) | {"reduction", "width_rounding", "divisor"}
+    expected = {f"config:model.se.{k}" for ks in OPERATOR_KNOBS.values() for k in ks if k not in se_only}
+    assert set(own[1:-2]) == expected == {f"config:{k}" for k in dashboards.OPERATOR_KNOBS}

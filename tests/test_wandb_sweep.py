@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def optuna_params(spec, run_config: dict) -> dict:
         params = {k: v for k, v in params.items() if not is_se_key(k)}
         params["se"] = False
     elif "model.se" in values:  # SE knobs travel as one mapping; what it omits is the SEConfig default
-        se, default = values["model.se"], to_dict(SEConfig())
+        late = {f.name: f.default for f in dataclasses.fields(SEConfig)}  # to_dict omits operator & co. at default
+        se, default = values["model.se"], {**late, **to_dict(SEConfig())}
         params.update({p.key: se.get(p.key[len("model.se."):], default[p.key[len("model.se."):]])
                        for p in spec.space if is_se_key(p.key)})
         params["se"] = True

@@ -16,9 +16,13 @@ from typing import Any
 
 from ablations.training.metrics import GMACS, PARAMS, TRAIN_LOSS, VAL_LOSS, VAL_TOP1, VAL_TOP1_BEST, VAL_TOP5
 
-#: SE knobs shown on the parallel-coordinates panel (flattened ``ExperimentConfig`` keys).
-SE_KNOBS = ("model.se.reduction", "model.se.squeeze", "model.se.activation", "model.se.gate", "model.se.bias",
-            "model.se.placement", "model.se.stages", "model.se.skip_blocks")
+#: SE knobs shown on the parallel-coordinates panel (flattened ``ExperimentConfig`` keys); the operator first.
+SE_KNOBS = ("model.se.operator", "model.se.reduction", "model.se.squeeze", "model.se.activation", "model.se.gate",
+            "model.se.bias", "model.se.placement", "model.se.stages", "model.se.skip_blocks")
+#: The successors' own knobs (``senet.config.OPERATOR_KNOBS``), on a panel of their own; W&B logs the operator and its
+#: knobs on every SE run (``wandb_logging.wandb_config``).
+OPERATOR_KNOBS = ("model.se.eca_kernel", "model.se.simam_lambda", "model.se.cbam_kernel", "model.se.gc_fusion",
+                  "model.se.ge_extent", "model.se.ge_variant", "model.se.coord_reduction")
 PANEL_TYPES = ("scatter", "line", "parallel", "importance", "media", "bar", "markdown")
 
 
@@ -58,6 +62,8 @@ def workspace_spec(entity: str | None, project: str, factor: str = "model.se.red
             {"name": "SE knobs", "panels": [
                 {"type": "parallel", "title": "SE knobs -> accuracy and cost",
                  "columns": [_ref("config", k) for k in SE_KNOBS] + [gmacs, top1]},
+                {"type": "parallel", "title": "operator and its own knobs -> accuracy and cost",
+                 "columns": [_ref("config", k) for k in ("model.se.operator", *OPERATOR_KNOBS)] + [gmacs, top1]},
                 {"type": "importance", "title": f"what drives {VAL_TOP1_BEST}", "with_respect_to": VAL_TOP1_BEST},
             ]},
             {"name": "Excitation (paper Sec. 7.2)", "panels": [
@@ -155,7 +161,8 @@ EXAMPLES = ("senet-ablate dashboard --factor model.se.reduction",)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entity", help="W&B entity (default: your default entity)")
     p.add_argument("--project", default="senet-ablations", help="W&B project")
-    p.add_argument("--factor", default="model.se.reduction", help="ablated config key that colours and groups runs")
+    p.add_argument("--factor", default="model.se.reduction",
+                   help="ablated config key that colours and groups runs (model.se.operator: SE against its successors)")
     p.add_argument("--name", default="SE ablations", help="name of the saved workspace view")
     p.add_argument("--json", action="store_true", help="print the spec as JSON instead of the outline")
     p.add_argument("--create", action="store_true", help="save the workspace in W&B (needs a login)")

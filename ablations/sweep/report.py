@@ -27,6 +27,7 @@ from ablations.reporting.tables import markdown_table
 from ablations.reporting.verdicts import conclusion, provenance_line
 from ablations.sweep.attrs import trial_rows
 from ablations.sweep.spec import is_se_key
+from senet.config import SEConfig
 from senet.tree import flatten
 
 # study.enqueue_grid's order, which is what keeps a sweep's measured times comparable between arms.
@@ -59,9 +60,19 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _flat(config: dict) -> dict[str, Any]:
+    """``flatten(config)`` with the SE fields a config leaves out at their defaults (``senet.tree.late_field``)
+    filled in, so SE's arm of an operator sweep reads ``operator=se``."""
+    flat = flatten(config)
+    if config["model"]["se"] is not None:
+        for f in dataclasses.fields(SEConfig):
+            flat.setdefault(f"model.se.{f.name}", f.default)
+    return flat
+
+
 def arm_label(config: dict, factors: list[str]) -> str:
     """``r=4``, ``placement=pre, r=8`` or ``no SE (baseline)``: the arm by the values of the ablated factors."""
-    flat = flatten(config)
+    flat = _flat(config)
     if config["model"]["se"] is None:
         others = [f"{_short(k)}={_fmt(flat.get(k))}" for k in factors if not is_se_key(k)]
         return "no SE" + (f", {', '.join(others)}" if others else "")
@@ -80,7 +91,7 @@ def factor_values(rows: list[dict], factor: str) -> dict[str, Any]:
     """arm key -> the arm's value of ``factor`` (``None`` for a baseline's SE factor)."""
     out = {}
     for r in rows:
-        flat = flatten(r["config"])
+        flat = _flat(r["config"])
         out[compare.arm_key(r["config"])] = None if r["config"]["model"]["se"] is None and is_se_key(factor) \
             else flat.get(factor)
     return out

@@ -45,18 +45,23 @@ def _constants(spec: SweepSpec) -> dict[str, Any]:
 
 
 def _se_dict(spec: SweepSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The base's SE config with ``overrides`` (``model.se.*`` keys): the fields that differ from ``SEConfig()``.
+    """The base's SE config with ``overrides`` (``model.se.*`` keys): the fields that differ from ``SEConfig()`` and
+    the searched ones, at their defaults too, so each arm's mapping names its value (``{operator: se}``).
 
     ``None`` fields are left out too: the agent would pass the text ``None``, which YAML reads as a string.
     """
+    import dataclasses
+
     from senet.config import SEConfig
     from senet.tree import to_dict
 
-    default = to_dict(SEConfig())
+    # to_dict leaves the late fields (operator and its knobs) out at their defaults: those come from the dataclass
+    default = {**{f.name: f.default for f in dataclasses.fields(SEConfig)}, **to_dict(SEConfig())}
     se = to_dict(spec.base.model.se or SEConfig())
+    searched = {k[len("model.se."):] for k in overrides}
     for k, v in overrides.items():
         se[k[len("model.se."):]] = list(v) if isinstance(v, tuple) else v
-    return {k: v for k, v in se.items() if v is not None and v != default[k]}
+    return {k: v for k, v in se.items() if v is not None and (k in searched or v != default[k])}
 
 
 def _param(p) -> dict[str, Any]:

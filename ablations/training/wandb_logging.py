@@ -2,8 +2,9 @@
 
 One W&B run per experiment, written inside its run folder (``<run_dir>/wandb/offline-run-*``), so nothing
 litters the repository and ``wandb sync <run_dir>/wandb/offline-run-*`` uploads it later. The config is the
-flattened ``ExperimentConfig`` (dotted keys such as ``model.se.reduction``), so a dashboard groups by an
-ablated factor without hand work; the run name, group and job type come from ``ablations.naming``.
+flattened ``ExperimentConfig`` (dotted keys such as ``model.se.reduction``, and ``model.se.operator`` with the
+operator's own knobs on every SE run), so a dashboard groups by an ablated factor without hand work; the run
+name, group and job type come from ``ablations.naming``.
 """
 from __future__ import annotations
 
@@ -17,9 +18,21 @@ from urllib.parse import urlparse
 from ablations.config import ExperimentConfig
 from ablations.naming import group, job_type
 from ablations.training import provenance
+from senet.config import OPERATOR_KNOBS
 from senet.tree import flatten
 
 _ID_FILE = "wandb_id.txt"
+
+
+def wandb_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The W&B config: the flattened experiment, plus ``model.se.operator`` and that operator's knobs on every SE
+    run even at their defaults (which ``to_dict`` leaves out), so SE and its successors group and filter by them."""
+    flat = flatten(cfg.to_dict())
+    se = cfg.model.se
+    if se is not None:
+        for knob in ("operator", *OPERATOR_KNOBS[se.operator]):
+            flat.setdefault(f"model.se.{knob}", getattr(se, knob))
+    return flat
 
 
 def logged_in() -> bool:
@@ -95,7 +108,7 @@ def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, rid: str) -> An
         group=group(cfg),
         job_type=job_type(cfg),
         # env.*: the software and hardware behind the digits (provenance.collect), beside the experiment's keys
-        config={**flatten(cfg.to_dict()), **{f"env.{k}": v for k, v in provenance.collect().items()}},
+        config={**wandb_config(cfg), **{f"env.{k}": v for k, v in provenance.collect().items()}},
         mode=mode,  # passed to wandb.init; Lightning's offline=True would set WANDB_MODE for the whole process
         log_model=False,
         settings=wandb.Settings(silent=True, console="off"),
