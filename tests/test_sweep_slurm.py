@@ -124,15 +124,11 @@ def _pending(pid: int) -> set[int]:
     return {n for n in range(1, 65) if bits >> (n - 1) & 1}
 
 
-def test_the_time_limit_warning_interrupts_the_trial_and_a_resubmission_resumes_it(tmp_path, servers):
-    # One element with a three-minute limit: submitit asks for SIGUSR2 90 s before it (SLURM may send it up to 60 s
-    # early). The worker is held still (SIGSTOP) once its trial has written the first epoch's checkpoint, so the
-    # trial cannot finish first however fast the machine is, until SLURM's SIGUSR2 comes; then it must record the run
-    # as interrupted, re-queue its trial and end its element, long before the limit. The same command submitted
-    # again resumes the arm from its checkpoint.
+def _one_element_sweep(tmp_path: Path, servers, name: str) -> tuple[Path, str, dict, list[str]]:
+    """A one-arm, one-element sweep of three short epochs: its spec path, database, environment and command."""
     pg, slurm = servers
     spec = {
-        "name": "timelimit",
+        "name": name,
         "base": {"model": {"arch": "resnet20_cifar", "se": {"reduction": 16}},
                  "data": {"name": "digits", "image_size": 8, "batch_size": 32},
                  "train": {"recipe": "quick", "epochs": 3, "limit_train_batches": 2, "limit_val_batches": 1},
@@ -141,22 +137,37 @@ def test_the_time_limit_warning_interrupts_the_trial_and_a_resubmission_resumes_
         "space": {"model.se.reduction": [4]},
         "heartbeat": {"interval": 5},
     }
-    path = tmp_path / "timelimit.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    url = pg.new_database("timelimit")
+    url = pg.new_database(name)
     env = {**slurm.env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--storage", url, "--cpus-per-task",
            "1", "--array-size", "1", "--slurm-folder", str(tmp_path / "slurm" / "%j"), "--wait"]
+    return path, url, env, cmd
+
+
+def _worker_at_first_checkpoint(proc: subprocess.Popen, runs: Path, deadline: float) -> tuple[Path, int]:
+    """The run folder and the worker's pid (from the run's lock) once the trial has written ``last.ckpt``."""
+    while not list(runs.rglob("last.ckpt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+        time.sleep(0.1)
+    (ckpt,) = runs.rglob("last.ckpt")
+    run_dir = ckpt.parent.parent
+    return run_dir, int(re.search(r'"pid": (\d+)', (run_dir / "run.lock").read_text())[1])
+
+
+def test_the_time_limit_warning_interrupts_the_trial_and_a_resubmission_resumes_it(tmp_path, servers):
+    # One element with a three-minute limit: submitit asks for SIGUSR2 90 s before it (SLURM may send it up to 60 s
+    # early). The worker is held still (SIGSTOP) once its trial has written the first epoch's checkpoint, so the
+    # trial cannot finish first however fast the machine is, until SLURM's SIGUSR2 comes; then it must record the run
+    # as interrupted, re-queue its trial and end its element, long before the limit. The same command submitted
+    # again resumes the arm from its checkpoint.
+    path, url, env, cmd = _one_element_sweep(tmp_path, servers, "timelimit")
     first = subprocess.Popen([*cmd, "--time-min", "3"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
-        while not list((tmp_path / "runs").rglob("last.ckpt")):
-            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read() if first.poll() else ""
-            time.sleep(0.1)
-        (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
-        run_dir = ckpt.parent.parent
-        worker = int(re.search(r'"pid": (\d+)', (run_dir / "run.lock").read_text())[1])
+        run_dir, worker = _worker_at_first_checkpoint(first, tmp_path / "runs", deadline)
         os.kill(worker, signal.SIGSTOP)
         # SLURM continues a stopped task when it signals it (SIGCONT first, as scancel does); were the warning only
         # queued, it is let go here once SIGUSR2 is pending.
@@ -182,3 +193,23 @@ def test_the_time_limit_warning_interrupts_the_trial_and_a_resubmission_resumes_
     assert done["status"] == "complete" and done["epochs"] == 3 and done["attempts"] == 2
     attempts = json.loads((run_dir / "attempts.json").read_text())
     assert attempts[1]["resumed_from_epoch"] == cut["epochs"]  # resumed from the checkpoint, not from scratch
+
+
+def test_wait_ends_with_one_line_when_an_element_is_killed_on_a_cluster_without_accounting(tmp_path, servers):
+    # The test cluster keeps no accounting (AccountingStorageType=none: sacct answers nothing), like many small
+    # clusters. An element whose worker is SIGKILLed writes no result; submitit alone would wait for it forever.
+    # ``--wait`` must end, with one line for the element and the summary, once SLURM no longer lists it.
+    _, _, env, cmd = _one_element_sweep(tmp_path, servers, "killed")
+    proc = subprocess.Popen([*cmd, "--time-min", "20"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, worker = _worker_at_first_checkpoint(proc, tmp_path / "runs", time.monotonic() + 300)
+        os.kill(worker, signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)  # the grace period (30 s) and a few polls, not forever
+    finally:
+        process_guard.stop(proc, signal.SIGKILL, timeout=5)
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    (line,) = [ln for ln in err.splitlines() if "did not finish" in ln]
+    assert "ended without a result" in line and "its log:" in line, line
+    assert "not complete: 1 arm" in err, err[-3000:]

@@ -172,7 +172,7 @@ def _wait_workers(procs: list[subprocess.Popen]) -> list[int]:
 
 
 def _submit(args: argparse.Namespace, spec, url: str, study_name: str) -> int:
-    from ablations.sweep.slurm import SlurmOptions, submit
+    from ablations.sweep.slurm import SlurmOptions, submit, wait_for
 
     size = args.array_size or max(2, args.workers)
     options = SlurmOptions(array_size=size, array_parallelism=args.array_parallelism or size,
@@ -187,7 +187,10 @@ def _submit(args: argparse.Namespace, spec, url: str, study_name: str) -> int:
         return 0
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
-    for job in jobs:
+    for job, why in wait_for(jobs):
+        if why is not None:
+            print(f"array element {job.job_id} did not finish ({why}); its log: {job.paths.stderr}", file=sys.stderr)
+            continue
         try:
             job.results()  # every task of every element
         except (FailedJobError, UncompletedJobError) as exc:

@@ -16,11 +16,18 @@ it trains: submitit's own SIGUSR2 handler would end a worker that is still start
 re-queues its trial and the element ends with ``ElementInterrupted``, an ``Exception`` submitit records as the
 element's outcome: a ``KeyboardInterrupt`` it does not catch, and a cluster without accounting (``sacct``) would
 then never tell ``sweep --wait`` that the element ended.
+
+``wait_for`` is written here because submitit's own wait learns that an element ended without a result (SIGKILLed,
+its node lost) only from ``sacct``: without accounting it waits forever. It also asks ``squeue``, which every
+cluster has: an element that no longer appears there and left no result within a grace period has ended.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,3 +145,36 @@ def with_gpus(spec: SweepSpec, gpus: int, nodes: int = 1) -> SweepSpec:
     changes config hashes)."""
     over = trial_overrides(gpus, nodes)
     return with_overrides(spec, over) if over else spec
+
+
+def wait_for(jobs: Sequence, poll_s: float = 2.0, grace_s: float = 30.0) -> Iterator[tuple]:
+    """Yield ``(job, None)`` for each element that ended with a result (``job.results()`` then returns or raises
+    at once), and ``(job, why)`` for one that left the queue without a result for ``grace_s`` (submitit writes
+    the result just before the element ends, so a few seconds would do; a slow shared folder needs more)."""
+    pending, gone_since = list(jobs), {}
+    while pending:
+        for job in list(pending):
+            if job.done():
+                pending.remove(job)
+                yield job, None
+            elif _queued(job.job_id):
+                gone_since.pop(job.job_id, None)
+            elif time.monotonic() - gone_since.setdefault(job.job_id, time.monotonic()) > grace_s:
+                pending.remove(job)
+                yield job, "it ended without a result (killed, or its node was lost)"
+        if pending:
+            time.sleep(poll_s)
+
+
+def _queued(job_id: str) -> bool:
+    """Whether SLURM still lists the element (pending, running, completing). A job it has forgotten (``MinJobAge``
+    after its end) is "Invalid job id"; any other unanswered ``squeue`` counts as listed: the controller may be
+    restarting, and it alone can say the element is gone."""
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--array", "--jobs", job_id, "--format", "%i"],
+                             check=False, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    if out.returncode != 0:
+        return "invalid job id" not in out.stderr.lower()
+    return bool(out.stdout.strip())
