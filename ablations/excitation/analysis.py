@@ -1,7 +1,8 @@
 """The excitation analysis of trained runs, end to end (paper Sec. 7.2, Figs. 6-7).
 
 One run: load ``<run>/checkpoints/last.ckpt``, rebuild its data from the checkpoint's config (with
-``Options.data`` over it), record the gates of every SE block in one pass, and write
+``Options.data`` over it), record the per-channel gates of every SE block in one pass (an operator without
+one, ``model.se.operator=simam`` say, is refused in one line before any data loads), and write
 ``<run>/excitation/{fig6.png, fig7.png, stats.npz, summary.csv}`` (also logged to W&B). A sweep: analyse
 every run folder under a root that has a checkpoint and no statistics yet, then tabulate specificity and
 saturation per block across runs. ``senet-ablate excitation`` parses its flags into ``Options`` and calls these.
@@ -106,15 +107,17 @@ def analyze(checkpoint: str | Path, opts: Options) -> tuple[Path, list[dict]]:
     """Record, plot and save one run's excitation; returns the output folder and the summary rows."""
     from ablations.data import build_datamodule
     from ablations.excitation import class_index, plots, record_excitation, se_blocks
+    from ablations.excitation.blocks import channel_gates
     from ablations.excitation.summary import summarize
 
     ckpt, run_dir = resolve_checkpoint(checkpoint)
     module = load_module(ckpt)
-    print(f"checkpoint: {describe_checkpoint(ckpt, run_dir)}", file=sys.stderr)
-    cfg = module.cfg.override(opts.data)
     names = list(se_blocks(module.model))
     if not names:
         raise ValueError(f"{ckpt} is a no-SE baseline (model.se=null): there is no excitation to record")
+    channel_gates(module.model, source=f"checkpoint {ckpt}")  # NoChannelGate, before any data loads
+    print(f"checkpoint: {describe_checkpoint(ckpt, run_dir)}", file=sys.stderr)
+    cfg = module.cfg.override(opts.data)
     blocks = _blocks(names, opts.blocks)  # plotted; every block is recorded for the summary table
     dm = build_datamodule(cfg.data, seed=cfg.seed)
     dm.setup("fit" if opts.split == "train" else "validate")
@@ -166,12 +169,17 @@ def sweep(root: str | Path, opts: Options, recompute: bool = False) -> Path:
     runs = sorted({c.parent.parent for c in root.rglob("checkpoints/last.ckpt")})
     if not runs:
         raise FileNotFoundError(f"no run folders under {root}: expected <run>/checkpoints/last.ckpt")
+    from ablations.excitation.blocks import NoChannelGate
+
     per_run = replace(opts, out=None)  # opts.out names the sweep table here
     for run in runs:
         if _is_baseline(run):
             print(f"{run.name}: no SE blocks (the no-SE baseline); listed with its accuracy only")
         elif recompute or not (run / OUT / "stats.npz").is_file():
-            analyze(run, per_run)
+            try:
+                analyze(run, per_run)
+            except NoChannelGate as exc:  # an arm of an operator sweep (simam, coord): the others still compare
+                print(f"{run.name}: {exc}; listed with its accuracy only")
     rows, factors = sweep_rows(runs)
     if not any(r["block"] for r in rows):
         raise ValueError(f"no run under {root} has SE blocks to analyse")

@@ -1,10 +1,11 @@
 """Recording what the excitation learns (paper Sec. 7.2, Figs. 6-7): per-block, per-class gate statistics.
 
-Forward hooks on the ``gate`` of every SE block feed a streaming accumulator: per block, per class
-and per channel a count, a mean and a sum of squared deviations (Chan et al.'s parallel form of
-Welford's update, in float64), plus counts of saturated gates. Memory is O(blocks x classes x
-channels) whatever the split's size; no per-sample tensor outlives its batch. Written by hand:
-torchmetrics has running means but no grouped (per-class, per-channel) running variance.
+Forward hooks on the per-channel gate of every SE block (SE's ``gate``, a successor's ``channel_gate()``:
+``blocks.channel_gates``) feed a streaming accumulator: per block, per class and per channel a count, a mean
+and a sum of squared deviations (Chan et al.'s parallel form of Welford's update, in float64), plus counts of
+saturated gates. Memory is O(blocks x classes x channels) whatever the split's size; no per-sample tensor
+outlives its batch. Written by hand: torchmetrics has running means but no grouped (per-class, per-channel)
+running variance.
 
 A "per-sample gate value" is s_c for the usual (N, C, 1, 1) excitation; for NoSqueeze
 (``se.squeeze="none"``, gates of shape (N, C, H, W)) it is the spatial mean of s_c over H x W.
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ablations.excitation.blocks import class_index, se_blocks
+from ablations.excitation.blocks import channel_gates, class_index, se_blocks
 from senet.tree import check_int
 
 SATURATION_LOW, SATURATION_HIGH = 0.05, 0.95
@@ -139,7 +140,7 @@ class _BlockAccumulator:
 
 
 class ExcitationRecorder:
-    """Forward hooks on SE gates that accumulate per-class statistics, one batch at a time.
+    """Forward hooks on per-channel gates that accumulate per-class statistics, one batch at a time.
 
     Use as a context manager (hooks are removed on exit), then ``stats()``::
 
@@ -149,7 +150,8 @@ class ExcitationRecorder:
         stats = rec.stats(class_names)
 
     Args:
-        model: any ``nn.Module`` containing ``senet.se.SqueezeExcite`` blocks.
+        model: any ``nn.Module`` containing ``senet.se.Recalibration`` blocks with a per-channel gate (SE, ECA,
+            SRM, CBAM's channel attention, GC with scale fusion, GE at global extent; others: ``NoChannelGate``).
         num_classes: K, the label range.
         blocks: names (as ``se_blocks`` gives them) to record; ``None`` records every block.
         thresholds: gate values below the first / above the second count as saturated.
@@ -160,6 +162,7 @@ class ExcitationRecorder:
         available = se_blocks(model)
         if not available:
             raise ValueError("the model has no SE blocks to record (model.se is null: a no-SE baseline?)")
+        gates = channel_gates(model)
         names = list(available) if blocks is None else list(blocks)
         unknown = [b for b in names if b not in available]
         if unknown:
@@ -167,14 +170,14 @@ class ExcitationRecorder:
         check_int("num_classes", num_classes)
         self.model, self.num_classes, self.thresholds = model, num_classes, thresholds
         self.blocks = [b for b in available if b in names]  # forward order
-        self._modules = {b: available[b] for b in self.blocks}
+        self._gates = {b: gates[b] for b in self.blocks}
         self._acc: dict[str, _BlockAccumulator] = {}
         self._labels: torch.Tensor | None = None
         self._handles: list = []
 
     def __enter__(self) -> Self:
-        for name, module in self._modules.items():
-            self._handles.append(module.gate.register_forward_hook(self._hook(name)))
+        for name, gate in self._gates.items():
+            self._handles.append(gate.register_forward_hook(self._hook(name)))
         return self
 
     def __exit__(self, *exc) -> None:

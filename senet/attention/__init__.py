@@ -4,6 +4,9 @@ Each operator is one module here, a ``senet.se.Recalibration`` built as ``cls(ch
 ``SEConfig`` knobs it reads (``senet.config.OPERATOR_KNOBS``). The registry names each one's class by its import
 path and imports it on first use, so importing ``senet.se`` does not import every operator, and the operators can
 build on ``senet.se`` without an import cycle.
+
+Each also says where its per-channel gate is: ``channel_gate()``, the child whose output is s (N, C, 1, 1), which the
+excitation analysis (``ablations.excitation``) hooks; None where there is none, with ``no_channel_gate`` saying why.
 """
 from __future__ import annotations
 

@@ -73,10 +73,14 @@ class CBAM(Recalibration):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The released initialisation (spatial BN weight and bias zero: M_s = 1/2 at init); ``senet.blocks.init_weights``
-        runs it after the network's own, which sets every BN weight to 1."""
+        """The released initialisation (spatial BN weight and bias zero: M_s = 1/2 at init);
+        ``senet.blocks.init_weights`` runs it after the network's own, which sets every BN weight to 1."""
         nn.init.zeros_(self.spatial[1].weight)
         nn.init.zeros_(self.spatial[1].bias)
+
+    def channel_gate(self) -> nn.Module:
+        """The module whose output is M_c (N, C, 1, 1), the channel half (the excitation analysis hooks it)."""
+        return self.gate
 
     def channel_attention(self, x: torch.Tensor) -> torch.Tensor:
         """M_c (N, C, 1, 1)."""

@@ -43,6 +43,9 @@ class StripPools(nn.Module):
 class CoordinateAttention(Recalibration):
     """x -> x * σ(F_w(f^w)) * σ(F_h(f^h)), [f^h; f^w] = h_swish(BN(F_1([z^h; z^w]))) (Eq. 4-9)."""
 
+    #: Why the excitation analysis, which records one gate per channel, has none here.
+    no_channel_gate = "its gates are per row and per column, (N, C, H, 1) and (N, C, 1, W)"
+
     def __init__(self, channels: int, cfg: SEConfig, tag: str = "CoordAtt") -> None:
         super().__init__()
         mip = coord_width(channels, cfg.coord_reduction)
@@ -61,6 +64,9 @@ class CoordinateAttention(Recalibration):
         h, w = x.shape[2:]
         f_h, f_w = torch.split(self.act(self.bn1(self.conv1(self.squeeze(x)))), [h, w], 2)
         return self.gate(self.conv_h(f_h)), self.gate(self.conv_w(f_w.transpose(2, 3)))
+
+    def channel_gate(self) -> None:
+        """None: the gates are per row and per column (``no_channel_gate``)."""
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         a_h, a_w = self.attention(x)

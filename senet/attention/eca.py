@@ -41,7 +41,11 @@ class EfficientChannelAttention(Recalibration):
         """The gate values ω (N, C, 1, 1)."""
         n, c = x.shape[:2]
         y = self.conv(self.squeeze(x).reshape(n, 1, c))  # channels as the 1-D axis
-        return self.gate(y).reshape(n, c, 1, 1)
+        return self.gate(y.reshape(n, c, 1, 1))  # on the (N, C, 1, 1) view: the gate module outputs s as multiplied in
+
+    def channel_gate(self) -> nn.Module:
+        """The module whose output is ω (N, C, 1, 1) (the excitation analysis hooks it)."""
+        return self.gate
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         return self.scale(x, self.excitation(x), residual)

@@ -51,6 +51,7 @@ class GlobalContext(Recalibration):
         self.transform = nn.Sequential(PointwiseFC(channels, hidden, 1), nn.LayerNorm([hidden, 1, 1]),
                                        nn.ReLU(inplace=True), PointwiseFC(hidden, channels, 1))
         self.gate = nn.Sigmoid() if self.fuses_residual else None
+        self.no_channel_gate = "gc_fusion=add adds its context to every position: no gate; gc_fusion=scale has one"
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -59,6 +60,11 @@ class GlobalContext(Recalibration):
         nn.init.zeros_(self.squeeze.conv.bias)
         nn.init.zeros_(self.transform[-1].weight)
         nn.init.zeros_(self.transform[-1].bias)
+
+    def channel_gate(self) -> nn.Module | None:
+        """The module whose output is σ(T(pool(x))) (N, C, 1, 1) with ``scale`` fusion, which the excitation analysis
+        hooks; None with ``add``, which has no gate (``no_channel_gate`` says so)."""
+        return self.gate
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         t = self.transform(self.squeeze(x))

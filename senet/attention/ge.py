@@ -75,6 +75,9 @@ class GatherExcite(Recalibration):
         self.tag = tag
         self.channels = channels
         self.variant = cfg.ge_variant
+        self.extent = cfg.ge_extent
+        self.no_channel_gate = (f"ge_extent={cfg.ge_extent}: its gate is per position of the gathered map, "
+                                "(N, C, H/e, W/e); ge_extent=0 has one per channel")
         self.gather = AvgGather(cfg.ge_extent) if cfg.ge_variant == "theta_minus" else conv_gather(channels, cfg.ge_extent)
         self.mlp = None
         if cfg.ge_variant == "theta_plus":
@@ -86,6 +89,11 @@ class GatherExcite(Recalibration):
         """The gate values on the gathered map: (N, C, 1, 1) at global extent, else (N, C, ⌈H/e⌉, ⌈W/e⌉)."""
         g = self.gather(x)
         return self.gate(g if self.mlp is None else self.mlp(g))
+
+    def channel_gate(self) -> nn.Module | None:
+        """At global extent the module whose output is the (N, C, 1, 1) gate (the excitation analysis hooks it); at
+        e > 0 None: the gate is per position of the gathered map (``no_channel_gate`` says so)."""
+        return self.gate if self.extent == 0 else None
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         s = self.excitation(x)

@@ -44,6 +44,9 @@ class InverseEnergy(nn.Module):
 class SimAM(Recalibration):
     """x -> x * sigmoid(1 / E) (SimAM Eq. 5), E the per-neuron minimal energies; no parameters."""
 
+    #: Why the excitation analysis, which records one gate per channel, has none here.
+    no_channel_gate = "its gate is one per position, (N, C, H, W)"
+
     def __init__(self, channels: int, cfg: SEConfig, tag: str = "SimAM") -> None:
         super().__init__()
         self.tag = tag
@@ -58,6 +61,9 @@ class SimAM(Recalibration):
             raise ValueError(f"SimAM ({self.tag}) needs at least 2 spatial positions (its variance divides by "
                              f"H*W - 1); it got {x.shape[2]}x{x.shape[3]}: use a larger input or model.se.stages")
         return self.gate(self.energy(*self.squeeze(x)))
+
+    def channel_gate(self) -> None:
+        """None: the gate is per position (``no_channel_gate``)."""
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         return self.scale(x, self.excitation(x), residual)

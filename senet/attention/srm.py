@@ -55,5 +55,9 @@ class SRM(Recalibration):
                              f"by H*W - 1); it got {x.shape[2]}x{x.shape[3]}: use a larger input or model.se.stages")
         return self.gate(self.bn(self.cfc(self.squeeze(x)).unsqueeze(-1)))
 
+    def channel_gate(self) -> nn.Module:
+        """The module whose output is g (N, C, 1, 1) (the excitation analysis hooks it)."""
+        return self.gate
+
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         return self.scale(x, self.excitation(x), residual)
