@@ -1,5 +1,7 @@
 """``senet-ablate complexity``: the paper's params/GFLOPs tables, ours beside the printed values (Sec. 4, Tables 2-16).
 
+``--table operators``: SE's successors (``se.operator``) on ResNet-50, their cost beside their papers' values.
+
 Prints the chosen tables (markdown, CSV or JSON) and the score, and writes
 ``<out>/<table>.md`` and ``.csv`` (plus ``summary.md`` for ``--table all``), each headed by the command
 that regenerates it. Every model is counted on meta tensors: one batch-1 forward over shapes only.
@@ -21,7 +23,8 @@ EXAMPLES = ("senet-ablate complexity --model se_resnet50 --set se.reduction=8",)
 
 def add_arguments(parser) -> None:
     parser.add_argument("--table", default="all", choices=[*T.TABLES, "all"],
-                        help="which table to regenerate (sec4: the Sec. 4 statements, not scored)")
+                        help="which table to regenerate (sec4: the Sec. 4 statements; operators: SE's successors "
+                        "on ResNet-50 beside their papers' values; neither is scored)")
     parser.add_argument("--format", default="md", choices=("md", "csv", "json"), help="what to print")
     parser.add_argument("--out", default="results/complexity",
                         help="folder for the generated <table>.md/.csv files; '' writes nothing")

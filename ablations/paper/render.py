@@ -2,18 +2,19 @@
 
 Markdown and CSV per table, each headed by the command that regenerates it, and ``summary.md`` with the score
 (``senet-ablate complexity --table all`` writes them to ``results/complexity/``). Pure functions over the rows
-of ``ablations.paper.tables``.
+of ``ablations.paper.tables``; the operators table (SE's successors, not scored) is ``ablations.paper.operators``.
 """
 from __future__ import annotations
 
 import csv
 import io
 
+from ablations.paper import operators as O
 from ablations.paper import tables as T
 from ablations.reporting.tables import cell, markdown_table
 from senet.complexity import CONVENTIONS
 
-FILE_NAMES = {t: (f"table{t}" if t != "sec4" else "sec4") for t in T.TABLES}
+FILE_NAMES = {t: (f"table{t}" if t in T.SCORED_TABLES else t) for t in T.TABLES}
 MD_COLUMNS = ("model", "our setting", "quantity", "paper", "ours", "deviation", "match", "why it differs")
 COLUMNS = ("table", "model", "setting", "quantity", "paper", "ours", "deviation", "deviation_pct", "match", "explanation")
 CONVENTION_LINE = ("Counted under the paper convention: GFLOPs/MFLOPs = multiply-accumulates of conv and FC layers "
@@ -54,6 +55,10 @@ def render_csv(table: str | None, rows: list[T.Row]) -> str:
 def score_line(rows: list[T.Row]) -> str:
     hit, total = T.score(rows)
     if not total:
+        ops = [r for r in rows if r.cell.table == O.TABLE]
+        if ops:  # other papers' values: matched, never scored
+            return (f"score: the operators table is not scored (other papers' values); "
+                    f"{sum(r.match for r in ops)}/{len(ops)} printed values reproduced")
         return "score: the Sec. 4 statements are not scored"
     scored = sorted({r.cell.table for r in rows if r.cell.table in T.SCORED_TABLES}, key=T.SCORED_TABLES.index)
     misses = total - hit
@@ -71,9 +76,13 @@ def render_summary(rows: list[T.Row], conv_scores: dict) -> str:
             "counted with another convention, params unchanged.")
     conventions = [[f"`{name}`", f"{hit}/{total}", cell(CONVENTIONS[name].description)]
                    for name, (hit, total) in conv_scores.items()]
+    ops = [r for r in rows if r.cell.table == O.TABLE]
+    operators = (f"SE's successors on ResNet-50, their cost and their papers' printed values: [operators](operators.md) "
+                 f"({sum(r.match for r in ops)}/{len(ops)} printed values reproduced; not part of the score).")
     return ("\n".join(head) + markdown_table(["table", "reproduced"], scores)
             + "\n".join(["", score_line(rows), "", note, "", ""])
-            + markdown_table(["convention", "reproduced", "what it counts"], conventions))
+            + markdown_table(["convention", "reproduced", "what it counts"], conventions)
+            + ("\n" + operators + "\n" if ops else ""))
 
 
 def generate(selection: list[str], data: dict | None = None, measure=T.default_measure) -> tuple[dict[str, str], list[T.Row]]:
@@ -83,6 +92,11 @@ def generate(selection: list[str], data: dict | None = None, measure=T.default_m
     for t in selection:
         table_rows = T.build_rows(t, data, measure)
         rows += table_rows
+        if t == O.TABLE:
+            cost = O.costs(data, measure)
+            files[f"{FILE_NAMES[t]}.md"] = O.render_md(data["tables"][t], cost, table_rows, command(t), CONVENTION_LINE)
+            files[f"{FILE_NAMES[t]}.csv"] = O.render_csv(cost, table_rows, command(t))
+            continue
         files[f"{FILE_NAMES[t]}.md"] = render_md(t, data["tables"][t], table_rows)
         files[f"{FILE_NAMES[t]}.csv"] = render_csv(t, table_rows)
     if list(selection) == list(T.TABLES):

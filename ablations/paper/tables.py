@@ -1,5 +1,8 @@
 """The paper's complexity tables (Tables 2, 3, 10, 13, 15, 16 and Sec. 4), ours beside the printed values.
 
+The ``operators`` entry holds other papers' values (SE's successors on ResNet-50, ``ablations.paper.operators``):
+read and matched the same way, never part of the score.
+
 Pure functions over two inputs: the printed values (``ablations/paper/paper_values.yaml``) and a ``measure``
 callable that returns our counts for a registered model (by default: build it on the meta device,
 one traced forward). A printed value is *matched* when ours, rounded half-up to the printed number's
@@ -25,13 +28,14 @@ from senet.registry import build_model, get_arch, model_config
 from senet.se import se_modules
 
 SCORED_TABLES = ("2", "3", "10", "13", "15", "16")
-TABLES = SCORED_TABLES + ("sec4",)
+TABLES = SCORED_TABLES + ("sec4", "operators")
 # quantity -> divisor of a direct count; None: a change relative to the row's baseline
-MAC_QUANTITIES = {"gflops": 1e9, "mflops": 1e6, "gflops_increase_pct": None, "gflops_increase_pct_rounded": None}
-PARAM_QUANTITIES = {"params": 1e6, "params_increase": None, "params_increase_pct": None}
+MAC_QUANTITIES = {"gflops": 1e9, "mflops": 1e6, "gflops_increase_pct": None, "gflops_increase_pct_rounded": None,
+                  "gflops_added": None}
+PARAM_QUANTITIES = {"params": 1e6, "params_increase": None, "params_increase_pct": None, "params_added": None}
 HEADERS = {"gflops": "GFLOPs", "mflops": "MFLOPs", "params": "Params (M)", "gflops_increase_pct": "GFLOPs +%",
            "gflops_increase_pct_rounded": "GFLOPs +% (rounded)", "params_increase": "Params +M",
-           "params_increase_pct": "Params +%"}
+           "params_increase_pct": "Params +%", "gflops_added": "GFLOPs added", "params_added": "Params added"}
 PARAM_CONVENTIONS = {
     "learnable": "learnable parameters",
     "caffe-blobs": "Caffe's blob count (+ BN running mean, var and factor)",
@@ -63,6 +67,7 @@ class Cell:
     printed: str
     baseline: str | None = None
     note: str = ""
+    source: str = ""  # where the printed value was read, when the table's source does not say
 
     @property
     def setting_text(self) -> str:
@@ -103,7 +108,7 @@ def cells(data: dict, tables=TABLES) -> list[Cell]:
             for q in (*MAC_QUANTITIES, *PARAM_QUANTITIES):
                 if q in row:
                     out.append(Cell(t, row["label"], row["model"], overrides, q, str(row[q]), row.get("baseline"),
-                                    row.get("note", "")))
+                                    row.get("note", ""), row.get("source", "")))
     return out
 
 
@@ -118,7 +123,9 @@ def default_measure(model: str, overrides: tuple, forward: bool = True) -> Measu
     """Build ``model`` with ``overrides`` on the meta device and count it (cached)."""
     net = _built(model, overrides)
     bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    fcs = [fc for m in se_modules(net).values() for fc in (m.fc1, m.fc2)]
+    # SE's own FCs only: the bias flip reads the SE paper's tables (a successor's layers are not SE FCs)
+    fcs = [fc for m in se_modules(net).values() for fc in (getattr(m, "fc1", None), getattr(m, "fc2", None))
+           if fc is not None]
     counts = count_ops(net, get_arch(net.cfg.arch).input_size, strict=True) if forward else None
     return Measured(params=sum(p.numel() for p in net.parameters()),
                     bn_stats=sum(m.running_mean.numel() + m.running_var.numel() for m in bns if m.running_mean is not None),
@@ -155,6 +162,8 @@ def value(cell: Cell, setting: Setting = PAPER, measure: Callable = default_meas
         ours, base = (float(Decimal(str(v / 1e9)).quantize(q, ROUND_HALF_UP)) for v in (ours, base))
     if cell.quantity == "params_increase":
         return (ours - base) / 1e6
+    if cell.quantity in ("params_added", "gflops_added"):  # what the blocks add: a count, or G multiply-adds
+        return (ours - base) / (1 if cell.quantity == "params_added" else 1e9)
     return 100.0 * (ours - base) / base
 
 
