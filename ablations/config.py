@@ -189,5 +189,10 @@ class ExperimentConfig:
         """Stable id of the arm+seed; equal configs hash equal whatever the key order."""
         return config_hash(self.semantic())
 
+    def arm_hash(self) -> str:
+        """The arm's one identity, the same for each of its seeds: the hash of its config at seed 0. Sweeps store it
+        on every trial (``arm_hash``), reports and the quickstart group runs by it, W&B runs carry it."""
+        return self.replace(seed=0).hash()
+
     def replace(self, **changes: Any) -> ExperimentConfig:
         return dataclasses.replace(self, **changes)

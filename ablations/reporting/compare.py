@@ -24,7 +24,6 @@ from ablations.reporting.stats import NONE, Test, verdict, with_holm
 from ablations.reporting.tables import markdown_table, text_table
 from ablations.training import provenance
 from ablations.training.metrics import VAL_TOP1, VAL_TOP5
-from senet.tree import config_hash
 
 
 @dataclass(frozen=True)
@@ -101,20 +100,14 @@ def _median_cost(rows: Sequence[dict], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _unseeded_hash(cfg: ExperimentConfig) -> str:
-    semantic = cfg.semantic()
-    semantic.pop("seed")
-    return config_hash(semantic)
-
-
 def arm_key(config: dict) -> str:
-    """Identity of an arm: the hash of its semantic config without the seed."""
-    return _unseeded_hash(ExperimentConfig.from_dict(config))
+    """Identity of an arm (``ExperimentConfig.arm_hash``), from a result row's config."""
+    return ExperimentConfig.from_dict(config).arm_hash()
 
 
 def baseline_key(config: dict) -> str:
     """The arm key of this config's no-SE baseline."""
-    return _unseeded_hash(default_baseline(ExperimentConfig.from_dict(config)))
+    return default_baseline(ExperimentConfig.from_dict(config)).arm_hash()
 
 
 def short_label(config: dict) -> str:

@@ -106,7 +106,7 @@ class SweepObjective:
         params = suggest(trial, spec)
         seeds = [params["seed"]] if spec.is_grid else list(spec.seeds)
         arm = make_config(spec, params, seeds[0])
-        trial.set_user_attr("arm_hash", arm.replace(seed=0).hash())
+        trial.set_user_attr("arm_hash", arm.arm_hash())
         if "config_hash" not in trial.user_attrs:
             trial.set_user_attr("config_hash", arm.hash())
         if not spec.is_grid:

@@ -26,8 +26,9 @@ _ID_FILE = "wandb_id.txt"
 
 def wandb_config(cfg: ExperimentConfig) -> dict[str, Any]:
     """The W&B config: the flattened experiment, plus ``model.se.operator`` and that operator's knobs on every SE
-    run even at their defaults (which ``to_dict`` leaves out), so SE and its successors group and filter by them."""
-    flat = flatten(cfg.to_dict())
+    run even at their defaults (which ``to_dict`` leaves out), so SE and its successors group and filter by them,
+    and ``arm_hash``, the arm's identity in sweeps and reports (``ExperimentConfig.arm_hash``)."""
+    flat = {**flatten(cfg.to_dict()), "arm_hash": cfg.arm_hash()}
     se = cfg.model.se
     if se is not None:
         for knob in ("operator", *OPERATOR_KNOBS[se.operator]):
