@@ -43,7 +43,8 @@ def test_costs_are_the_built_models_counts(costs):
         with torch.device("meta"):
             net = build_model(c.op.model, **dict(c.op.overrides))
         assert c.params == sum(p.numel() for p in net.parameters()), c.op.label
-        assert c.macs == complexity(net, get_arch(net.cfg.arch).input_size, "paper").macs, c.op.label
+        if c.op.operator in ("eca", "coord"):  # one traced forward each: two stand for all (the table shares the path)
+            assert c.macs == complexity(net, get_arch(net.cfg.arch).input_size, "paper").macs, c.op.label
     se = next(c for c in costs if c.op.operator == "se")
     assert (se.params, se.macs) == se.reference  # SE-ResNet-50 is the reference of the deltas
     for c in costs:  # the two deltas differ by SE-ResNet-50's own cost over ResNet-50
@@ -107,6 +108,7 @@ def test_added_params_and_gflops_are_counts_over_the_baseline_and_marked():
 # ---- The command, the committed files and the README ---- #
 
 
+@pytest.mark.slow  # ~12 s: each miss's explanation scores the other conventions over every SE table's model
 def test_cli_writes_the_operator_files_with_their_command(tmp_path, capsys):
     assert main(["complexity", "--table", "operators", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("score: the operators table is not scored")
