@@ -7,12 +7,14 @@ each module's concat, including 3c and 4e: the SE block recalibrates the whole m
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from senet.blocks import PooledClassifier
-from senet.config import ModelConfig
-from senet.registry import register_arch
+from senet.config import ModelConfig, SEConfig
+from senet.registry import arch_config, register_arch, register_model
 from senet.se import Recalibration, make_se
 from senet.surface import stage_info
 
@@ -122,7 +124,17 @@ class BNInception(PooledClassifier):
         return x
 
 
-@register_arch("bn_inception", stages=STAGES, depths=DEPTHS, placements=("standard",), family="inception")
-def bn_inception(cfg: ModelConfig) -> BNInception:
-    """bn_inception (``se_bn_inception`` with SE), built from ``cfg``."""
-    return BNInception(cfg)
+register_arch("bn_inception", stages=STAGES, depths=DEPTHS, placements=("standard",), family="inception")(BNInception)
+
+
+# The public names: the architecture without SE under its own name, with SE as se_<name> (senet.registry).
+@register_model
+def bn_inception(**fields: Any) -> ModelConfig:
+    """BN-Inception (Table 2)."""
+    return arch_config("bn_inception", None, **fields)
+
+
+@register_model
+def se_bn_inception(**fields: Any) -> ModelConfig:
+    """SE-BN-Inception: an SE block on every Inception module's output (Table 2)."""
+    return arch_config("bn_inception", SEConfig(), **fields)

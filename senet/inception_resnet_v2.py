@@ -18,12 +18,14 @@ stem and the reduction modules Mixed_5b/6a/7a get no SE (they have no residual t
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from senet.blocks import PooledClassifier, ResidualUnit, unit_se
-from senet.config import ModelConfig
-from senet.registry import register_arch
+from senet.config import ModelConfig, SEConfig
+from senet.registry import arch_config, register_arch, register_model
 from senet.surface import stage_info
 
 STAGES = (3, 4, 5)
@@ -125,8 +127,18 @@ class InceptionResNetV2(PooledClassifier):
         return self.conv_7b(self.stage5(self.mixed_7a(x)))
 
 
-@register_arch("inception_resnet_v2", stages=STAGES, depths=DEPTHS, placements=PLACEMENTS, family="inception",
-               input_size=(3, 299, 299))
-def inception_resnet_v2(cfg: ModelConfig) -> InceptionResNetV2:
-    """inception_resnet_v2 (``se_inception_resnet_v2`` with SE), built from ``cfg``."""
-    return InceptionResNetV2(cfg)
+register_arch("inception_resnet_v2", stages=STAGES, depths=DEPTHS, placements=PLACEMENTS, family="inception",
+              input_size=(3, 299, 299))(InceptionResNetV2)
+
+
+# The public names: the architecture without SE under its own name, with SE as se_<name> (senet.registry).
+@register_model
+def inception_resnet_v2(**fields: Any) -> ModelConfig:
+    """Inception-ResNet-v2 at 299x299 (Table 2)."""
+    return arch_config("inception_resnet_v2", None, **fields)
+
+
+@register_model
+def se_inception_resnet_v2(**fields: Any) -> ModelConfig:
+    """SE-Inception-ResNet-v2: an SE block in every Inception-ResNet-A/B/C block (Table 2)."""
+    return arch_config("inception_resnet_v2", SEConfig(), **fields)

@@ -16,12 +16,14 @@ suggests, so the miss is explained in Table 3. The network has no residual path:
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from senet.blocks import PooledClassifier
-from senet.config import ModelConfig
-from senet.registry import register_arch
+from senet.config import ModelConfig, SEConfig
+from senet.registry import arch_config, register_arch, register_model
 from senet.se import make_se
 from senet.surface import stage_info
 
@@ -74,7 +76,17 @@ class MobileNetV1(PooledClassifier):
         return x
 
 
-@register_arch("mobilenet_v1", stages=STAGES, depths=DEPTHS, placements=("standard",), family="mobilenet")
-def mobilenet_v1(cfg: ModelConfig) -> MobileNetV1:
-    """mobilenet_v1 (``se_mobilenet_v1`` with SE), built from ``cfg``."""
-    return MobileNetV1(cfg)
+register_arch("mobilenet_v1", stages=STAGES, depths=DEPTHS, placements=("standard",), family="mobilenet")(MobileNetV1)
+
+
+# The public names: the architecture without SE under its own name, with SE as se_<name> (senet.registry).
+@register_model
+def mobilenet_v1(**fields: Any) -> ModelConfig:
+    """MobileNet v1 1.0 at 224x224 (Table 3)."""
+    return arch_config("mobilenet_v1", None, **fields)
+
+
+@register_model
+def se_mobilenet_v1(**fields: Any) -> ModelConfig:
+    """SE-MobileNet: an SE block after every depthwise-separable block (Table 3)."""
+    return arch_config("mobilenet_v1", SEConfig(), **fields)

@@ -2,8 +2,10 @@
 
 Two plain dicts, both refusing duplicates. ``register_arch`` records how to build an architecture
 from a ``ModelConfig`` and what its SE knobs may address (stage ids, blocks per stage, allowed
-placements); each architecture ``x`` is then reachable by name as ``x`` (the no-SE baseline) and
-``se_x`` (SE with the paper's defaults). ``build_model`` is the one way to get an ``nn.Module``.
+placements). ``register_model`` records a public model name: a builder function in the family's
+module, named as the model, that returns its ``ModelConfig`` (timm's ``@register_model``), so every
+name, ``se_*`` included, has a definition to find; each architecture ``x`` has two, ``x`` (the no-SE
+baseline) and ``se_x`` (SE with the paper's defaults). ``build_model`` is the one way to get an ``nn.Module``.
 """
 from __future__ import annotations
 
@@ -39,15 +41,12 @@ _MODELS: dict[str, Callable[..., ModelConfig]] = {}
 
 
 def register_arch(name: str, *, stages: tuple[int, ...], **spec: Any):
-    """Decorator: register ``fn(cfg) -> nn.Module`` as architecture ``name`` plus models ``name``/``se_name``."""
+    """Decorator: register ``fn(cfg) -> nn.Module`` as architecture ``name`` (its model names: ``register_model``)."""
 
     def deco(fn: Callable[[ModelConfig], nn.Module]):
         if name in _ARCHS:
             raise ValueError(f"architecture {name!r} is already registered")
-        arch = ArchSpec(name=name, build=fn, stages=tuple(stages), **spec)
-        _ARCHS[name] = arch
-        register(name)(lambda **kw: ModelConfig(arch=name, se=None, num_classes=arch.num_classes, **kw))
-        register(f"se_{name}")(lambda **kw: ModelConfig(arch=name, se=SEConfig(), num_classes=arch.num_classes, **kw))
+        _ARCHS[name] = ArchSpec(name=name, build=fn, stages=tuple(stages), **spec)
         return fn
 
     return deco
@@ -63,6 +62,16 @@ def register(name: str):
         return fn
 
     return deco
+
+
+def register_model(fn: Callable[..., ModelConfig]) -> Callable[..., ModelConfig]:
+    """Decorator: register ``fn(**overrides) -> ModelConfig`` under its own name (timm's ``@register_model``)."""
+    return register(fn.__name__)(fn)
+
+
+def arch_config(arch: str, se: SEConfig | None, **fields: Any) -> ModelConfig:
+    """The ``ModelConfig`` of architecture ``arch`` with ``se`` (None: the baseline), at its native class count."""
+    return ModelConfig(arch=arch, se=se, num_classes=get_arch(arch).num_classes, **fields)
 
 
 def list_models() -> list[str]:

@@ -9,12 +9,15 @@ one (with ``stride_on="3x3"``: timm's modern ``seresnet*``). Module names follow
 """
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 from torch import nn
 
 from senet.blocks import BasicBranch, BottleneckBranch, PooledClassifier, ResidualUnit, conv1x1, unit_se
-from senet.config import ModelConfig
-from senet.registry import register_arch
+from senet.config import ModelConfig, SEConfig
+from senet.registry import arch_config, register_arch, register_model
 from senet.surface import stage_info
 
 STAGES = (2, 3, 4, 5)
@@ -72,48 +75,103 @@ class ResNet(PooledClassifier):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-_RESNET = {"stages": STAGES, "family": "resnet", "stem_pool": True}
+# Each architecture's layout, stated once: units per stage, bottleneck units, ResNeXt cardinality and width per
+# group, and the stride's place where cfg.stride_on is None (ResNeXt as released: the 3x3).
+_RESNEXT_32X4D = {"groups": 32, "base_width": 4, "default_stride_on": "3x3"}
+ARCHS = {
+    "resnet18": {"depths": (2, 2, 2, 2), "bottleneck": False},
+    "resnet34": {"depths": (3, 4, 6, 3), "bottleneck": False},
+    "resnet50": {"depths": (3, 4, 6, 3), "bottleneck": True},
+    "resnet101": {"depths": (3, 4, 23, 3), "bottleneck": True},
+    "resnet152": {"depths": (3, 8, 36, 3), "bottleneck": True},
+    "resnext50_32x4d": {"depths": (3, 4, 6, 3), "bottleneck": True, **_RESNEXT_32X4D},
+    "resnext101_32x4d": {"depths": (3, 4, 23, 3), "bottleneck": True, **_RESNEXT_32X4D},
+}
+for _arch, _layout in ARCHS.items():
+    register_arch(_arch, stages=STAGES, depths=_layout["depths"], family="resnet", stem_pool=True)(
+        functools.partial(ResNet, **_layout))
 
 
-# One builder per architecture, so each public name has a definition to find (as timm's). Each registers
-# the no-SE model under its own name and the SE model as se_<name> (senet.registry.register_arch).
-@register_arch("resnet18", depths=(2, 2, 2, 2), **_RESNET)
-def resnet18(cfg: ModelConfig) -> ResNet:
-    """ResNet-18 (basic units); ``se_resnet18`` with the SE block."""
-    return ResNet(cfg, (2, 2, 2, 2), bottleneck=False)
+# The public names: each architecture without SE under its own name, with SE as se_<name> (senet.registry).
+@register_model
+def resnet18(**fields: Any) -> ModelConfig:
+    """ResNet-18 (basic units)."""
+    return arch_config("resnet18", None, **fields)
 
 
-@register_arch("resnet34", depths=(3, 4, 6, 3), **_RESNET)
-def resnet34(cfg: ModelConfig) -> ResNet:
-    """ResNet-34 (basic units); ``se_resnet34`` with the SE block."""
-    return ResNet(cfg, (3, 4, 6, 3), bottleneck=False)
+@register_model
+def se_resnet18(**fields: Any) -> ModelConfig:
+    """SE-ResNet-18: ResNet-18 with the SE block, the paper's defaults."""
+    return arch_config("resnet18", SEConfig(), **fields)
 
 
-@register_arch("resnet50", depths=(3, 4, 6, 3), **_RESNET)
-def resnet50(cfg: ModelConfig) -> ResNet:
-    """ResNet-50; ``se_resnet50`` is the paper's SE-ResNet-50 (Table 2, Fig. 3)."""
-    return ResNet(cfg, (3, 4, 6, 3), bottleneck=True)
+@register_model
+def resnet34(**fields: Any) -> ModelConfig:
+    """ResNet-34 (basic units)."""
+    return arch_config("resnet34", None, **fields)
 
 
-@register_arch("resnet101", depths=(3, 4, 23, 3), **_RESNET)
-def resnet101(cfg: ModelConfig) -> ResNet:
-    """ResNet-101; ``se_resnet101`` with the SE block (Table 2)."""
-    return ResNet(cfg, (3, 4, 23, 3), bottleneck=True)
+@register_model
+def se_resnet34(**fields: Any) -> ModelConfig:
+    """SE-ResNet-34: ResNet-34 with the SE block, the paper's defaults."""
+    return arch_config("resnet34", SEConfig(), **fields)
 
 
-@register_arch("resnet152", depths=(3, 8, 36, 3), **_RESNET)
-def resnet152(cfg: ModelConfig) -> ResNet:
-    """ResNet-152; ``se_resnet152`` with the SE block (Table 2)."""
-    return ResNet(cfg, (3, 8, 36, 3), bottleneck=True)
+@register_model
+def resnet50(**fields: Any) -> ModelConfig:
+    """ResNet-50, the paper's baseline (Table 2)."""
+    return arch_config("resnet50", None, **fields)
 
 
-@register_arch("resnext50_32x4d", depths=(3, 4, 6, 3), **_RESNET)
-def resnext50_32x4d(cfg: ModelConfig) -> ResNet:
-    """ResNeXt-50 32x4d; ``se_resnext50_32x4d`` is the paper's SE-ResNeXt-50 (Table 2; stride on the 3x3)."""
-    return ResNet(cfg, (3, 4, 6, 3), bottleneck=True, groups=32, base_width=4, default_stride_on="3x3")
+@register_model
+def se_resnet50(**fields: Any) -> ModelConfig:
+    """SE-ResNet-50, the paper's (Table 2, Fig. 3)."""
+    return arch_config("resnet50", SEConfig(), **fields)
 
 
-@register_arch("resnext101_32x4d", depths=(3, 4, 23, 3), **_RESNET)
-def resnext101_32x4d(cfg: ModelConfig) -> ResNet:
-    """ResNeXt-101 32x4d; ``se_resnext101_32x4d`` with the SE block (Table 2; stride on the 3x3)."""
-    return ResNet(cfg, (3, 4, 23, 3), bottleneck=True, groups=32, base_width=4, default_stride_on="3x3")
+@register_model
+def resnet101(**fields: Any) -> ModelConfig:
+    """ResNet-101 (Table 2)."""
+    return arch_config("resnet101", None, **fields)
+
+
+@register_model
+def se_resnet101(**fields: Any) -> ModelConfig:
+    """SE-ResNet-101 (Table 2)."""
+    return arch_config("resnet101", SEConfig(), **fields)
+
+
+@register_model
+def resnet152(**fields: Any) -> ModelConfig:
+    """ResNet-152 (Table 2)."""
+    return arch_config("resnet152", None, **fields)
+
+
+@register_model
+def se_resnet152(**fields: Any) -> ModelConfig:
+    """SE-ResNet-152 (Table 2)."""
+    return arch_config("resnet152", SEConfig(), **fields)
+
+
+@register_model
+def resnext50_32x4d(**fields: Any) -> ModelConfig:
+    """ResNeXt-50 32x4d (Table 2; stride on the 3x3)."""
+    return arch_config("resnext50_32x4d", None, **fields)
+
+
+@register_model
+def se_resnext50_32x4d(**fields: Any) -> ModelConfig:
+    """SE-ResNeXt-50 32x4d, the paper's (Table 2; stride on the 3x3)."""
+    return arch_config("resnext50_32x4d", SEConfig(), **fields)
+
+
+@register_model
+def resnext101_32x4d(**fields: Any) -> ModelConfig:
+    """ResNeXt-101 32x4d (Table 2; stride on the 3x3)."""
+    return arch_config("resnext101_32x4d", None, **fields)
+
+
+@register_model
+def se_resnext101_32x4d(**fields: Any) -> ModelConfig:
+    """SE-ResNeXt-101 32x4d (Table 2; stride on the 3x3)."""
+    return arch_config("resnext101_32x4d", SEConfig(), **fields)

@@ -9,6 +9,9 @@ placement are not stated for CIFAR, so the defaults are the paper's ImageNet one
 """
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -21,12 +24,17 @@ from senet.blocks import (
     conv3x3,
     unit_se,
 )
-from senet.config import ModelConfig
-from senet.registry import register_arch
+from senet.config import ModelConfig, SEConfig
+from senet.registry import arch_config, register_arch, register_model
 from senet.surface import stage_info
 
 STAGES = (2, 3, 4)
 WIDTHS = (16, 32, 64)
+
+
+def units_per_stage(depth: int, bottleneck: bool) -> int:
+    """n of a depth 6n + 2 (basic units) or 9n + 2 (bottleneck units) network."""
+    return (depth - 2) // (9 if bottleneck else 6)
 
 
 class CifarResNet(PooledClassifier):
@@ -35,7 +43,7 @@ class CifarResNet(PooledClassifier):
     def __init__(self, cfg: ModelConfig, depth: int, bottleneck: bool) -> None:
         super().__init__()
         self.cfg = cfg
-        n = (depth - 2) // (9 if bottleneck else 6)
+        n = units_per_stage(depth, bottleneck)
         expansion = 4 if bottleneck else 1
         self.conv1 = conv3x3(cfg.in_chans, 16)
         cin = 16
@@ -68,35 +76,75 @@ class CifarResNet(PooledClassifier):
         return self.relu(self.bn(x))
 
 
-_CIFAR = {"stages": STAGES, "family": "resnet", "num_classes": 10, "input_size": (3, 32, 32)}
+# Each architecture stated once, by its depth (6n + 2 basic units, 9n + 2 bottleneck units); n units per stage.
+ARCHS = {
+    "resnet20_cifar": {"depth": 20, "bottleneck": False},
+    "resnet32_cifar": {"depth": 32, "bottleneck": False},
+    "resnet56_cifar": {"depth": 56, "bottleneck": False},
+    "resnet110_cifar": {"depth": 110, "bottleneck": False},
+    "resnet164_cifar": {"depth": 164, "bottleneck": True},
+}
+for _arch, _layout in ARCHS.items():
+    register_arch(_arch, stages=STAGES, depths=(units_per_stage(**_layout),) * len(STAGES), family="resnet",
+                  num_classes=10, input_size=(3, 32, 32))(functools.partial(CifarResNet, **_layout))
 
 
-# One builder per depth (6n + 2 basic, 9n + 2 bottleneck), each registering <name> and se_<name>.
-@register_arch("resnet20_cifar", depths=(3, 3, 3), **_CIFAR)
-def resnet20_cifar(cfg: ModelConfig) -> CifarResNet:
-    """Pre-activation ResNet-20 (n = 3); ``se_resnet20_cifar`` with the SE block."""
-    return CifarResNet(cfg, 20, bottleneck=False)
+# The public names: each architecture without SE under its own name, with SE as se_<name> (senet.registry).
+@register_model
+def resnet20_cifar(**fields: Any) -> ModelConfig:
+    """Pre-activation ResNet-20 (n = 3)."""
+    return arch_config("resnet20_cifar", None, **fields)
 
 
-@register_arch("resnet32_cifar", depths=(5, 5, 5), **_CIFAR)
-def resnet32_cifar(cfg: ModelConfig) -> CifarResNet:
-    """Pre-activation ResNet-32 (n = 5); ``se_resnet32_cifar`` with the SE block."""
-    return CifarResNet(cfg, 32, bottleneck=False)
+@register_model
+def se_resnet20_cifar(**fields: Any) -> ModelConfig:
+    """SE-ResNet-20: pre-activation ResNet-20 with the SE block, the paper's ImageNet defaults."""
+    return arch_config("resnet20_cifar", SEConfig(), **fields)
 
 
-@register_arch("resnet56_cifar", depths=(9, 9, 9), **_CIFAR)
-def resnet56_cifar(cfg: ModelConfig) -> CifarResNet:
-    """Pre-activation ResNet-56 (n = 9); ``se_resnet56_cifar`` with the SE block."""
-    return CifarResNet(cfg, 56, bottleneck=False)
+@register_model
+def resnet32_cifar(**fields: Any) -> ModelConfig:
+    """Pre-activation ResNet-32 (n = 5)."""
+    return arch_config("resnet32_cifar", None, **fields)
 
 
-@register_arch("resnet110_cifar", depths=(18, 18, 18), **_CIFAR)
-def resnet110_cifar(cfg: ModelConfig) -> CifarResNet:
-    """Pre-activation ResNet-110 (n = 18); ``se_resnet110_cifar`` is the paper's SE-ResNet-110 (Table 4)."""
-    return CifarResNet(cfg, 110, bottleneck=False)
+@register_model
+def se_resnet32_cifar(**fields: Any) -> ModelConfig:
+    """SE-ResNet-32: pre-activation ResNet-32 with the SE block, the paper's ImageNet defaults."""
+    return arch_config("resnet32_cifar", SEConfig(), **fields)
 
 
-@register_arch("resnet164_cifar", depths=(18, 18, 18), **_CIFAR)
-def resnet164_cifar(cfg: ModelConfig) -> CifarResNet:
-    """Pre-activation ResNet-164 (bottleneck, n = 18); ``se_resnet164_cifar`` is the paper's SE-ResNet-164 (Table 4)."""
-    return CifarResNet(cfg, 164, bottleneck=True)
+@register_model
+def resnet56_cifar(**fields: Any) -> ModelConfig:
+    """Pre-activation ResNet-56 (n = 9)."""
+    return arch_config("resnet56_cifar", None, **fields)
+
+
+@register_model
+def se_resnet56_cifar(**fields: Any) -> ModelConfig:
+    """SE-ResNet-56: pre-activation ResNet-56 with the SE block, the paper's ImageNet defaults."""
+    return arch_config("resnet56_cifar", SEConfig(), **fields)
+
+
+@register_model
+def resnet110_cifar(**fields: Any) -> ModelConfig:
+    """Pre-activation ResNet-110 (n = 18), the paper's CIFAR baseline (Table 4)."""
+    return arch_config("resnet110_cifar", None, **fields)
+
+
+@register_model
+def se_resnet110_cifar(**fields: Any) -> ModelConfig:
+    """SE-ResNet-110, the paper's (Table 4)."""
+    return arch_config("resnet110_cifar", SEConfig(), **fields)
+
+
+@register_model
+def resnet164_cifar(**fields: Any) -> ModelConfig:
+    """Pre-activation ResNet-164 (bottleneck units, n = 18), the paper's CIFAR baseline (Table 4)."""
+    return arch_config("resnet164_cifar", None, **fields)
+
+
+@register_model
+def se_resnet164_cifar(**fields: Any) -> ModelConfig:
+    """SE-ResNet-164, the paper's (Table 4)."""
+    return arch_config("resnet164_cifar", SEConfig(), **fields)

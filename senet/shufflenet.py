@@ -18,12 +18,14 @@ SE of Stage3).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from senet.blocks import PooledClassifier, ResidualUnit, unit_se
-from senet.config import ModelConfig
-from senet.registry import register_arch
+from senet.config import ModelConfig, SEConfig
+from senet.registry import arch_config, register_arch, register_model
 from senet.surface import stage_info
 
 STAGES = (2, 3, 4)
@@ -116,7 +118,17 @@ class ShuffleNetV1(PooledClassifier):
         return self.stage4(self.stage3(self.stage2(x)))
 
 
-@register_arch("shufflenet_v1_g3", stages=STAGES, depths=DEPTHS, family="shufflenet")
-def shufflenet_v1_g3(cfg: ModelConfig) -> ShuffleNetV1:
-    """shufflenet_v1_g3 (``se_shufflenet_v1_g3`` with SE), built from ``cfg``."""
-    return ShuffleNetV1(cfg)
+register_arch("shufflenet_v1_g3", stages=STAGES, depths=DEPTHS, family="shufflenet")(ShuffleNetV1)
+
+
+# The public names: the architecture without SE under its own name, with SE as se_<name> (senet.registry).
+@register_model
+def shufflenet_v1_g3(**fields: Any) -> ModelConfig:
+    """ShuffleNet v1 1x, g = 3 (Table 3)."""
+    return arch_config("shufflenet_v1_g3", None, **fields)
+
+
+@register_model
+def se_shufflenet_v1_g3(**fields: Any) -> ModelConfig:
+    """SE-ShuffleNet: an SE block in every stride-1 unit (Table 3)."""
+    return arch_config("shufflenet_v1_g3", SEConfig(), **fields)

@@ -14,12 +14,14 @@ names every convolution, so that is the default and the miss is explained in Tab
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from senet.blocks import init_weights
-from senet.config import ModelConfig
-from senet.registry import register_arch
+from senet.config import ModelConfig, SEConfig
+from senet.registry import arch_config, register_arch, register_model
 from senet.se import make_se
 from senet.surface import TimmSurface, stage_info
 
@@ -87,7 +89,17 @@ class VGG(TimmSurface):
         return x
 
 
-@register_arch("vgg16_bn", stages=STAGES, depths=DEPTHS, placements=("standard",), family="vgg")
-def vgg16_bn(cfg: ModelConfig) -> VGG:
-    """vgg16_bn (``se_vgg16_bn`` with SE), built from ``cfg``."""
-    return VGG(cfg)
+register_arch("vgg16_bn", stages=STAGES, depths=DEPTHS, placements=("standard",), family="vgg")(VGG)
+
+
+# The public names: the architecture without SE under its own name, with SE as se_<name> (senet.registry).
+@register_model
+def vgg16_bn(**fields: Any) -> ModelConfig:
+    """VGG-16 with batch norm, torchvision's ``vgg16_bn`` (Table 2)."""
+    return arch_config("vgg16_bn", None, **fields)
+
+
+@register_model
+def se_vgg16_bn(**fields: Any) -> ModelConfig:
+    """SE-VGG-16: an SE block after every convolution's ReLU (Table 2)."""
+    return arch_config("vgg16_bn", SEConfig(), **fields)

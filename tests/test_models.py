@@ -76,9 +76,27 @@ def test_duplicates_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="model 'se_resnet50' is already registered"):
         registry.register("se_resnet50")(lambda **kw: None)
     registry.register_arch("toy", stages=(1,))(lambda cfg: nn.Linear(1, 1))
-    assert {"toy", "se_toy"} <= set(registry.list_models())
+
+    @registry.register_model
+    def toy(**fields):
+        return registry.arch_config("toy", None, **fields)
+
+    assert "toy" in registry.list_models() and isinstance(build_model("toy"), nn.Linear)
     with pytest.raises(ValueError, match="already registered"):
         registry.register_arch("toy", stages=(1,))(lambda cfg: None)
+    with pytest.raises(ValueError, match="model 'toy' is already registered"):
+        registry.register_model(toy)
+
+
+def test_every_public_name_is_a_builder_function_of_its_family_module():
+    """As timm's ``@register_model def seresnet50``: each name, ``se_*`` included, has a definition to find."""
+    for name in list_models():
+        fn = registry._MODELS[name]
+        cfg = fn()
+        assert fn.__name__ == name and fn.__doc__, name
+        build = get_arch(cfg.arch).build
+        assert fn.__module__ == getattr(build, "func", build).__module__ != "senet.registry", name  # func: a partial
+        assert cfg.se == (SEConfig() if name.startswith("se_") else None), name
 
 
 def test_unknown_names_list_the_choices():
