@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import re
+import signal
 import sys
 import typing
 
@@ -108,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     from ablations.training.interrupts import RunInterrupted
 
     try:
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
+    except BrokenPipeError:  # the reader went away (`senet-ablate sweep --dry-run ... | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail again
+        return 128 + signal.SIGPIPE
     except RunInterrupted as exc:  # recorded as "interrupted" where a run was training; 128 + signal, as a shell does
         print(f"senet-ablate {argv[0] if argv else ''}: {exc}; rerun the same command to resume", file=sys.stderr)
         return exc.exit_code
