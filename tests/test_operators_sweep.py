@@ -46,8 +46,9 @@ def _config(op: str | None) -> dict:
 
 
 def test_report_labels_name_the_operator_and_se_reads_se():
-    assert arm_label(_config("se"), [FACTOR]) == "operator=se"  # to_dict leaves operator se out: filled in
-    assert arm_label(_config("eca"), [FACTOR]) == "operator=eca"
+    assert arm_label(_config("se"), [FACTOR]) == "se"  # to_dict leaves operator se out: filled in
+    assert arm_label(_config("eca"), [FACTOR]) == "eca"
+    assert arm_label(_config("cbam"), ["model.se.reduction", FACTOR]) == "r=16, cbam"
     assert arm_label(_config(None), [FACTOR]) == "no SE"
     # SE sweeps that never name the operator keep their labels
     assert arm_label(ExperimentConfig().override({"model.se.reduction": 4}).to_dict(), ["model.se.reduction"]) == "r=4"

@@ -71,12 +71,13 @@ def _flat(config: dict) -> dict[str, Any]:
 
 
 def arm_label(config: dict, factors: list[str]) -> str:
-    """``r=4``, ``placement=pre, r=8`` or ``no SE (baseline)``: the arm by the values of the ablated factors."""
+    """``r=4``, ``placement=pre, r=8``, ``eca`` (an operator by its name) or ``no SE``: the arm by its factors' values."""
     flat = _flat(config)
+    token = lambda k: _fmt(flat[k]) if k == "model.se.operator" else f"{_short(k)}={_fmt(flat.get(k))}"
     if config["model"]["se"] is None:
-        others = [f"{_short(k)}={_fmt(flat.get(k))}" for k in factors if not is_se_key(k)]
+        others = [token(k) for k in factors if not is_se_key(k)]
         return "no SE" + (f", {', '.join(others)}" if others else "")
-    return ", ".join(f"{_short(k)}={_fmt(flat.get(k))}" for k in factors) or "SE"
+    return ", ".join(token(k) for k in factors) or "SE"
 
 
 def summaries(rows: list[dict], factors: list[str], min_effect: float | None = None) -> list[compare.ArmSummary]:
