@@ -166,3 +166,29 @@ def test_max_arms_raises_the_cap_and_a_large_grid_reports_progress(tmp_path, mon
     err = out.err.splitlines()
     for doing in ("checking", "listing"):
         assert f"{doing} 1000 grid cells (arm x seed) ..." in err and f"{doing}: 1000/1000 cells done" in err
+
+
+# The same bound on a YAML file the project did not write: a run folder's config.yaml in a shared output folder.
+CLAIM = textwrap.dedent("""
+    import re, resource, sys
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))  # torch's own mappings fit; an expanding bomb does not
+    from ablations.config import ExperimentConfig
+    from ablations.training.run_folder import claim_run_dir
+    name, folder = claim_run_dir(ExperimentConfig(output_dir=sys.argv[1]), "run")
+    print(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1), name)
+""")
+
+
+def test_an_alias_bomb_as_a_run_folders_config_is_not_expanded(tmp_path):
+    (tmp_path / "run").mkdir()
+    # Shaped as an experiment (only known keys), so its one bad field is the whole bomb: a message that quotes it
+    # would expand it.
+    lines = ["seed:", "  - &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"  - &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (tmp_path / "run" / "config.yaml").write_text("\n".join(lines) + "\n")
+    done = subprocess.run([sys.executable, "-c", CLAIM, str(tmp_path)], cwd=ROOT, check=False, capture_output=True,
+                          text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    peak_kib, name = done.stdout.split()
+    assert name.startswith("run-")  # not the folder's experiment: the run goes beside it, the folder is untouched
+    assert int(peak_kib) < 1024 * 1024, f"peak memory {int(peak_kib) // 1024} MiB"

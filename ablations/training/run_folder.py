@@ -28,11 +28,11 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import yaml
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from ablations.config import ExperimentConfig
+from ablations.resolve import read_yaml
 from ablations.training import interrupts
 from ablations.training.faults import machine_fault, written_whole
 from ablations.training.run_history import save_csv_history
@@ -54,9 +54,9 @@ def claim_run_dir(cfg: ExperimentConfig, name: str) -> tuple[str, Path]:
     stored = folder / "config.yaml"
     if not stored.exists():
         return name, folder
-    try:
-        same = ExperimentConfig.from_dict(yaml.safe_load(stored.read_text())).hash() == cfg.hash()
-    except (ValueError, TypeError, yaml.YAMLError):
+    try:  # read with the bounds of every YAML file (a shared folder may hold an alias bomb): not ours if refused
+        same = ExperimentConfig.from_dict(read_yaml(stored, "run folder config")).hash() == cfg.hash()
+    except (ValueError, TypeError, FileNotFoundError):
         same = False
     if same:
         return name, folder
