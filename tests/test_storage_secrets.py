@@ -39,6 +39,7 @@ USER = "sweeper"
     ("postgres://u:s3cret@h/db", "postgres://u:***@h/db"),  # a refused scheme, still parsed
     ("postgres//u:s3cret@h/db", "postgres//u:***@h/db"),  # not a URL at all: hidden where a password would sit
     ("postgresql://u@h/db", "postgresql://u@h/db"),  # PGPASSWORD / ~/.pgpass: nothing to hide
+    ("postgresql://u:p@ss@h:5432/db", "postgresql://u:***@h:5432/db"),  # an unencoded @: all of it hidden
     ("sqlite:///runs/x/study.db", "sqlite:///runs/x/study.db"),
 ])
 def test_masked_hides_only_the_password(url, shown):
@@ -138,6 +139,18 @@ def assert_secret_nowhere(secret: str, tmp_path: Path, *outputs: str) -> None:
 
 
 @pytest.mark.slow
+def test_a_password_with_an_unencoded_at_is_refused_whole_and_hidden(capsys):
+    from ablations.cli import main
+
+    assert main(["sweep", "sweeps/examples/tpe.yaml", "--dry-run", "--storage",
+                 "postgresql://sweeper:Secr3t@part2@127.0.0.1:5432/db"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("senet-ablate sweep: error: storage postgresql://sweeper:***@127.0.0.1:5432/db: the user or "
+                           "password holds an unencoded '@', so host and password cannot be told apart; write each "
+                           "'@' in them as %40")
+    assert "Secr3t" not in err and "part2" not in err
+
+
 def test_password_is_checked_and_never_echoed(secret_pg, monkeypatch):
     url = secret_pg.new_database("auth")
     monkeypatch.delenv("PGPASSWORD", raising=False)
@@ -181,10 +194,15 @@ def test_local_workers_get_the_url_from_the_environment(secret_pg, tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "ablations.cli", "sweep", str(path), "--storage", url,
                                  "--workers", "2"], cwd=ROOT, env=env, stdout=fo, stderr=fe, start_new_session=True)
     try:
+        # The sweep's own command line holds the URL as typed (Python cannot rewrite it: README, Passwords). A child
+        # it forks shows that same line until it execs (ldconfig, lscpu: a moment), so that line is not a leak.
+        own = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         workers, ps_seen, deadline = {}, False, time.monotonic() + 900
         while proc.poll() is None:  # every descendant, polled while the sweep runs
             assert time.monotonic() < deadline, "the sweep did not finish"
             for pid, (ppid, cmdline) in command_lines(proc.pid).items():
+                if cmdline == own:
+                    continue
                 assert secret.encode() not in cmdline, cmdline  # workers, their forks, W&B's service
                 if ppid == proc.pid and b"--worker-only" in cmdline:
                     workers[pid] = cmdline

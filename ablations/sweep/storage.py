@@ -36,9 +36,22 @@ PASSWORD_HINT = (f"the password is hidden: give the URL in ${STORAGE_ENV} instea
 _USERINFO_PASSWORD = re.compile(r"((?:^|[/\s])[^:/@\s]*:)[^@\s]*@")
 
 
+def _extra_at(url: str) -> tuple[str, str, str] | None:
+    """``(scheme://user, host and the rest, userinfo)``, split at the last ``@``, when the userinfo holds an
+    unencoded ``@`` (a URL parser splits at the first and shows the password's tail as the host); else ``None``."""
+    scheme, sep, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0]
+    if not sep or netloc.count("@") < 2:
+        return None
+    userinfo, _, after = rest.rpartition("@")
+    return f"{scheme}://{userinfo.partition(':')[0]}", after, userinfo
+
+
 def masked(url: str) -> str:
     """The URL with its password shown as ``***`` (``postgresql://user:***@host:5432/db``), for every message and file."""
     url = str(url)
+    if (split := _extra_at(url)) is not None:
+        return f"{split[0]}:***@{split[1]}"
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not an SQLAlchemy URL: hide whatever sits where a password would
@@ -155,6 +168,9 @@ def check_storage_url(url: str) -> str:
     if scheme not in STORAGE_SCHEMES:
         raise ValueError(f"storage={masked(url)!r} is not allowed; give an SQLAlchemy URL: sqlite:///path.db (one worker) or "
                          "postgresql://user:password@host:port/db (several workers, clusters)")
+    if _extra_at(url) is not None:
+        raise ValueError(f"storage {masked(url)}: the user or password holds an unencoded '@', so host and password "
+                         "cannot be told apart; write each '@' in them as %40")
     if url.startswith("postgresql://"):
         import importlib.util
 
