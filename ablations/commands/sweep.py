@@ -82,6 +82,7 @@ def _spawn_args(args: argparse.Namespace, study_name: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ablations.sweep.grid_size import MAX_ARMS_CEILING
     from ablations.sweep.spec import build_spec, preflight, read_yaml
     from ablations.sweep.storage import check_reachable, default_storage, resolve_storage, storage_from_env
 
@@ -90,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers={args.workers} is not allowed; it must be an integer >= 1")
     if args.n_trials is not None and args.n_trials < 1:
         raise ValueError(f"--n-trials={args.n_trials} is not allowed; it must be an integer >= 1")
-    if args.max_arms is not None and args.max_arms < 1:
-        raise ValueError(f"--max-arms={args.max_arms} is not allowed; it must be an integer >= 1")
+    if args.max_arms is not None and not 1 <= args.max_arms <= MAX_ARMS_CEILING:
+        raise ValueError(f"--max-arms={args.max_arms} is not allowed; it must be an integer in [1, {MAX_ARMS_CEILING}] "
+                         "(each cell is held in memory as its config before the first trial)")
     from ablations.sweep import spec_files
 
     if args.list:

@@ -15,6 +15,10 @@ from typing import Any
 #: sampled trials); 10,000 cells take about a minute to check and list on one core.
 MAX_ARMS = 10_000
 
+#: The most ``--max-arms`` may raise the cap to: every cell is held in memory as its config before the first
+#: trial (about a minute per 10,000 cells), so a larger grid is several specs, or a sampled space.
+MAX_ARMS_CEILING = 1_000_000
+
 
 def count_cells(counts: Mapping[str, int], baseline: bool, n_seeds: int, se_key) -> int:
     """Arm x seed cells of a grid whose keys have ``counts`` values each; ``se_key(key)`` tells the SE knobs,
@@ -28,8 +32,11 @@ def count_cells(counts: Mapping[str, int], baseline: bool, n_seeds: int, se_key)
 def check_cap(cells: int, max_arms: int, *, at_least: bool = False) -> None:
     """Refuse a grid of more than ``max_arms`` cells, naming the count and the flag that raises the cap."""
     if cells > max_arms:
+        fix = (f"raise the cap with --max-arms {cells}" if cells <= MAX_ARMS_CEILING else
+               f"no cap goes above {MAX_ARMS_CEILING}: split the grid into several specs, or sample it "
+               "(sampler: tpe, budget: {n_trials: N})")
         raise ValueError(f"space: the grid has {'at least ' if at_least else ''}{cells} arm x seed cells; at most "
-                         f"{max_arms} are allowed; raise the cap with --max-arms {cells}")
+                         f"{max_arms} are allowed; {fix}")
 
 
 def listed_counts(space_raw: Mapping[str, Any]) -> dict[str, int]:
