@@ -116,8 +116,8 @@ def test_a_read_only_folder_serves_a_complete_run_and_refuses_others_in_one_line
     assert len(err) == 1 and "read-only file system" in err[0] and str(ro) in err[0], err
 
 
-def start(out: Path, epochs: int, wandb: str = "disabled") -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ablations.cli", *train_args(out, epochs=epochs, wandb=wandb)]
+def start(out: Path, epochs: int, *extra: str, wandb: str = "disabled") -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ablations.cli", *train_args(out, *extra, epochs=epochs, wandb=wandb)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -138,16 +138,19 @@ def wait_for_epochs(out: Path, proc: subprocess.Popen, epochs: int, timeout: flo
 
 @pytest.mark.slow
 def test_sigterm_after_an_epoch_that_did_not_improve_resumes_from_the_last_epoch(tmp_path):
-    proc = start(tmp_path, epochs=6)  # train.lr is the recipe's; one validation batch rarely improves after epoch 0
+    # lr 0: the weights never change, so no epoch after the first improves the monitored top-1 (the run is seeded
+    # and deterministic, and the test checks it did not): best.ckpt stays at epoch 0 while last.ckpt moves on.
+    proc = start(tmp_path, 6, "train.lr=0.0")
     wait_for_epochs(tmp_path, proc, 2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     cut = json.loads((tmp_path / RUN / "result.json").read_text())
     assert cut["status"] == "interrupted" and cut["epochs"] >= 2
+    assert epoch_of(tmp_path, "best") == 0  # the epochs after it did not improve
     assert epoch_of(tmp_path, "last") == cut["epochs"] - 1  # the last finished epoch, whatever the monitor did
 
-    rc = main(train_args(tmp_path, epochs=6))
+    rc = main(train_args(tmp_path, "train.lr=0.0", epochs=6))
     assert rc == 0
     attempts = json.loads((tmp_path / RUN / "attempts.json").read_text())
     assert attempts[1]["resumed_from_epoch"] == cut["epochs"]  # no finished epoch is trained again
@@ -156,7 +159,7 @@ def test_sigterm_after_an_epoch_that_did_not_improve_resumes_from_the_last_epoch
 
 @pytest.mark.slow
 def test_sighup_is_an_interrupt_the_run_records_and_closes(tmp_path):
-    proc = start(tmp_path, epochs=4, wandb="offline")
+    proc = start(tmp_path, 4, wandb="offline")
     wait_for_epochs(tmp_path, proc, 1)
     proc.send_signal(signal.SIGHUP)
     _, err = proc.communicate(timeout=120)
