@@ -11,6 +11,8 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ablations.config import ExperimentConfig
 from ablations.data import build_datamodule
+from ablations.training.compiling import CompileNetwork
+from ablations.training.cost import ComplexityLog
 from ablations.training.metrics import GMACS, PARAMS, RESULT_METRICS, VAL_TOP1_BEST
 from ablations.training.module import NonFiniteLossError, SEClassifier, build_scheduler
 from senet import model_config
@@ -74,6 +76,57 @@ def test_fit_logs_every_metric_and_the_complexity_once(tmp_path):
     per_epoch = [float(r["val/top1"]) for r in rows if r.get("val/top1")]
     assert len(per_epoch) == 2  # one value per epoch, not per step
     assert per_epoch[-1] == pytest.approx(final["val/top1"]) and final[VAL_TOP1_BEST] == pytest.approx(max(per_epoch))
+
+
+def test_any_trainer_counts_on_the_eager_network_before_the_compile(tmp_path):
+    """The callbacks come from configure_callbacks: Lightning runs the callbacks' setup before the module's, in list
+    order, so the count precedes the compile; a ComplexityLog given to the Trainer is replaced (one record, not two)."""
+    cfg = tiny(**{"train.compile": "default"})
+    module = SEClassifier(cfg.to_dict())
+    compiled = []
+    module.model.compile = lambda mode: compiled.append((mode, module.complexity))  # records instead of compiling
+    t = trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[ComplexityLog()],
+                logger=CSVLogger(tmp_path, name="", version="v"))
+    t.fit(module, datamodule=build_datamodule(cfg.data))
+    expected = complexity(module.model, input_size=(3, 8, 8))
+    assert compiled == [("default", expected)]
+    assert [type(c) for c in t.callbacks if isinstance(c, (ComplexityLog, CompileNetwork))] == [ComplexityLog,
+                                                                                                 CompileNetwork]
+    with open(tmp_path / "v" / "metrics.csv") as fh:
+        logged = [r for r in csv.DictReader(fh) if r.get(PARAMS)]
+    assert len(logged) == 1 and int(float(logged[0][PARAMS])) == expected.params
+
+
+def test_a_trainer_that_ran_the_module_keeps_its_callbacks_and_prints_no_line(tmp_path, caplog):
+    cfg = tiny()
+    module, dm = SEClassifier(cfg.to_dict()), build_datamodule(cfg.data)
+    t = trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+    t.fit(module, datamodule=dm)
+    held = [c for c in t.callbacks if isinstance(c, (ComplexityLog, CompileNetwork))]
+    t.validate(module, datamodule=dm, verbose=False)
+    assert [c for c in t.callbacks if isinstance(c, (ComplexityLog, CompileNetwork))] == held and len(held) == 2
+    assert "will override existing callbacks" not in caplog.text
+
+
+def test_counting_does_not_move_the_random_stream(tmp_path, monkeypatch):
+    """A resumed run stays bit-equal to an uninterrupted one only if the count draws nothing from the stream the
+    run uses; here the counter draws on purpose, and the fork around it keeps the run's stream where it was."""
+    import senet.complexity
+
+    count = senet.complexity.complexity
+    monkeypatch.setattr(senet.complexity, "complexity", lambda *a, **kw: (torch.rand(1), count(*a, **kw))[1])
+    module = SEClassifier(tiny().to_dict())
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    ComplexityLog().setup(trainer(tmp_path), module, "fit")
+    assert module.complexity is not None and torch.equal(torch.rand(4), expected)
+
+
+def test_a_network_its_data_cannot_feed_is_refused_by_the_module_not_the_counter(tmp_path):
+    cfg = tiny(**{"model.in_chans": 1})
+    with pytest.raises(ValueError, match="model.in_chans=1 but the 'synthetic' datamodule serves 3-channel images"):
+        trainer(tmp_path, max_epochs=1).fit(SEClassifier(cfg.to_dict()), datamodule=build_datamodule(cfg.data))
 
 
 def test_best_is_the_running_maximum_and_ignores_the_sanity_check(tmp_path):

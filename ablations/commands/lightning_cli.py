@@ -19,8 +19,9 @@ value, with one line on stderr saying so; one set to another value is refused by
 ``CheckpointDataCLI(SEClassifier, DigitsDataModule)`` (or plain ``LightningCLI``, which leaves the checkpoint check
 to the module) works as well, with one data class and no ``--data`` choice.
 
-The module applies the training fields it owns (optimiser, schedule, loss, ``channels_last``, ``compile``), and
-this CLI sets ``--model.config.train.threads`` (torch's intra-op threads) for the process before anything runs.
+The module applies the training fields it owns (optimiser, schedule, loss, ``channels_last``, and ``compile`` through
+the callback it hands the Trainer), and this CLI sets ``--model.config.train.threads`` (torch's intra-op threads) for
+the process before anything runs.
 The fields that are the Trainer's (``TRAINER_FIELDS``: devices, precision, ...) are refused when written under
 ``--model.config.train``, with the ``--trainer`` flag to use instead: accepting them would change nothing.
 """

@@ -1,9 +1,14 @@
-"""What a run cost in time and memory (docs/DESIGN.md, Complexity; paper Sec. 4, "Computational complexity").
+"""What a run costs: arithmetic counted once, time and memory measured (docs/DESIGN.md, Complexity; paper Sec. 4,
+"Computational complexity").
+
+``ComplexityLog`` counts the network's params and GMACs (``senet.complexity``, paper convention) once per module,
+on the eager network before ``train.compile`` compiles it (``ablations.training.compiling``), and logs them to every
+logger when fitting starts; ``SEClassifier.configure_callbacks`` hands it to any Trainer that fits the module.
 
 GMACs say what an arm costs in arithmetic, not in time: the SE squeeze and scale are a fraction of a
 percent of the MACs and 10-50 % of a step on a GPU in channels_last. So every result row carries its
-measured cost too: training throughput (images/s over all steps after a warm-up), the median step time,
-and peak memory (CUDA max allocated on a GPU, the process's peak RSS on the CPU). Steps are timed from
+measured cost too (``CostCallback``): training throughput (images/s over all steps after a warm-up), the median
+step time, and peak memory (CUDA max allocated on a GPU, the process's peak RSS on the CPU). Steps are timed from
 batch start to batch end, with a CUDA synchronize on GPUs as Lightning's ``ThroughputMonitor`` does, so
 the time is the kernels', not the launch queue's. Written by hand because ``ThroughputMonitor`` logs a
 rolling window at every step (rows in every logger) and keeps no whole-run figure for a result row.
@@ -20,7 +25,42 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from ablations.training.metrics import GMACS, PARAMS
+
 WARMUP_STEPS = 5  # the first steps of an attempt pay for allocator growth, cuDNN autotuning and compilation
+
+
+def count_complexity(module: pl.LightningModule) -> Any:
+    """``senet.complexity.Complexity`` of ``module.model`` at ``module.resolve_input_size()`` (paper convention)."""
+    from senet.complexity import complexity
+
+    # The counter runs on meta tensors in eval mode; the RNG is forked as well, because counting must
+    # not move the random stream, or a resumed run would diverge from an uninterrupted one.
+    with torch.random.fork_rng(devices=[]):
+        return complexity(module.model, input_size=module.resolve_input_size())
+
+
+class ComplexityLog(Callback):
+    """Sets ``module.complexity`` once, on the eager network, and logs ``params`` and ``gmacs`` when fitting starts.
+
+    Lightning calls the callbacks' ``setup`` before the module's, and this callback comes before the compile in
+    ``SEClassifier.configure_callbacks``, so the count sees the network as built: the counter runs its own dispatch
+    modes, which a compiled graph does not pass through. A network that cannot take its data's images (other input
+    channels) is not counted there: the module's ``setup`` refuses that datamodule with its one line.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or pl_module.complexity is not None:
+            return
+        if pl_module.resolve_input_size()[0] == pl_module.cfg.model.in_chans:
+            pl_module.complexity = count_complexity(pl_module)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.complexity is None:  # a datamodule the module does not check (not one of ours)
+            pl_module.complexity = count_complexity(pl_module)
+        record = {PARAMS: float(pl_module.complexity.params), GMACS: float(pl_module.complexity.gmacs)}
+        for logger in trainer.loggers:
+            logger.log_metrics(record, step=trainer.global_step)
 
 
 class CostCallback(Callback):

@@ -3,18 +3,18 @@
 ``SEClassifier`` is built from an ``ExperimentConfig`` (or its ``to_dict()``), never from ``nn.Module``s, and
 stores the plain dict as its hparams, so a checkpoint alone rebuilds it (``SEClassifier.load_from_checkpoint``).
 The constructor is typed, so ``LightningCLI(SEClassifier, DigitsDataModule)`` builds it from flags
-(``--model.config.train.lr=0.05``). It holds training logic only: cross-entropy (optionally label-smoothed),
+(``--model.config.train.lr=0.05``). It holds a LightningModule's job: cross-entropy (optionally label-smoothed),
 top-1/top-5 with torchmetrics for validation and ``trainer.test``, logits for ``trainer.predict``, the optimizer
-and LR schedule of ``cfg.train``, and one complexity record (params, GMACs) logged when fitting starts.
+and LR schedule of ``cfg.train``, and the checks of a Trainer's datamodule. What a Trainer does around it comes as
+callbacks from ``configure_callbacks``, so a plain ``pl.Trainer`` gets them too: the complexity record (params,
+GMACs) counted once and logged when fitting starts (``ablations.training.cost.ComplexityLog``), and ``train.compile``
+(``ablations.training.compiling``: in place, checkpoints keep the eager keys, ``load_from_checkpoint`` stays eager).
 
 A network that has been trained (loaded from a checkpoint, or after ``fit``) is validated, tested and predicted
 only on the data its config records: a Trainer's datamodule that differs in image size, dataset or split is
 refused with one line naming the field (``ablations.training.data_check``). An untrained module takes the datamodule's.
-
-``train.compile`` compiles the network in place (``nn.Module.compile``) when a Trainer sets the module up
-(``setup``), so checkpoints keep the plain keys (no ``_orig_mod.``) and load into an eager model. A module
-loaded from a checkpoint outside a Trainer (the excitation analysis) stays eager, so forward hooks on the
-SE gates run as Python on every call rather than being traced into a compiled graph.
+These checks are the module's own hooks, not callbacks: ``trainer.test(SEClassifier.load_from_checkpoint(p),
+datamodule=dm)`` in a user's script relies on them (issue 20).
 """
 from __future__ import annotations
 
@@ -22,15 +22,16 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ablations.config import DataConfig, ExperimentConfig, TrainConfig
+from ablations.training.compiling import CompileNetwork
+from ablations.training.cost import ComplexityLog
 from ablations.training.data_check import adopted, mismatch, model_mismatch
 from ablations.training.metrics import (
-    GMACS,
-    PARAMS,
     TEST_LOSS,
     TEST_TOP1,
     TEST_TOP5,
@@ -85,26 +86,23 @@ class SEClassifier(pl.LightningModule):
         self.test_loss = MeanMetric()
         self.test_top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
-        self.complexity: Any | None = None  # senet.complexity.Complexity, set at fit start
+        self.complexity: Any | None = None  # senet.complexity.Complexity, set by ComplexityLog when fitting
         # The experiment the weights were trained on (from the checkpoint, or recorded when fit starts); None for
         # an untrained network, which takes any datamodule's data.
         self.trained_on: ExperimentConfig | None = None
 
-    def setup(self, stage: str) -> None:
-        """Check the Trainer's datamodule against the network (and take its data section for ``fit``), and
-        compile the network for ``train.compile``.
+    def configure_callbacks(self) -> list[Callback]:
+        """The complexity count and log, then the compile for ``train.compile``, for every Trainer that runs this
+        module. In this order: the callbacks' ``setup`` runs in list order, and the count needs the eager network.
+        Lightning puts these in place of any Trainer callback of the same type. Both hold no state, so a Trainer
+        that holds both already (it ran a module before: ``fit`` then ``test``) keeps its own, and Lightning
+        prints no line about replacing them."""
+        held = {type(c) for c in self._trainer.callbacks} if self._trainer is not None else set()
+        return [] if {ComplexityLog, CompileNetwork} <= held else [ComplexityLog(), CompileNetwork()]
 
-        A Trainer calls this hook, ``load_from_checkpoint`` does not (it calls ``configure_model``), so a module
-        loaded for analysis stays eager.
-        """
+    def setup(self, stage: str) -> None:
+        """Check the Trainer's datamodule against the network (and take its data section for ``fit``)."""
         self._check_datamodule(stage)
-        mode = self.cfg.train.compile
-        if mode is None or getattr(self.model, "_compiled_call_impl", None) is not None:
-            return
-        if self.complexity is None:  # counted on the eager network: the counter runs its own dispatch modes
-            self.complexity = self.measure_complexity()
-        # In place, not torch.compile(model): the module and its state_dict keys stay the plain network's.
-        self.model.compile(mode=mode)
 
     def _datamodule(self) -> Any | None:
         """The Trainer's datamodule when it is one of ours (a ``DataConfig`` as ``cfg``), else ``None``."""
@@ -196,23 +194,7 @@ class SEClassifier(pl.LightningModule):
         # Equal on every rank (val_top1 is synchronised); sync_dist only states that for Lightning.
         self.log(VAL_TOP1_BEST, self.val_top1_best.compute(), prog_bar=True, sync_dist=True)
 
-    # ---- complexity, once ---- #
-
-    def on_fit_start(self) -> None:
-        if self.complexity is None:
-            self.complexity = self.measure_complexity()
-        record = {PARAMS: float(self.complexity.params), GMACS: float(self.complexity.gmacs)}
-        for logger in self.loggers:
-            logger.log_metrics(record, step=self.global_step)
-
-    def measure_complexity(self) -> Any:
-        """Params and MACs of the network at the run's input size (``senet.complexity``, paper convention)."""
-        from senet.complexity import complexity
-
-        # The counter runs on meta tensors in eval mode; the RNG is forked as well, because counting must
-        # not move the random stream, or a resumed run would diverge from an uninterrupted one.
-        with torch.random.fork_rng(devices=[]):
-            return complexity(self.model, input_size=self.resolve_input_size())
+    # ---- input size: the complexity count's and the model summary's ---- #
 
     def resolve_input_size(self) -> tuple[int, int, int]:
         """(C, H, W) of one image: the ``input_size`` argument, else the Trainer's datamodule's, else the config's."""

@@ -27,7 +27,7 @@ from ablations.config import ExperimentConfig
 from ablations.naming import run_name
 from ablations.resolve import with_data_fields
 from ablations.training import interrupts, provenance, wandb_logging
-from ablations.training.cost import CostCallback
+from ablations.training.cost import CostCallback, count_complexity
 from ablations.training.faults import MachineFault, machine_fault
 from ablations.training.interrupts import RunInterrupted
 from ablations.training.lightning_trainer import (
@@ -237,9 +237,9 @@ def _record(cfg: ExperimentConfig, name: str, run_dir: Path, module: SEClassifie
 def _result(cfg: ExperimentConfig, chash: str, name: str, run_dir: Path, module: SEClassifier,
             trainer: pl.Trainer, status: str, reason: str | None, wall: float) -> Result:
     cx = module.complexity
-    if cx is None:  # training failed before fit start; the cost is still a property of the arm
+    if cx is None:  # training failed before the count (ComplexityLog); the cost is still a property of the arm
         try:
-            cx = module.measure_complexity()
+            cx = count_complexity(module)
         except Exception:  # noqa: BLE001
             cx = None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in RESULT_METRICS}
