@@ -133,3 +133,27 @@ def test_last_ckpt_holds_the_last_epoch_when_later_epochs_do_not_improve(tmp_pat
     assert torch.load(ckpts / "best.ckpt", weights_only=True)["epoch"] == 0
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 2  # epoch indices: the third, the last
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+@pytest.mark.slow
+def test_lightning_cli_refuses_a_hostile_checkpoint_in_one_line_and_evaluates_an_old_one(tmp_path, monkeypatch):
+    import shutil
+
+    from ablations.commands import lightning_cli
+
+    monkeypatch.chdir(tmp_path)  # LightningCLI writes its config.yaml into the working folder
+    marker = tmp_path / "ran"
+    done = run_experiment(config(tmp_path / "run").override({"train.epochs": 1}), progress_bar=False, quiet=True)
+    old = tmp_path / "old.ckpt"
+    shutil.copy(Path(done.run_dir) / "checkpoints" / "last.ckpt", old)
+    old_layout(old)
+    flags = ["--data=DigitsDataModule", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    for protocol in (2, 4):
+        evil = hostile(tmp_path / f"evil{protocol}.ckpt", marker, protocol)
+        with pytest.raises(ValueError, match=f"^checkpoint {evil} is refused: ") as info:
+            lightning_cli.main(["test", *flags, f"--ckpt_path={evil}"])
+        assert REASON[protocol] in str(info.value) and "\n" not in str(info.value)
+    assert not marker.exists()
+    cli = lightning_cli.main(["test", *flags, f"--ckpt_path={old}"])  # numpy RNG state: the allowlist reads it
+    assert cli.trainer.callback_metrics["test/top1"] >= 0
+    assert cli.model.cfg.model == ExperimentConfig.from_dict(done.config).model  # the network the checkpoint records

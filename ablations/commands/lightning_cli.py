@@ -27,8 +27,11 @@ The fields that are the Trainer's (``TRAINER_FIELDS``: devices, precision, ...) 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import pickle
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from ablations.config import ExperimentConfig
 from ablations.data import ImageDataModule
 from ablations.training.data_check import adapt_to_record
 from ablations.training.module import SEClassifier
+from senet import safe_load
 
 EVALUATING = ("validate", "test", "predict")
 #: ``train`` fields that the ``Trainer`` applies (``--trainer.<flag>``), not the module: train field -> Trainer flag.
@@ -52,6 +56,17 @@ class CheckpointDataCLI(LightningCLI):
     """``LightningCLI`` whose evaluating subcommands build the datamodule for the checkpoint's experiment: the
     defining data fields (``ablations.training.data_check``) the user did not set take the checkpoint's values, and one
     line on stderr names them."""
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads ``--ckpt_path``'s hyperparameters here (``torch.load(weights_only=True)``): with the
+        project's allowlist (older checkpoints hold numpy arrays), and a file that would run code is one line."""
+        with _checked_checkpoint(self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")):
+            super()._parse_ckpt_path()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """The Trainer's own load of ``--ckpt_path`` under the same allowlist and refusal."""
+        with _checked_checkpoint(self.config_init[subcommand].get("ckpt_path")):
+            super()._run_subcommand(subcommand)
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -80,7 +95,8 @@ class CheckpointDataCLI(LightningCLI):
         if not path or not Path(path).is_file():
             return
         # mmap: only the hyperparameters are read here, not the weights (the Trainer loads those).
-        recorded = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+        with _checked_checkpoint(path):
+            recorded = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
         if not isinstance(recorded.get("config"), dict):
             return
         data = self.config[sub].data
@@ -115,6 +131,20 @@ def _train_fields(config: Namespace | None) -> dict[str, Any]:
         if isinstance(node, Namespace) and "init_args" in node:
             node = node.init_args
     return {k: v for k, v in vars(node).items() if v is not None} if isinstance(node, Namespace) else {}
+
+
+@contextlib.contextmanager
+def _checked_checkpoint(path: Any) -> Iterator[None]:
+    """Restricted loads of ``path`` inside the block (``senet.safe_load``): a refused file is ``UnsafeCheckpoint``,
+    one line naming it, instead of torch's ``UnpicklingError`` traceback."""
+    with safe_load.safe_loading():
+        try:
+            yield
+        except pickle.UnpicklingError as exc:
+            refused = safe_load.refusal(path, exc) if path else None
+            if refused is None:
+                raise
+            raise refused from None
 
 
 def _import(dotted: str) -> type:
