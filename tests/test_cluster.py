@@ -27,8 +27,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from cluster import net
-from cluster.fixtures import cluster  # noqa: F401 - the module's cluster
+from cluster.fixtures import cluster, require_cluster  # noqa: F401 - the module's cluster
 from cluster.postgres import has_study
 
 from ablations.sweep.attrs import trial_rows
@@ -124,17 +123,19 @@ def test_one_ddp_trial_spans_two_nodes_and_matches_two_processes_on_one_host(clu
 
 
 def test_a_failing_test_leaves_no_cluster_behind(tmp_path):
-    if (why := net.cannot_run()) is not None:
-        pytest.skip(why)
+    require_cluster()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([PY, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-m", "",
                            str(ROOT / "tests" / "cluster" / "failing_case.py")], cwd=ROOT / "tests", env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 1 and "failing on purpose" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
-    (tag,) = re.findall(r"CLUSTER-TAG (\w+)", proc.stdout)
-    from cluster.cluster import Cluster
+    # The test failed, and its teardown did not (that would add "1 error").
+    assert re.search(r"^1 failed in ", proc.stdout.strip().splitlines()[-1]), proc.stdout[-3000:]
+    ((tag, pids),) = re.findall(r"CLUSTER-TAG (\w+) PIDS ([\d ]+)", proc.stdout)
+    from cluster.cluster import Cluster, _alive
 
     assert Cluster(tag=tag).leftovers() == []
+    assert len(pids.split()) >= 4 and not [p for p in pids.split() if _alive(int(p))]  # servers, munged, the sleeper
 
 
 def test_a_node_cut_off_beyond_the_grace_period_loses_its_arm_once(cluster):  # noqa: F811
@@ -214,7 +215,7 @@ def test_a_dead_node_s_arm_resumes_on_the_other_node_from_its_checkpoint(cluster
     assert proc.returncode == 0, err[-3000:]
     victim = wait_for(lambda: [t for t in trials_of(spec, url, "dead") if t.state.name == "RUNNING"
                                and t.user_attrs.get("worker", "").startswith("node1:")
-                               and any((folder / "runs").rglob("*.ckpt"))], None, 300)[0]
+                               and checkpointed_on(folder / "runs", "node1")], None, 300)[0]
     cluster.kill_host("node1")
     wait_for(lambda: sum(t.state.name == "COMPLETE" for t in trials_of(spec, url, "dead")) == len(spec.grid()),
              None, 400)
@@ -225,4 +226,18 @@ def test_a_dead_node_s_arm_resumes_on_the_other_node_from_its_checkpoint(cluster
     (retry,) = [t for t in trials if victim.number in t.system_attrs.get("retry_history", ())]
     row = trial_rows(retry.user_attrs)[0]
     attempts = json.loads((Path(row["run_dir"]) / "attempts.json").read_text())
-    assert [a["host"] for a in attempts] == ["node1", "node2"] and row["epochs"] == 12  # resumed, not restarted
+    assert [a["host"] for a in attempts] == ["node1", "node2"] and row["epochs"] == 12
+    assert attempts[1]["resumed_from_epoch"] >= 1  # from node1's checkpoint, not from scratch
+
+
+def checkpointed_on(runs: Path, host: str) -> bool:
+    """Whether a run whose current attempt is on ``host`` has written its ``last.ckpt`` (the node's own run, not
+    another node's)."""
+    for attempts in runs.rglob("attempts.json"):
+        try:
+            current = json.loads(attempts.read_text())[-1]
+        except (ValueError, IndexError, OSError):  # being written
+            continue
+        if current.get("host") == host and (attempts.parent / "checkpoints" / "last.ckpt").exists():
+            return True
+    return False

@@ -249,5 +249,5 @@ def test_fashion_real_debian_package():
 def test_ci_installs_fashion_mnist_and_says_it_is_ci():
     ci = ROOT / ".ci"
     packages = [ln.strip() for ln in (ci / "apt-packages.txt").read_text().splitlines() if not ln.startswith("#")]
-    assert "dataset-fashion-mnist" in packages
+    assert "dataset-fashion-mnist" in packages and "iproute2" in packages  # the multi-host tests need `ip` too
     assert "export CI=true" in (ci / "run").read_text().splitlines()  # turns the real-data skip into a failure
