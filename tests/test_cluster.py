@@ -7,8 +7,10 @@
   ``--nodes-per-trial 2``): it trains to the end, and its final metrics equal those of a two-process run of the
   same experiment on one host.
 - node1's link goes down while it trains, beyond the heartbeat grace, and comes back: the arm is re-run on
-  node2 and COMPLETE once, the retry waits for the run folder the cut-off attempt still holds instead of
-  failing on it, and the cut-off worker, finding its trial finished, goes on without a traceback.
+  node2 and COMPLETE once, only the cut-off trial FAILs (the run folder's lock burns no retry), and the run
+  folder holds one result, the one the study records.
+- PostgreSQL on the db host restarts while both nodes train: the workers reconnect, and every arm is COMPLETE
+  once with nothing failed.
 - Every process of node1 is SIGKILLed while it trains: node2 resumes the arm from node1's last checkpoint
   (its attempts: node1, then node2), and every arm is COMPLETE once.
 - A test that fails with the cluster up (in a child pytest) still leaves no namespace, bridge, process or folder.
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -146,28 +149,18 @@ def test_a_node_cut_off_beyond_the_grace_period_loses_its_arm_once(cluster):  # 
     path = tiny_spec(folder, "cut", {"epochs": 12, "limit_train_batches": 4}, [4], seeds=2)
     url = cluster.new_database("cut")
     spec = load_spec(path)
-    env = {**cluster.env, STORAGE_ENV: url}
-    proc = cluster.popen("head", [PY, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--array-size", "2",
-                                  "--cpus-per-task", "2", "--time-min", "20", "--slurm-folder",
-                                  str(folder / "slurm" / "%j"), "--wait"],
-                         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    proc = start_array(cluster, folder, path, url)
+    with killed_on_failure(proc):
         cut = wait_for(lambda: [t for t in trials_of(spec, url, "cut") if t.state.name == "RUNNING"
                                 and t.user_attrs.get("worker", "").startswith("node1:")
-                                and any((folder / "runs").rglob("*.ckpt"))], proc, 300)[0]
+                                and checkpointed_on(folder / "runs", "node1")], proc, 300)[0]
         cluster.network.link("node1", up=False)
         try:
             wait_for(lambda: [t for t in trials_of(spec, url, "cut") if t.number == cut.number
                               and t.state.name == "FAIL"], proc, 120)
         finally:
             cluster.network.link("node1", up=True)
-        _, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-    logs = "\n".join(p.read_text()[-2000:] for p in sorted((folder / "slurm").rglob("*.err")))
-    assert proc.returncode == 0, err[-3000:] + logs
+    ended(proc, folder)
     trials = load_study(spec, url, "cut").trials
     expected = {make_config(spec, c).hash() for c in spec.grid()}
     done = collections.Counter(t.user_attrs["config_hash"] for t in trials if t.state.name == "COMPLETE")
@@ -180,6 +173,56 @@ def test_a_node_cut_off_beyond_the_grace_period_loses_its_arm_once(cluster):  # 
     row = trial_rows(retry.user_attrs)[0]
     on_disk = json.loads((Path(row["run_dir"]) / "result.json").read_text())
     assert on_disk["status"] == "complete" and on_disk["metrics"] == row["metrics"]  # one result, the study's
+
+
+def start_array(cluster, folder: Path, path: Path, url: str) -> subprocess.Popen:  # noqa: F811
+    """``sweep --slurm --wait`` of ``path``, two elements, started on the head host (not waited for)."""
+    return cluster.popen("head", [PY, "-m", "ablations.cli", "sweep", str(path), "--slurm", "--array-size", "2",
+                                  "--cpus-per-task", "2", "--time-min", "20", "--slurm-folder",
+                                  str(folder / "slurm" / "%j"), "--wait"],
+                         env={**cluster.env, STORAGE_ENV: url}, cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def killed_on_failure(proc: subprocess.Popen):
+    """Inside: the test's own steps while the sweep runs; if one fails, the sweep is killed at once."""
+    try:
+        yield
+    except BaseException:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+        raise
+
+
+def ended(proc: subprocess.Popen, folder: Path) -> str:
+    """The sweep's stderr once it has ended with exit 0 (the elements' logs in the message if not)."""
+    with killed_on_failure(proc):
+        _, err = proc.communicate(timeout=600)
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted((folder / "slurm").rglob("*.err")))
+    assert proc.returncode == 0, err[-3000:] + logs
+    return err
+
+
+def test_the_db_host_restarted_mid_sweep_loses_and_repeats_nothing(cluster):  # noqa: F811
+    folder = cluster.shared / "restart"
+    folder.mkdir()
+    path = tiny_spec(folder, "restart", {"epochs": 8, "limit_train_batches": 4}, [4], seeds=2)
+    url = cluster.new_database("restart")
+    spec = load_spec(path)
+    proc = start_array(cluster, folder, path, url)
+    with killed_on_failure(proc):
+        wait_for(lambda: checkpointed_on(folder / "runs", "node1") or checkpointed_on(folder / "runs", "node2"),
+                 proc, 300)
+        cluster.pg.restart()  # fast shutdown: every connection closed; back on the same address and port
+    ended(proc, folder)
+    logs = "".join(p.read_text() for p in (folder / "slurm").rglob("*.err"))
+    assert "database connection lost" in logs  # the workers did see the restart
+    trials = load_study(spec, url, "restart").trials
+    expected = {make_config(spec, c).hash() for c in spec.grid()}
+    assert collections.Counter(t.user_attrs["config_hash"] for t in trials) == collections.Counter(
+        {h: 1 for h in expected})
+    assert {t.state.name for t in trials} == {"COMPLETE"}, [(t.number, t.user_attrs.get("reason")) for t in trials]
 
 
 def trials_of(spec, url: str, name: str) -> list:

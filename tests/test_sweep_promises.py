@@ -229,3 +229,27 @@ def test_each_array_element_runs_its_trials_with_its_own_master_port(monkeypatch
         _element_env(monkeypatch, job, inherited)
         array_worker(None, "study")
     assert len(seen) == 2 and seen["9000"] != seen["9001"], seen
+
+
+def test_a_retry_waits_for_a_run_folder_another_live_attempt_holds(monkeypatch):
+    """A cut-off attempt still training holds its run folder: the retry waits (bounded), then runs; past the bound
+    the folder's refusal stands. Bugs caught: a held folder failing the arm at once (a retry burned), or waiting
+    without a bound."""
+    from ablations.sweep import worker
+    from ablations.training.run_folder import RunFolderBusy
+
+    calls = []
+
+    def runner(cfg, **kwargs):
+        calls.append(cfg)
+        if len(calls) < 3:
+            raise RunFolderBusy("run folder x is in use by pid 1 on node1")
+        return "result"
+
+    monkeypatch.setattr(worker.time, "sleep", lambda s: None)
+    assert worker._patient(runner)("cfg") == "result" and calls == ["cfg"] * 3
+    monkeypatch.setattr(worker, "FOLDER_WAIT_S", -1.0)  # the bound already passed: the refusal stands
+    calls.clear()
+    with pytest.raises(RunFolderBusy, match="in use by pid 1"):
+        worker._patient(runner)("cfg")
+    assert len(calls) == 1
