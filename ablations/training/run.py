@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
@@ -65,8 +66,9 @@ def prepare(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Any]:
     """Validate ``cfg`` against its data and return ``(resolved cfg, datamodule)``; raises before any training.
 
     The data decides the classifier's width and input channels: ``model.num_classes`` and ``model.in_chans``
-    are set from the datamodule, so ``--data cifar100`` needs no second flag. The model is built once here so
-    that an impossible SE configuration fails now, not in a worker.
+    are set from the datamodule, so ``--data cifar100`` needs no second flag. The model is built once here, on
+    the meta device, and run on one image of the data's size, so that an impossible SE configuration (an operator
+    that needs larger maps than a stage has) fails now, not in a worker.
     """
     from ablations.data import build_datamodule
 
@@ -78,7 +80,13 @@ def prepare(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Any]:
     cfg = with_data_fields(cfg, dm)
     from senet import build_model
 
-    build_model(cfg.model)
+    size = tuple(getattr(dm, "input_size", None) or (cfg.model.in_chans, cfg.data.image_size, cfg.data.image_size))
+    with torch.device("meta"):
+        network = build_model(cfg.model)
+        try:
+            network.eval()(torch.empty(1, *size))
+        except ValueError as exc:  # the SE operators' own checks of the maps they get
+            raise ValueError(f"model {cfg.model.arch} on {'x'.join(map(str, size))} images: {exc}") from None
     return cfg, dm
 
 
