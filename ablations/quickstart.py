@@ -20,9 +20,9 @@ from pathlib import Path
 
 from ablations.config import ExperimentConfig
 from ablations.reporting import compare, cost_table
-from ablations.resolve import layer, resolve_base
+from ablations.resolve import resolve_base
 from ablations.training import provenance
-from senet.tree import check_int
+from senet.tree import check_int, layer
 
 #: The arms: (label, dotted overrides on top of the baseline). ``model.se`` set = the registry's SE defaults.
 ARMS: tuple[tuple[str, dict], ...] = (

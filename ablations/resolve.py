@@ -135,22 +135,6 @@ def canonical(key: str) -> str:
     return "model." + key if key == "se" or key.startswith("se.") else key
 
 
-def layer(*mappings: dict[str, Any]) -> dict[str, Any]:
-    """Dotted-key mappings merged in order, later wins; a later key replaces every earlier key below it, so
-    ``model.se=null`` after ``model.se.reduction=8`` is the no-SE arm (one ``apply_overrides`` call would
-    read the pair as "SE on, r=8"). Nested mappings are flattened (an empty one is kept, for the unknown-key
-    check); a ``model`` name (a string) is kept."""
-    from senet.tree import flatten
-
-    out: dict[str, Any] = {}
-    for mapping in mappings:
-        for key, value in flatten(mapping, keep_empty=True).items():
-            for below in [k for k in out if k.startswith(key + ".")]:
-                del out[below]
-            out[key] = value
-    return out
-
-
 def resolve_experiment(config_file: str | None = None, model: str | None = None,
                    overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """The experiment that a config file, a registered model name and dotted overrides describe.
@@ -165,7 +149,7 @@ def resolve_experiment(config_file: str | None = None, model: str | None = None,
     from ablations.config import ExperimentConfig
     from ablations.recipes import apply_recipe
     from senet import model_config
-    from senet.tree import flatten
+    from senet.tree import apply_overrides, flatten, from_dict, layer
 
     explicit: dict[str, Any] = {}
     cfg = ExperimentConfig()
@@ -174,7 +158,7 @@ def resolve_experiment(config_file: str | None = None, model: str | None = None,
         if not isinstance(data, dict):
             raise ValueError(f"--config {config_file}: expected a mapping of experiment fields, got {type(data).__name__}")
         try:
-            cfg = ExperimentConfig.from_dict(data)  # a file is a whole experiment: what it omits takes the defaults
+            cfg = from_dict(ExperimentConfig, data)  # a file is a whole experiment: what it omits takes the defaults
         except ValueError as exc:
             raise ValueError(f"--config {config_file}: {exc}") from None
         explicit = flatten(data)
@@ -186,12 +170,12 @@ def resolve_experiment(config_file: str | None = None, model: str | None = None,
     flags.pop("train.recipe", None)
     if model is not None:
         cfg = cfg.replace(model=model_config(model))
-    cfg = cfg.override(flags)
+    cfg = apply_overrides(cfg, flags)
     if recipe is not None:
         batch = explicit.get("data.batch_size")
         total = None if batch is None else cfg.data.batch_size * cfg.train.devices * cfg.train.num_nodes
         # The recipe goes under everything explicit: re-apply the file's and the flags' values on top.
-        cfg = apply_recipe(cfg, recipe, total).override(explicit)
+        cfg = apply_overrides(apply_recipe(cfg, recipe, total), explicit)
     return cfg
 
 
@@ -212,30 +196,3 @@ def resolve_base(raw: dict) -> ExperimentConfig:
     name = raw.get("model") if isinstance(raw.get("model"), str) else None
     overrides = flatten({k: v for k, v in raw.items() if not (k == "model" and name is not None)})
     return resolve_experiment(None, name, overrides)
-
-
-def with_data_fields(cfg: ExperimentConfig, datamodule: Any) -> ExperimentConfig:
-    """``cfg`` with ``model.num_classes`` and ``model.in_chans`` as ``datamodule`` serves them.
-
-    The data decides the classifier's width and input channels (``--data cifar100`` needs no second flag).
-    Settle them before a config is hashed: the hash names the network that trains.
-    """
-    classes, chans = int(datamodule.num_classes), int(datamodule.input_size[0])
-    if (cfg.model.num_classes, cfg.model.in_chans) == (classes, chans):
-        return cfg
-    return cfg.replace(model=dataclasses.replace(cfg.model, num_classes=classes, in_chans=chans))
-
-
-def settle_data_fields(cfg: ExperimentConfig) -> ExperimentConfig:
-    """``with_data_fields`` for a config alone: its datamodule is constructed (folder checks, nothing loaded).
-
-    A dataset that cannot be opened on this machine (a sweep submitted from a login node without the data)
-    leaves ``cfg`` as it is; the run's own check (``run.prepare``) stops there with the path.
-    """
-    from ablations.data import build_datamodule
-
-    try:
-        dm = build_datamodule(cfg.data, seed=cfg.seed)
-    except (OSError, ValueError, ImportError):
-        return cfg
-    return with_data_fields(cfg, dm)

@@ -1,8 +1,8 @@
 """Generic helpers over trees of frozen dataclass configs, and the checks every config uses (docs/DESIGN.md, Configuration).
 
 ``to_dict``/``from_dict`` (YAML- and JSON-safe, type-checked with messages that name the field),
-``apply_overrides`` (dotted keys), ``flatten``, ``config_hash``, ``late_field`` (a field added after configs
-were hashed), and ``check_choice``/``check_int``/``check_number`` (one message form: the field, the value, what
+``apply_overrides`` (dotted keys), ``flatten``, ``layer`` (dotted mappings in precedence order), ``config_hash``,
+``late_field`` (a field added after configs were hashed), and ``check_choice``/``check_int``/``check_number`` (one message form: the field, the value, what
 is allowed). Pure Python, no project imports: ``senet.config`` and ``ablations.config`` build on it.
 """
 from __future__ import annotations
@@ -192,6 +192,20 @@ def flatten(d: dict, prefix: str = "", keep_empty: bool = False) -> dict[str, An
             out.update(flatten(v, key + ".", keep_empty))
         else:
             out[key] = v
+    return out
+
+
+def layer(*mappings: dict[str, Any]) -> dict[str, Any]:
+    """Dotted-key mappings merged in order, later wins; a later key replaces every earlier key below it, so
+    ``model.se=null`` after ``model.se.reduction=8`` is the no-SE arm (one ``apply_overrides`` call would
+    read the pair as "SE on, r=8"), so a precedence is a list of layers (``ablations.resolve``). Nested mappings
+    are flattened (an empty one is kept, for the unknown-key check); a ``model`` name (a string) is kept."""
+    out: dict[str, Any] = {}
+    for mapping in mappings:
+        for key, value in flatten(mapping, keep_empty=True).items():
+            for below in [k for k in out if k.startswith(key + ".")]:
+                del out[below]
+            out[key] = value
     return out
 
 

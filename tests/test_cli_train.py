@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from ablations.cli import main
-from ablations.commands.train import config_keys, resolve_experiment
+from ablations.commands.train import config_keys
+from ablations.resolve import resolve_experiment
 from ablations.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parent.parent

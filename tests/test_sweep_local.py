@@ -181,10 +181,10 @@ def test_an_arm_gets_the_datas_classes_before_it_is_hashed(tmp_path):
     """The spec states no model.num_classes; an arm over 4-class synthetic data is hashed as the 4-class network
     that trains, as `senet-ablate train` resolves the same keys (issue 10)."""
     from ablations.sweep.spec import make_config
-    from ablations.training.run import prepare
+    from ablations.experiment import settle
 
     base = {**TINY, "data": {"name": "synthetic", "num_classes": 4, "image_size": 8}, "output_dir": str(tmp_path)}
     spec = load_spec(write(tmp_path, name="classes", base=base, space={"model.se.reduction": [4]}, baseline=False))
     arm = make_config(spec, {"model.se.reduction": 4})
     assert arm.model.num_classes == 4 and arm.model.in_chans == 3
-    assert prepare(arm)[0].hash() == arm.hash()  # the run's own check changes nothing
+    assert settle(arm).config_hash == arm.hash()  # the run's own check changes nothing

@@ -48,7 +48,8 @@ def test_schema_violations_are_reported():
 
 def agent_configs(config: dict, form: str = "args_no_hyphens") -> list:
     """Every run W&B's own engine proposes for a grid sweep, turned into configs by ``senet-ablate train``'s parser."""
-    from ablations.commands.train import _parse_overrides, add_arguments, resolve_experiment
+    from ablations.commands.train import _parse_overrides, add_arguments
+    from ablations.resolve import resolve_experiment
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -100,10 +101,11 @@ def optuna_params(spec, run_config: dict) -> dict:
                          ids=lambda x: x.name if isinstance(x, Path) else str(x))
 def test_every_shipped_spec_gives_the_agent_and_optuna_one_experiment_on_four_devices(path, variant):
     """Issue 10: for every spec and variant in ``sweeps/``, with the lr left to the recipe and 4 devices, each
-    arm W&B's engine proposes resolves through ``senet-ablate train``'s flags (then ``prepare``'s data fields)
+    arm W&B's engine proposes resolves through ``senet-ablate train``'s flags (then the data fields)
     to the config and hash the Optuna worker builds from the same arm (``make_config``)."""
-    from ablations.commands.train import _parse_overrides, add_arguments, resolve_experiment
-    from ablations.resolve import settle_data_fields
+    from ablations.commands.train import _parse_overrides, add_arguments
+    from ablations.resolve import resolve_experiment
+    from ablations.experiment import settle_data_fields
 
     spec = load_spec(path, variant=variant, overrides={"train.devices": 4})
     assert spec.base.train.devices == 4

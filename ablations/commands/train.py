@@ -2,8 +2,8 @@
 
 Every ``ExperimentConfig`` field is an option under its dotted key (``--train.lr 0.05``,
 ``--model.se.reduction=8``, the form ``wandb agent`` passes), with ``--se.X`` short for ``--model.se.X``,
-and a ``KEY=VALUE`` argument anywhere on the line. ``ablations.resolve`` turns them into the experiment
-(and states the precedence, the one order for every path).
+and a ``KEY=VALUE`` argument anywhere on the line. ``ablations.experiment.resolve`` turns them into the experiment
+(``ablations.resolve`` states the precedence, the one order for every path).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ablations.config import DATASETS, RECIPE_NAMES, WANDB_MODES, ExperimentConfig
-from ablations.resolve import canonical, parse_assignments, parse_text, resolve_experiment, text_fields
+from ablations.resolve import canonical, parse_assignments, parse_text, text_fields
 from senet.tree import unwrap_optional
 
 # Short flags for the keys people type most; each is also reachable under its dotted key.
@@ -100,32 +100,20 @@ def _parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _check_data_fields(overrides: dict[str, Any], resolved: ExperimentConfig) -> None:
-    """Refuse ``model.num_classes`` / ``model.in_chans`` flags that the data overrules (``prepare`` sets them)."""
-    data = resolved.data
-    for key, what in (("num_classes", "classes"), ("in_chans", "image channels")):
-        given, actual = overrides.get(f"model.{key}"), getattr(resolved.model, key)
-        if given is not None and given != actual:
-            hint = f" or set data.num_classes={given!r}" if key == "num_classes" and data.name == "synthetic" else ""
-            raise ValueError(f"model.{key}={given!r} is not allowed with data {data.name!r}, which has {actual} {what}: "
-                             f"the data sets it; drop model.{key}{hint}")
-
-
 def run(args: argparse.Namespace) -> int:
-    from ablations.training.run import prepare, run_experiment
+    from ablations.experiment import resolve
+    from ablations.training.run import run_experiment
 
     overrides = _parse_overrides(args)
-    cfg = resolve_experiment(args.config, args.model, overrides)
-    resolved, dm = prepare(cfg)  # fails here, before any training, on a bad config or data folder
-    _check_data_fields(overrides, resolved)
+    exp = resolve(args.config, args.model, overrides)  # fails here, before any training
     if args.print_config:
-        print(yaml.safe_dump(resolved.to_dict(), sort_keys=False), end="")
+        print(yaml.safe_dump(exp.config.to_dict(), sort_keys=False), end="")
         return 0
     from lightning.pytorch.utilities import rank_zero_only
 
     # The resolved config is written to <run_dir>/config.yaml (and printed by --print-config); not echoed here, so a
     # refusal by run_experiment (a busy folder, an unreadable checkpoint) stays one line.
-    result = run_experiment(resolved, resume=not args.no_resume, progress_bar=args.progress, datamodule=dm)
+    result = run_experiment(exp, resume=not args.no_resume, progress_bar=args.progress)
     if rank_zero_only.rank == 0:
         m = result.metrics
         scores = " ".join(f"{k}={m[k]:.4f}" for k in sorted(m))

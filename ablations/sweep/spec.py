@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ablations.resolve import layer, resolve_base, settle_data_fields
+from ablations.resolve import resolve_base
 from ablations.sweep.fields import (
     PRUNERS,
     SAMPLERS,
@@ -122,7 +122,10 @@ def arm_overrides(params: dict[str, Any]) -> dict[str, Any]:
 def make_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None) -> ExperimentConfig:
     """The ``ExperimentConfig`` of one trial: the arm's keys and the seed over the spec's explicit keys, resolved as
     train resolves flags (an arm's ``data.batch_size`` rescales the recipe's lr there too), and the data's classes
-    and channels settled (``resolve.settle_data_fields``) before anything hashes it."""
+    and channels settled (``experiment.settle_data_fields``) before anything hashes it."""
+    from ablations.experiment import settle_data_fields  # deferred: torch
+    from senet.tree import layer
+
     seed = params.get("seed", spec.seeds[0]) if seed is None else seed
     return settle_data_fields(resolve_base(layer(spec.explicit, arm_overrides(params), {"seed": seed})))
 
@@ -130,6 +133,8 @@ def make_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None
 def with_overrides(spec: SweepSpec, overrides: dict[str, Any]) -> SweepSpec:
     """``spec`` with more explicit base keys, resolved with the rest (a device count re-shares the recipe's batch)."""
     import dataclasses
+
+    from senet.tree import layer
 
     explicit = layer(spec.explicit, overrides)
     return dataclasses.replace(spec, explicit=explicit, base=build_base(explicit))
@@ -258,6 +263,8 @@ def _explicit_base(raw: dict, overrides: dict[str, Any]) -> tuple[dict, Experime
     extra = {f"wandb.{k}": v for k, v in wandb.items()}
     if budget.get("epochs") is not None:
         extra["train.epochs"] = budget["epochs"]
+    from senet.tree import layer  # deferred: senet loads torch
+
     explicit = layer(base_raw, extra)
     try:
         base = build_base(explicit)

@@ -1,8 +1,9 @@
-"""``run_experiment(cfg) -> Result``: one arm, one seed, trained and evaluated.
+"""``run_experiment(experiment) -> Result``: one arm, one seed, trained and evaluated.
 
-The one plain function that the CLI, the quickstart, the Optuna objective and the W&B agent all call.
-It validates everything before any work (bad config, missing data folder: ``ValueError`` /
-``FileNotFoundError``), seeds, trains with Lightning (checkpoints, resume, DDP, mixed precision),
+The one plain function that the CLI, the quickstart, the Optuna objective and the W&B agent all call. It takes
+the ``Experiment`` of the one resolve step (``ablations.experiment``), or a config that it settles there first, so
+everything is validated before any work (bad config, missing data folder: ``ValueError`` /
+``FileNotFoundError``); then it claims the run folder, seeds, trains with Lightning (checkpoints, resume, DDP, mixed precision),
 and writes one JSON result row to ``<output_dir>/<run_name>/result.json``, independent of W&B.
 A failure inside training (NaN loss, out of memory, ...) becomes ``status="failed"`` with its reason; a
 signal (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2) becomes ``status="interrupted"`` and ``RunInterrupted`` is raised;
@@ -25,8 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ablations.config import ExperimentConfig
-from ablations.naming import run_name
-from ablations.resolve import with_data_fields
+from ablations.experiment import Experiment, settle
 from ablations.training import interrupts, provenance, wandb_logging
 from ablations.training.cost import CostCallback, count_complexity
 from ablations.training.faults import MachineFault, machine_fault
@@ -59,53 +59,25 @@ from ablations.training.run_folder import (
 from ablations.training.run_history import HistoryCSVLogger, epoch_values
 from senet import safe_load
 
-__all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "claim_run_dir", "prepare",
+__all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "claim_run_dir",
            "run_experiment"]
 
-def prepare(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Any]:
-    """Validate ``cfg`` against its data and return ``(resolved cfg, datamodule)``; raises before any training.
-
-    The data decides the classifier's width and input channels: ``model.num_classes`` and ``model.in_chans``
-    are set from the datamodule, so ``--data cifar100`` needs no second flag. The model is built once here, on
-    the meta device, and run on one image of the data's size, so that an impossible SE configuration (an operator
-    that needs larger maps than a stage has) fails now, not in a worker.
-    """
-    from ablations.data import build_datamodule
-
-    if cfg.train.schedule == "plateau" and cfg.train.warmup_epochs:
-        raise ValueError("train.warmup_epochs is not allowed with train.schedule='plateau'; use 0, or another schedule")
-    dm = build_datamodule(cfg.data, seed=cfg.seed)
-    dm.prepare_data()
-    dm.setup("fit")  # a missing or malformed data folder fails here, with its path
-    cfg = with_data_fields(cfg, dm)
-    from senet import build_model
-
-    size = tuple(getattr(dm, "input_size", None) or (cfg.model.in_chans, cfg.data.image_size, cfg.data.image_size))
-    with torch.device("meta"):
-        network = build_model(cfg.model)
-        try:
-            network.eval()(torch.empty(1, *size))
-        except ValueError as exc:  # the SE operators' own checks of the maps they get
-            raise ValueError(f"model {cfg.model.arch} on {'x'.join(map(str, size))} images: {exc}") from None
-    return cfg, dm
-
-
-def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | None = None, trial: Any = None,
-                   baseline: ExperimentConfig | None = None, resume: bool = True,
-                   progress_bar: bool | None = None, quiet: bool = False, datamodule: Any = None) -> Result:
+def run_experiment(experiment: Experiment | ExperimentConfig, *, callbacks: Sequence[Callback] | None = None,
+                   trial: Any = None, baseline: ExperimentConfig | None = None, resume: bool = True,
+                   progress_bar: bool | None = None, quiet: bool = False) -> Result:
     """Train and evaluate one experiment; returns its ``Result`` and writes ``<run_dir>/result.json``.
 
     Args:
-        cfg: the experiment (validated here; config and data errors raise before any training).
+        experiment: the resolved experiment (``ablations.experiment``), or a config, which is settled here
+            (``experiment.settle``: config and data errors raise before any training).
         callbacks: extra Lightning callbacks.
         trial: an Optuna trial; adds the pruning callback on ``MONITOR`` (single-objective studies). A pruned
             run returns ``status="pruned"``; the caller raises ``optuna.TrialPruned``.
-        baseline: what the run name is relative to (``naming.run_name``).
+        baseline: what the run name of a config is relative to (``naming.run_name``).
         resume: reuse the run folder: return a complete result of the same config as is, and continue any
             other run from ``checkpoints/last.ckpt``. ``False`` empties the folder and starts over.
         progress_bar: Lightning's progress bar; ``None``: tqdm on a terminal, else one line per epoch (``epoch_log``).
         quiet: no model summary table (the quickstart runs many small jobs).
-        datamodule: the datamodule ``prepare(cfg)`` returned for this (resolved) ``cfg``, to skip loading twice.
 
     Returns:
         The ``Result``; ``status`` is ``complete`` (training reached ``train.epochs``), ``failed`` (``reason``
@@ -116,11 +88,12 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
             says ``interrupted`` and ``checkpoints/last.ckpt`` resumes it.
         RunFolderBusy: another live process trains the same experiment in this folder.
     """
+    cfg = experiment.config if isinstance(experiment, Experiment) else experiment
     with interrupts.guard(), pinned_threads(cfg.train.threads):
-        cfg, dm = prepare(cfg) if datamodule is None else (cfg, datamodule)
-        name, run_dir = claim_run_dir(cfg, run_name(cfg, baseline))
+        exp = experiment if isinstance(experiment, Experiment) else settle(experiment, baseline)
+        name, run_dir = claim_run_dir(exp.config, exp.name, exp.config_hash)
         check_real_folder(run_dir)
-        check_devices(cfg.train)  # here, not in prepare(): --print-config checks a cluster's config on a laptop
+        check_devices(cfg.train)  # here, not in settle(): --print-config checks a cluster's config on a laptop
         with benign_warnings_off(), quiet_lightning():
             try:  # a dry build: a refused Trainer setting leaves no folder behind
                 make_trainer(cfg.train, False, [], run_dir, False, True)
@@ -130,7 +103,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
         # Read once, before the lock: an unreadable checkpoint is one line before anything is written.
         resume_from = resume_point(last_ckpt) if resume and last_ckpt.exists() else None
         if rank_zero_only.rank != 0:  # DDP followers: rank 0 owns the folder, its lock and its files
-            return _train(cfg, name, run_dir, dm, callbacks, trial, resume_from, progress_bar, quiet, None)
+            return _train(exp, name, run_dir, callbacks, trial, resume_from, progress_bar, quiet, None)
         lock = RunLock(run_dir)
         try:
             lock.acquire()
@@ -143,7 +116,7 @@ def run_experiment(cfg: ExperimentConfig, *, callbacks: Sequence[Callback] | Non
                 start_over(run_dir)
             elif (done := _complete(run_dir)) is not None:
                 return done
-            return _train(cfg, name, run_dir, dm, callbacks, trial, resume_from, progress_bar, quiet, Attempts(run_dir))
+            return _train(exp, name, run_dir, callbacks, trial, resume_from, progress_bar, quiet, Attempts(run_dir))
         finally:
             lock.release()
 
@@ -156,14 +129,14 @@ def _complete(run_dir: Path) -> Result | None:
     return None
 
 
-def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: Sequence[Callback] | None,
+def _train(exp: Experiment, name: str, run_dir: Path, callbacks: Sequence[Callback] | None,
            trial: Any, resume_from: dict[str, int] | None, progress_bar: bool | None, quiet: bool,
            attempts: Attempts | None) -> Result:
     """Fit once (a first attempt, or a resume from ``resume_point(last.ckpt)``) and record the outcome;
     ``attempts`` is ``None`` off rank 0."""
-    last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
+    cfg, last_ckpt = exp.config, run_dir / CHECKPOINTS / "last.ckpt"
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = SEClassifier(cfg.to_dict(), input_size=tuple(dm.input_size))
+    module = SEClassifier(cfg, input_size=exp.input_size)
     wandb_id = wandb_logging.run_id(run_dir)
     wandb_logger = wandb_logging.make_logger(cfg, name, run_dir, wandb_id)
     loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="csv", resume_from=resume_from)]
@@ -185,7 +158,7 @@ def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: 
             attempts.begin(None if resume_from is None else resume_from["epoch"] + 1)
         # The resume reads last.ckpt as tensors and plain data only.
         with benign_warnings_off(), safe_load.safe_loading():
-            trainer.fit(module, datamodule=dm, ckpt_path=str(last_ckpt) if resume_from else None,
+            trainer.fit(module, datamodule=exp.datamodule, ckpt_path=str(last_ckpt) if resume_from else None,
                         weights_only=True)
         if pruning is not None:
             pruning.check_pruned()
@@ -209,7 +182,7 @@ def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: 
     finally:
         with interrupts.deferred():  # a second Ctrl-C must not cut the result row in half
             try:
-                result = _record(cfg, name, run_dir, module, trainer, status, reason, attempts, wandb_logger, stop,
+                result = _record(exp, name, run_dir, module, trainer, status, reason, attempts, wandb_logger, stop,
                                  cost)
             except OSError as exc:  # the row cannot be written either (a full disk): the first fault is reported
                 stop = stop or machine_fault(exc, run_dir)
@@ -220,14 +193,14 @@ def _train(cfg: ExperimentConfig, name: str, run_dir: Path, dm: Any, callbacks: 
     return result
 
 
-def _record(cfg: ExperimentConfig, name: str, run_dir: Path, module: SEClassifier, trainer: pl.Trainer, status: str,
+def _record(exp: Experiment, name: str, run_dir: Path, module: SEClassifier, trainer: pl.Trainer, status: str,
             reason: str | None, attempts: Attempts | None, wandb_logger: Any, stop: RunInterrupted | None,
             cost: CostCallback) -> Result:
     """The result row of this attempt: W&B finished with the matching exit code, ``result.json`` written (rank 0)."""
     if attempts is not None:
         attempts.update(epochs=finished_epochs(trainer), status=status)
     wall = attempts.wall_time_s if attempts is not None else 0.0
-    result = _result(cfg, cfg.hash(), name, run_dir, module, trainer, status, reason, wall)
+    result = _result(exp, name, run_dir, module, trainer, status, reason, wall)
     result.attempts = len(attempts.entries) if attempts is not None else 1
     result.env = provenance.collect(trainer)
     if getattr(trainer, "datamodule", None) is not None:  # data.num_workers may be null: the number used
@@ -242,7 +215,7 @@ def _record(cfg: ExperimentConfig, name: str, run_dir: Path, module: SEClassifie
     return result
 
 
-def _result(cfg: ExperimentConfig, chash: str, name: str, run_dir: Path, module: SEClassifier,
+def _result(exp: Experiment, name: str, run_dir: Path, module: SEClassifier,
             trainer: pl.Trainer, status: str, reason: str | None, wall: float) -> Result:
     cx = module.complexity
     if cx is None:  # training failed before the count (ComplexityLog); the cost is still a property of the arm
@@ -256,7 +229,7 @@ def _result(cfg: ExperimentConfig, chash: str, name: str, run_dir: Path, module:
     if status == "complete" and any(not math.isfinite(v) for v in metrics.values()):
         status, reason = "failed", "non-finite metric"
     return Result(
-        config=cfg.to_dict(), config_hash=chash, seed=cfg.seed, git_commit=git_commit(),
+        config=exp.config.to_dict(), config_hash=exp.config_hash, seed=exp.config.seed, git_commit=git_commit(),
         params=int(cx.params) if cx is not None else 0, gmacs=float(cx.gmacs) if cx is not None else 0.0,
         metrics=metrics, epochs=finished_epochs(trainer), wall_time_s=round(wall, 3), status=status,
         reason=reason, run_dir=str(run_dir), name=name,

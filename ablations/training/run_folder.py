@@ -43,26 +43,26 @@ ATTEMPTS_FILE = "attempts.json"
 CHECKPOINTS = "checkpoints"
 
 
-def claim_run_dir(cfg: ExperimentConfig, name: str) -> tuple[str, Path]:
-    """``(name, output_dir/name)``, or ``name-<hash>`` when that folder already holds another experiment.
+def claim_run_dir(cfg: ExperimentConfig, name: str, config_hash: str | None = None) -> tuple[str, Path]:
+    """``(name, output_dir/name)``, or ``name-<hash>`` when that folder holds another experiment (``config_hash``).
 
     Names encode only what differs from the baseline, so two runs that differ elsewhere (say in
     ``train.epochs``) can share one; the second then gets the config hash appended instead of overwriting
     the first. An explicit ``cfg.name`` is never renamed: a clash is an error.
     """
-    folder = Path(cfg.output_dir) / name
+    folder, chash = Path(cfg.output_dir) / name, config_hash or cfg.hash()
     stored = folder / "config.yaml"
     if not stored.exists():
         return name, folder
     try:  # read with the bounds of every YAML file (a shared folder may hold an alias bomb): not ours if refused
-        same = ExperimentConfig.from_dict(read_yaml(stored, "run folder config")).hash() == cfg.hash()
+        same = ExperimentConfig.from_dict(read_yaml(stored, "run folder config")).hash() == chash
     except (ValueError, TypeError, FileNotFoundError):
         same = False
     if same:
         return name, folder
     if cfg.name:
         raise ValueError(f"name={cfg.name!r}: {folder} holds a different experiment; choose another name or output_dir")
-    suffixed = f"{name}-{cfg.hash()[:8]}"
+    suffixed = f"{name}-{chash[:8]}"
     return suffixed, Path(cfg.output_dir) / suffixed
 
 

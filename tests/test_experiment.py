@@ -1,0 +1,80 @@
+"""The one resolve step (``ablations.experiment``): files and flags, or a config, to the ``Experiment`` that trains,
+settled once: nothing downstream rebuilds the network with real weights, renames or rehashes the run (issue 22)."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+import senet
+from ablations.commands.train import _parse_overrides, add_arguments
+from ablations.config import ExperimentConfig
+from ablations.experiment import Experiment, resolve, settle
+from ablations.naming import run_name
+from ablations.resolve import resolve_experiment
+from ablations.training import module as module_file
+from ablations.training.run import run_experiment
+
+FLAGS = ["--data", "synthetic", "--model", "se_resnet20_cifar", "data.image_size=8", "data.num_samples=32",
+         "data.num_classes=4", "data.batch_size=16", "--epochs", "1", "--wandb", "disabled", "se.reduction=4"]
+
+
+def typed(tmp_path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_intermixed_args([*FLAGS, "--output-dir", str(tmp_path), *extra])  # as senet-ablate parses
+
+
+def test_resolve_returns_the_settled_experiment_with_its_identity(tmp_path):
+    args = typed(tmp_path)
+    overrides = _parse_overrides(args)
+    exp = resolve(args.config, args.model, overrides)
+    plain = resolve_experiment(args.config, args.model, overrides)
+    assert plain.model.num_classes == 10  # the registry's default for a CIFAR network: the data has not spoken yet
+    assert (exp.config.model.num_classes, exp.config.model.in_chans) == (4, 3)  # the data decides
+    assert exp.config == plain.replace(model=exp.config.model)  # nothing else moved
+    assert exp.name == run_name(exp.config) and exp.config_hash == exp.config.hash()
+    assert exp.input_size == (3, 8, 8) and exp.datamodule.num_classes == 4
+    assert settle(plain) == exp  # the same experiment from a config (the sweep arms' and scripts' path)
+
+
+def test_a_flag_the_data_overrules_is_refused_by_the_resolve_step(tmp_path):
+    args = typed(tmp_path, "model.num_classes=7")
+    with pytest.raises(ValueError, match=r"^model.num_classes=7 is not allowed with data 'synthetic', which has 4 "
+                                         r"classes: the data sets it; drop model.num_classes or set "
+                                         r"data.num_classes=7$"):
+        resolve(args.config, args.model, _parse_overrides(args))
+
+
+def test_the_network_is_built_once_with_weights_and_the_run_keeps_the_experiments_identity(tmp_path, monkeypatch):
+    """settle() checks the network on the meta device; the run builds it once with real weights; the result's
+    name and hash are the experiment's, and a config run through the same function gives the same row."""
+    devices: list[str] = []
+    real_build = senet.build_model
+
+    def counting(cfg, **kw):
+        net = real_build(cfg, **kw)
+        devices.append(next(net.parameters()).device.type)
+        return net
+
+    monkeypatch.setattr(senet, "build_model", counting)
+    monkeypatch.setattr(module_file, "build_model", counting)
+    args = typed(tmp_path / "a")
+    exp = resolve(args.config, args.model, _parse_overrides(args))
+    assert devices == ["meta"]
+    result = run_experiment(exp, progress_bar=False, quiet=True)
+    assert devices == ["meta", "cpu"]  # one network with weights: the one that trained
+    assert result.status == "complete"
+    assert (result.name, result.config_hash) == (exp.name, exp.config_hash)
+    assert ExperimentConfig.from_dict(result.config) == exp.config
+    again = run_experiment(exp.config.replace(output_dir=str(tmp_path / "b")), progress_bar=False, quiet=True)
+    assert (again.name, again.config_hash, again.metrics) == (result.name, result.config_hash, result.metrics)
+
+
+def test_an_experiment_is_frozen():
+    exp = settle(ExperimentConfig().override({"data.name": "synthetic", "data.image_size": 8, "wandb.mode": "disabled"}))
+    assert isinstance(exp, Experiment)
+    with pytest.raises(AttributeError):
+        exp.name = "other"  # type: ignore[misc]
+    assert torch.Size(exp.input_size) == torch.Size([3, 8, 8])
