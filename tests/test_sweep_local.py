@@ -180,8 +180,8 @@ def test_n_trials_caps_a_grid_and_a_rerun_resumes_it(tmp_path, one_thread):
 def test_an_arm_gets_the_datas_classes_before_it_is_hashed(tmp_path):
     """The spec states no model.num_classes; an arm over 4-class synthetic data is hashed as the 4-class network
     that trains, as `senet-ablate train` resolves the same keys (issue 10)."""
-    from ablations.sweep.spec import make_config
     from ablations.experiment import settle
+    from ablations.sweep.spec import make_config
 
     base = {**TINY, "data": {"name": "synthetic", "num_classes": 4, "image_size": 8}, "output_dir": str(tmp_path)}
     spec = load_spec(write(tmp_path, name="classes", base=base, space={"model.se.reduction": [4]}, baseline=False))

@@ -8,8 +8,9 @@ import optuna
 import pytest
 import yaml
 
+from ablations.resolve import resolve_base
 from ablations.sweep.space import decode, encode, encode_params, suggest
-from ablations.sweep.spec import build_base, load_spec, make_config, parse_spec
+from ablations.sweep.spec import load_spec, make_config, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = {
@@ -57,7 +58,7 @@ def test_spec_base_and_train_flags_resolve_to_one_experiment(model):
 
     base = {"model": model, "data": {"name": "digits", "image_size": 16, "batch_size": 256},
             "train": {"recipe": "quick", "devices": 2}}
-    from_spec = build_base(copy.deepcopy(base))
+    from_spec = resolve_base(copy.deepcopy(base))
     name = model if isinstance(model, str) else None
     from_flags = resolve_experiment(None, name, flatten({k: v for k, v in base.items() if not (k == "model" and name)}))
     assert from_spec == from_flags and from_spec.hash() == from_flags.hash()

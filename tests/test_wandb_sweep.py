@@ -104,8 +104,8 @@ def test_every_shipped_spec_gives_the_agent_and_optuna_one_experiment_on_four_de
     arm W&B's engine proposes resolves through ``senet-ablate train``'s flags (then the data fields)
     to the config and hash the Optuna worker builds from the same arm (``make_config``)."""
     from ablations.commands.train import _parse_overrides, add_arguments
-    from ablations.resolve import resolve_experiment
     from ablations.experiment import settle_data_fields
+    from ablations.resolve import resolve_experiment
 
     spec = load_spec(path, variant=variant, overrides={"train.devices": 4})
     assert spec.base.train.devices == 4

@@ -64,8 +64,7 @@ class SweepSpec:
     paper: str = ""
     variant: str | None = None
     source: str | None = None
-    # The base as given: the spec's base mapping, its wandb and budget.epochs, --set, --gpus-per-trial. Every
-    # arm is resolved over it by ``ablations.resolve`` (``make_config``), as train resolves the same flags.
+    # The base as given (base, wandb, budget.epochs, --set, --gpus-per-trial); make_config resolves arms over it.
     explicit: dict = field(default_factory=dict)
 
     @property
@@ -82,11 +81,9 @@ class SweepSpec:
 
     def grid(self) -> list[dict[str, Any]]:
         """Every arm x seed cell of a grid sweep, as Optuna params (``se`` and ``seed`` included), in the order the
-        workers run them (``--dry-run`` lists them so).
-
-        The no-SE baseline (``baseline: true``) has no SE knobs, so it is crossed with the other keys only. Seed-major
-        (every arm's first seed, then every arm's second, ...): arms run interleaved, so a change in the machine's
-        load during the sweep reaches every arm alike and the report's measured times stay comparable.
+        workers run them (``--dry-run`` lists them so). The no-SE baseline (``baseline: true``) has no SE knobs, so
+        it is crossed with the other keys only. Seed-major (every arm's first seed, then every arm's second, ...):
+        arms run interleaved, so a change in the machine's load reaches every arm alike and measured times compare.
         """
         def product(params: list[Param]) -> list[dict[str, Any]]:
             keys = [p.key for p in params]
@@ -137,13 +134,7 @@ def with_overrides(spec: SweepSpec, overrides: dict[str, Any]) -> SweepSpec:
     from senet.tree import layer
 
     explicit = layer(spec.explicit, overrides)
-    return dataclasses.replace(spec, explicit=explicit, base=build_base(explicit))
-
-
-def build_base(base_raw: dict) -> ExperimentConfig:
-    """The base experiment, resolved exactly as ``senet-ablate train`` resolves the same keys given as flags
-    (``ablations.resolve``: the recipe with its batch, image size and lr scaling; ``model`` may be a name)."""
-    return resolve_base(base_raw)
+    return dataclasses.replace(spec, explicit=explicit, base=resolve_base(explicit))
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -267,13 +258,13 @@ def _explicit_base(raw: dict, overrides: dict[str, Any]) -> tuple[dict, Experime
 
     explicit = layer(base_raw, extra)
     try:
-        base = build_base(explicit)
+        base = resolve_base(explicit)
     except ValueError as exc:
         raise ValueError(f"base: {exc}") from None
     if overrides:
         explicit = layer(explicit, overrides)
         try:
-            base = build_base(explicit)
+            base = resolve_base(explicit)
         except ValueError as exc:
             raise ValueError(f"--set: {exc}") from None
     if base.train.threads is None:  # pinned (float results change with it), so --workers never changes a number
