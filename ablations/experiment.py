@@ -5,7 +5,7 @@ baseline)`` is every other path's (a sweep arm, the quickstart, a script's ``run
 a config itself). Both check everything before any work and return the finished experiment: the config with its
 data fields settled, the datamodule set up for ``fit``, the network checked once on the meta device, and the
 run's identity (its name and hash), so nothing downstream rebuilds, renames or rehashes it. The precedence of
-files, recipes and flags is ``ablations.resolve``'s; the design is in docs/ARCHITECTURE.md, *How a config travels*.
+files, recipes and flags is ``ablations.resolve``'s (docs/DESIGN.md, Configuration).
 """
 from __future__ import annotations
 
