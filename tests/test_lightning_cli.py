@@ -63,3 +63,20 @@ def test_module_entry_point_takes_any_datamodule_and_tests_a_checkpoint(tmp_path
     with pytest.raises(SystemExit):  # --data has no default: it must be named
         main(["fit", *tiny_trainer(tmp_path / "none")])
     assert "fit.data" in capsys.readouterr().err
+
+
+def test_the_data_sets_the_networks_classes_and_channels_as_in_train(tmp_path):
+    """The one resolve step's rule under Lightning's CLI: ``model.num_classes``/``in_chans`` not written take the
+    datamodule's (4 synthetic classes, whatever the model's default of 10 says); a written one that disagrees is
+    refused in one line naming the flag."""
+    data = ["--data=SyntheticDataModule", "--data.cfg.image_size=8", "--data.cfg.num_samples=32",
+            "--data.cfg.batch_size=16", "--data.cfg.num_classes=4"]
+    fit = main(["fit", *data, *tiny_trainer(tmp_path / "fit")])
+    assert fit.trainer.current_epoch == 1
+    assert (fit.model.cfg.model.num_classes, fit.model.cfg.model.in_chans) == (4, 3)
+    assert fit.model.model.get_classifier().out_features == 4
+    recorded = torch.load(fit.trainer.checkpoint_callback.best_model_path, weights_only=True)["hyper_parameters"]
+    assert recorded["config"]["model"]["num_classes"] == 4
+    with pytest.raises(ValueError, match=r"^model.num_classes=5 but the 'synthetic' datamodule has 4 classes; set "
+                                         r"model.num_classes=4 \(--model.config.model.num_classes\)$"):
+        main(["fit", *data, "--model.config.model.num_classes=5", *tiny_trainer(tmp_path / "written")])

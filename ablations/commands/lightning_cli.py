@@ -11,7 +11,8 @@ class is named with ``--data`` (required: any ``ImageDataModule`` subclass, e.g.
         --model.config.model.arch=resnet20_cifar --model.config.model.se.reduction=8
     python -m ablations.commands.lightning_cli test --data=DigitsDataModule --ckpt_path=lightning_logs/version_0/checkpoints/...
 
-``--model.config.data`` is not needed: the module records the datamodule's ``cfg`` when training starts.
+``--model.config.data`` is not needed: the module records the datamodule's ``cfg`` when training starts; nor are
+``--model.config.model.num_classes``/``in_chans``: as in ``senet-ablate train``, the data sets them.
 ``validate``/``test``/``predict`` with ``--ckpt_path`` evaluate the experiment the checkpoint records: a defining
 data field the user did not set (the image size, and the split of digits and synthetic) takes the checkpoint's
 value, with one line on stderr saying so; one set to another value is refused by the module.
@@ -36,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import Namespace
+from jsonargparse import Namespace, dict_to_namespace
 from lightning.pytorch.cli import LightningCLI
 
-from ablations.config import ExperimentConfig
+from ablations.config import DataConfig, ExperimentConfig
 from ablations.data import ImageDataModule
 from ablations.training.data_check import adapt_to_record
 from ablations.training.module import SEClassifier
@@ -89,6 +90,37 @@ class CheckpointDataCLI(LightningCLI):
         if train.get("threads") is not None:
             torch.set_num_threads(int(train["threads"]))  # this process runs one command: no need to restore it
         self._adapt_data_to_checkpoint(sub)
+        self._settle_data_fields(sub)
+
+    def _data(self, config: Namespace) -> tuple[Namespace | None, type]:
+        """The data class's init arguments (``None`` where its ``cfg`` is not given field by field) and the class."""
+        data = config.data
+        init = data.init_args if "class_path" in data else data
+        cls = _import(data.class_path) if "class_path" in data else self._datamodule_class
+        return (init if isinstance(init.get("cfg"), Namespace) else None), cls
+
+    def _settle_data_fields(self, sub: str | None) -> None:
+        """The one resolve step's rule (``ablations.experiment.with_data_fields``): the data decides the network's
+        classes and input channels, so ``model.num_classes`` and ``model.in_chans`` that the user did not write take
+        the datamodule's, as ``senet-ablate train --data`` does. A written one that disagrees is refused by the
+        module; a checkpoint being evaluated keeps the network it records."""
+        config = self.config[sub] if sub else self.config
+        init, cls = self._data(config)
+        if (sub in EVALUATING and config.get("ckpt_path")) or init is None or self.written is None:
+            return
+        if _node(config, "model") is not None and config.model.get("config") is None:  # the defaults, field by field
+            config.model.config = dict_to_namespace(ExperimentConfig().to_dict())
+        model = _node(config, "model", "config", "model")
+        if model is None:
+            return
+        written = _node(self.written[sub] if sub else self.written, "model", "config", "model")
+        try:  # constructed only (a folder's classes are read, nothing is loaded); the real one is built next
+            dm = cls(DataConfig(**vars(init.cfg)), **({"seed": init.seed} if init.get("seed") is not None else {}))
+        except (OSError, TypeError, ValueError):
+            return  # its instantiation says why, in its own words
+        for key, value in (("num_classes", dm.num_classes), ("in_chans", dm.input_size[0])):
+            if value and (written is None or key not in written):
+                setattr(model, key, int(value))
 
     def _adapt_data_to_checkpoint(self, sub: str | None) -> None:
         path = self.config[sub].get("ckpt_path") if sub in EVALUATING else None
@@ -99,10 +131,8 @@ class CheckpointDataCLI(LightningCLI):
             recorded = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
         if not isinstance(recorded.get("config"), dict):
             return
-        data = self.config[sub].data
-        init = data.init_args if "class_path" in data else data
-        cls = _import(data.class_path) if "class_path" in data else self._datamodule_class
-        if not isinstance(init.get("cfg"), Namespace):
+        init, cls = self._data(self.config[sub])
+        if init is None:
             return
         given = {**vars(init.cfg), "seed": init.get("seed")}
         changes, line = adapt_to_record(ExperimentConfig.from_dict(recorded["config"]), cls, given,
@@ -123,14 +153,20 @@ def written_data(written: Namespace) -> set[str]:
     return set(vars(cfg) if isinstance(cfg, Namespace) else ()) | ({"seed"} if "seed" in init else set())
 
 
-def _train_fields(config: Namespace | None) -> dict[str, Any]:
-    """The ``model.config.train`` values of a parsed (or user-written) config; empty where it has none."""
+def _node(config: Namespace | None, *keys: str) -> Namespace | None:
+    """The namespace at ``keys`` of a parsed (or user-written) config, through ``init_args``; ``None`` if absent."""
     node: Any = config
-    for key in ("model", "config", "train"):
+    for key in keys:
         node = node.get(key) if isinstance(node, Namespace) else None
         if isinstance(node, Namespace) and "init_args" in node:
             node = node.init_args
-    return {k: v for k, v in vars(node).items() if v is not None} if isinstance(node, Namespace) else {}
+    return node if isinstance(node, Namespace) else None
+
+
+def _train_fields(config: Namespace | None) -> dict[str, Any]:
+    """The ``model.config.train`` values of a parsed (or user-written) config; empty where it has none."""
+    node = _node(config, "model", "config", "train")
+    return {k: v for k, v in vars(node).items() if v is not None} if node is not None else {}
 
 
 @contextlib.contextmanager
