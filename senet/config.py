@@ -84,8 +84,8 @@ class SEConfig:
         coord_reduction: coordinate attention's reduction r: its shared 1x1 convolution has max(8, C // r)
             channels (the released code's rule and default, 32).
 
-    ``operator`` and the knobs after it came later: at their defaults they stay out of ``to_dict`` and
-    ``config_hash`` (``late_field``), so every SE config keeps its hash and run name.
+    ``operator`` and the knobs after it are late fields: at their defaults they stay out of ``to_dict`` and
+    ``config_hash`` (``late_field``), so a config that does not set them keeps its hash and run name.
     """
 
     reduction: int = 16
@@ -202,8 +202,8 @@ class ModelConfig:
     stages/placement/skipped blocks exist in it) is ``senet.registry.check_model_config``, run by
     ``build_model``, ``model_config`` and ``ExperimentConfig``: this module stays a leaf.
 
-    ``stem_pool`` and ``drop_rate`` came later: at their defaults they stay out of ``to_dict`` and
-    ``config_hash`` (``late_field``), so older configs keep their hashes.
+    ``stem_pool`` and ``drop_rate`` are late fields: at their defaults they stay out of ``to_dict`` and
+    ``config_hash`` (``late_field``), so a config that does not set them keeps its hash.
     """
 
     arch: str = "resnet50"

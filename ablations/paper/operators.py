@@ -1,4 +1,4 @@
-"""SE against its successors on ResNet-50 (issue 25): what each operator costs, beside what its paper printed.
+"""SE against its successors on ResNet-50: what each operator costs, beside what its paper printed.
 
 Two parts, both from the ``operators`` entry of ``paper_values.yaml``. The cost table: one network per operator
 (``se.operator``) at its paper's default knobs and placement, all in our ResNet-50, so that the deltas to

@@ -72,7 +72,7 @@ def trial_attrs(rows: Sequence[dict], folders: Sequence[dict], kept: dict[str, A
 
 def trial_rows(user_attrs: dict) -> list[dict]:
     """The result rows a trial keeps (``trial_attrs``), rebuilt in ``Result.to_dict()`` form."""
-    if "runs" not in user_attrs:  # a study made before issue 13 kept whole rows
+    if "runs" not in user_attrs:  # the older layout of trial attributes: whole rows
         return list(user_attrs.get("results") or ([user_attrs["result"]] if "result" in user_attrs else []))
     rows = []
     for entry in user_attrs["runs"]:

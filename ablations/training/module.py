@@ -14,7 +14,7 @@ A network that has been trained (loaded from a checkpoint, or after ``fit``) is 
 only on the data its config records: a Trainer's datamodule that differs in image size, dataset or split is
 refused with one line naming the field (``ablations.training.data_check``). An untrained module takes the datamodule's.
 These checks are the module's own hooks, not callbacks: ``trainer.test(SEClassifier.load_from_checkpoint(p),
-datamodule=dm)`` in a user's script relies on them (issue 20).
+datamodule=dm)`` in a user's script relies on them.
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ of a resumed or reused sweep trial, and the metrics of a run resumed from its la
 has nothing left to train or log. Written by hand: Lightning's CSV logger starts every attempt afresh.
 
 Lightning writes the file after every logged metric and rewrites it whole when a new column appears (the
-first epoch-level training row, after the first checkpoint). A signal in that rewrite used to leave the file
-truncated, the history of the finished epochs gone: a write is therefore whole or not at all (the rewrite goes
+first epoch-level training row, after the first checkpoint). A signal in a plain rewrite would leave the file
+truncated, the history of the finished epochs gone: so a write is whole or not at all (the rewrite goes
 to a temporary file renamed over the old one) and a signal that arrives meanwhile is raised once it is done.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SE's successors as drop-in operators (issue 25): ``se.operator`` picks one, ``senet.se.make_se`` builds it.
+"""SE's successors as drop-in operators: ``se.operator`` picks one, ``senet.se.make_se`` builds it.
 
 Each operator is one module here, a ``senet.se.Recalibration`` built as ``cls(channels, cfg, tag=...)`` from the
 ``SEConfig`` knobs it reads (``senet.config.OPERATOR_KNOBS``). The registry names each one's class by its import
