@@ -31,3 +31,11 @@ def test_every_pointer_names_an_existing_doc_and_section():
 def test_no_pointer_to_a_design_document_outside_the_repository():
     stale = [name for name, text in _sources().items() if re.search(r"\bDESIGN: ", text) or "anchors §" in text]
     assert not stale, stale
+
+
+def test_the_package_code_points_to_no_issue():
+    """Issues live in a tracker, not in the repository: the packages' docstrings and comments say the rule instead.
+    (Tests may name the issue whose behaviour they hold.)"""
+    cited = [name for name, text in _sources().items()
+             if name.startswith(("senet/", "ablations/", "benchmarks/")) and re.search(r"\bissues? #?\d+", text, re.I)]
+    assert not cited, cited
