@@ -4,8 +4,9 @@ Pure PyTorch. ``build_model(cfg_or_name)`` is the entry point; importing the pac
 every architecture of the paper's zoo.
 """
 from senet.config import ModelConfig, SEConfig
+from senet.recalibration import se_modules
 from senet.registry import build_model, get_arch, list_archs, list_models, model_config, register, register_arch
-from senet.se import SqueezeExcite, se_modules, se_width
+from senet.se import SqueezeExcite, se_width
 from senet.tree import apply_overrides, config_hash, from_dict, to_dict
 
 from senet import resnet, resnet_cifar  # noqa: F401,E402  (registration)

@@ -12,7 +12,8 @@ from torch import nn
 
 from senet.config import SEConfig
 from senet.fused_se import PointwiseFC
-from senet.se import Recalibration, Squeeze, make_se
+from senet.recalibration import Recalibration, make_se
+from senet.se import Squeeze
 from senet.surface import TimmSurface
 
 

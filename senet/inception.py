@@ -14,8 +14,8 @@ from torch import nn
 
 from senet.blocks import PooledClassifier
 from senet.config import ModelConfig, SEConfig
+from senet.recalibration import Recalibration, make_se
 from senet.registry import arch_config, register_arch, register_model
-from senet.se import Recalibration, make_se
 from senet.surface import stage_info
 
 STAGES = (3, 4, 5)

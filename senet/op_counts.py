@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from senet.se import Recalibration
+from senet.recalibration import Recalibration
 
 aten = torch.ops.aten
 

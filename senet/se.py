@@ -8,17 +8,18 @@ NoSqueeze's full-resolution (N, C, H, W) input; both keep channels_last tensors 
 Where the scaled output meets a residual sum, ``forward(x, residual)`` returns ``residual + x * s``.
 How F_sq, the FCs and F_scale run fast (one ``addcmul``, hand-written backward passes) is ``senet.fused_se``.
 
-``SqueezeExcite`` is one ``Recalibration``: SE's successors (``senet.attention``: ECA, ...) are others, and
-``make_se`` builds whichever ``se.operator`` names, so every architecture and placement gets each of them.
+``SqueezeExcite`` is one ``senet.recalibration.Recalibration``: SE's successors (``senet.attention``: ECA, ...)
+are others, and ``make_se`` there builds whichever ``se.operator`` names, so every architecture and placement gets
+each of them.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from senet.attention import operator_class
 from senet.config import SEConfig
-from senet.fused_se import PointwiseFC, fused_scale, spatial_mean
+from senet.fused_se import PointwiseFC, spatial_mean
+from senet.recalibration import Recalibration
 
 _ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -79,34 +80,6 @@ class Squeeze(nn.Module):
         return self.mode
 
 
-class Recalibration(nn.Module):
-    """Base of every operator ``make_se`` builds: SE and its successors (``senet.attention``).
-
-    One contract, which the blocks, the fast path and the complexity counter (``senet.op_counts``) rely on:
-
-    - ``forward(x, residual=None)`` returns the recalibrated ``x``, plus ``residual`` when it is given;
-    - the module's own ``forward`` runs only the final combination (F_scale, ``self.scale``); everything that
-      computes the gate lives in child modules, so the counter attributes it;
-    - the children named in ``squeeze_children`` aggregate context (F_sq): their element-wise ops count as the
-      squeeze, their multiply-accumulates as MACs;
-    - ``fuses_residual``: the output is ``x * s``, so a residual unit hands its sum in (``residual + x * s``,
-      one ``addcmul``). An operator whose output is not ``x * s`` (GC's additive fusion) sets it False and the
-      unit adds.
-
-    Attributes: ``tag`` (``SE_4_6``: stage 4, block 6, whatever the operator) and ``channels``.
-    """
-
-    squeeze_children: tuple[str, ...] = ("squeeze",)
-    fuses_residual: bool = True
-
-    def scale(self, x: torch.Tensor, s: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """F_scale ``x * s``; with ``residual``, fused into the sum: ``residual + x * s``."""
-        return fused_scale(self, x, s, residual)
-
-    def extra_repr(self) -> str:
-        return f"tag={self.tag}"
-
-
 class SqueezeExcite(Recalibration):
     """x -> x * σ(W2 δ(W1 F_sq(x))) (paper Eq. 2-4).
 
@@ -135,19 +108,3 @@ class SqueezeExcite(Recalibration):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """F_scale ``x * s``; with ``residual``, the scale fused into the sum: ``residual + x * s``."""
         return self.scale(x, self.excitation(x), residual)  # F_scale, broadcast over H, W
-
-
-def make_se(channels: int, cfg: SEConfig | None, stage: int, block: int, placement: str | None = None,
-            tag: str | None = None) -> Recalibration | None:
-    """The ``cfg.operator`` block for ``(stage, block)`` if ``cfg`` asks for one there (and at ``placement``), else
-    None. ``tag`` defaults to the paper's ``SE_{stage}_{block}``."""
-    if cfg is None or not cfg.applies_to(stage, block):
-        return None
-    if placement is not None and cfg.placement != placement:
-        return None
-    return operator_class(cfg.operator)(channels, cfg, tag=tag or f"SE_{stage}_{block}")
-
-
-def se_modules(model: nn.Module) -> dict[str, Recalibration]:
-    """Every recalibration block (SE or a successor) in ``model`` by its tag, in order of construction."""
-    return {m.tag: m for m in model.modules() if isinstance(m, Recalibration)}

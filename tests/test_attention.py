@@ -21,7 +21,8 @@ from senet.attention.cbam import CBAM
 from senet.blocks import set_fused_se
 from senet.config import OPERATOR_KNOBS, OPERATORS, PLACEMENTS, WHERE_KNOBS, ModelConfig, SEConfig
 from senet.op_counts import count_ops
-from senet.se import Recalibration, SqueezeExcite, make_se
+from senet.recalibration import Recalibration, make_se
+from senet.se import SqueezeExcite
 from senet.tree import config_hash, to_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")

@@ -9,7 +9,8 @@ from timm.models.senet import SEModule as LegacySEModule
 
 from senet.blocks import set_fused_se
 from senet.config import ACTIVATIONS, GATES, SQUEEZES, SEConfig
-from senet.se import Squeeze, SqueezeExcite, make_se, se_modules, se_width
+from senet.recalibration import make_se, se_modules
+from senet.se import Squeeze, SqueezeExcite, se_width
 
 
 def _x(*shape, seed=0):

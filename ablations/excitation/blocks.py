@@ -3,7 +3,7 @@
 ``SE_4_6`` is stage 4, block 6 of an SE-ResNet; ``SE_4e`` module e of stage 4 of SE-BN-Inception. The
 paper's Fig. 6 shows the last block of each stage and every block of the last stage (``default_blocks``).
 
-A block is any ``senet.se.Recalibration`` (SE or a successor, ``model.se.operator``); the analysis records the
+A block is any ``senet.recalibration.Recalibration`` (SE or a successor, ``model.se.operator``); the analysis records the
 per-channel gate s (N, C, 1, 1) that the block multiplies in, the output of its ``channel_gate()`` module
 (SE: its ``gate``). Operators without one (a gate per position: SimAM, coordinate attention, GE at e > 0; GC's
 additive fusion) are refused in one line naming the operator and why (``channel_gates``).
@@ -16,7 +16,8 @@ import numpy as np
 from torch import nn
 
 from senet.attention import OPERATORS
-from senet.se import Recalibration, SqueezeExcite
+from senet.recalibration import Recalibration
+from senet.se import SqueezeExcite
 
 STAGE_TAG = re.compile(r"^SE_(\d+)_?(\d+|[a-z]+)$")  # also Inception modules: SE_4e (stage 4, module e)
 #: The operators with a per-channel gate, as the refusal lists them (each module's ``channel_gate()`` decides).

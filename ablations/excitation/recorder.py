@@ -150,7 +150,7 @@ class ExcitationRecorder:
         stats = rec.stats(class_names)
 
     Args:
-        model: any ``nn.Module`` containing ``senet.se.Recalibration`` blocks with a per-channel gate (SE, ECA,
+        model: any ``nn.Module`` containing ``senet.recalibration.Recalibration`` blocks with a per-channel gate (SE, ECA,
             SRM, CBAM's channel attention, GC with scale fusion, GE at global extent; others: ``NoChannelGate``).
         num_classes: K, the label range.
         blocks: names (as ``se_blocks`` gives them) to record; ``None`` records every block.

@@ -24,8 +24,8 @@ import torch
 import yaml
 
 from senet.complexity import CONVENTIONS, OpCounts, count_ops, summarize
+from senet.recalibration import se_modules
 from senet.registry import build_model, get_arch, model_config
-from senet.se import se_modules
 
 SCORED_TABLES = ("2", "3", "10", "13", "15", "16")
 TABLES = SCORED_TABLES + ("sec4", "operators")

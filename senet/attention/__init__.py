@@ -1,9 +1,9 @@
-"""SE's successors as drop-in operators: ``se.operator`` picks one, ``senet.se.make_se`` builds it.
+"""SE's successors as drop-in operators: ``se.operator`` picks one, ``senet.recalibration.make_se`` builds it.
 
-Each operator is one module here, a ``senet.se.Recalibration`` built as ``cls(channels, cfg, tag=...)`` from the
-``SEConfig`` knobs it reads (``senet.config.OPERATOR_KNOBS``). The registry names each one's class by its import
-path and imports it on first use, so importing ``senet.se`` does not import every operator, and the operators can
-build on ``senet.se`` without an import cycle.
+Each operator is one module here, a ``senet.recalibration.Recalibration`` built as ``cls(channels, cfg, tag=...)``
+from the ``SEConfig`` knobs it reads (``senet.config.OPERATOR_KNOBS``). The registry names each one's class by its
+import path and imports it on first use, so importing ``senet.recalibration`` does not import every operator, and
+the operators can build on it (and on ``senet.se``) without an import cycle.
 
 Each also says where its per-channel gate is: ``channel_gate()``, the child whose output is s (N, C, 1, 1), which the
 excitation analysis (``ablations.excitation``) hooks; None where there is none, with ``no_channel_gate`` saying why.

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from senet.config import SEConfig
-from senet.se import _ACTIVATIONS, PointwiseFC, Recalibration, bottleneck_width
+from senet.recalibration import Recalibration
+from senet.se import _ACTIVATIONS, PointwiseFC, bottleneck_width
 
 
 class GlobalPools(nn.Module):

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from senet.config import SEConfig
-from senet.se import Recalibration
+from senet.recalibration import Recalibration
 
 
 def coord_width(channels: int, reduction: int) -> int:

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from senet.config import SEConfig
-from senet.se import Recalibration, Squeeze
+from senet.recalibration import Recalibration
+from senet.se import Squeeze
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:

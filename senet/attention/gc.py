@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from senet.config import SEConfig
-from senet.se import PointwiseFC, Recalibration, bottleneck_width
+from senet.recalibration import Recalibration
+from senet.se import PointwiseFC, bottleneck_width
 
 
 class AttentionPool(nn.Module):

@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from senet.config import SEConfig
-from senet.se import PointwiseFC, Recalibration, bottleneck_width
+from senet.recalibration import Recalibration
+from senet.se import PointwiseFC, bottleneck_width
 
 
 class AvgGather(nn.Module):

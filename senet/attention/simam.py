@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from senet.config import SEConfig
-from senet.se import Recalibration
+from senet.recalibration import Recalibration
 
 
 class SpatialMoments(nn.Module):
