@@ -15,7 +15,8 @@ from ablations.cli import main
 from ablations.sweep import ticker
 from ablations.sweep.fields import SAMPLERS, named
 from ablations.sweep.grid_size import MAX_ARMS, MAX_ARMS_CEILING, count_cells, listed_counts, seed_count
-from ablations.sweep.spec import is_se_key, preflight, read_yaml
+from ablations.sweep.preflight import preflight
+from ablations.sweep.spec import is_se_key, read_yaml
 from ablations.yaml_bounds import MAX_BYTES, MAX_NODES, OverBound, safe_load_bounded
 
 ROOT = Path(__file__).resolve().parent.parent

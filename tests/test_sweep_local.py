@@ -177,14 +177,20 @@ def test_n_trials_caps_a_grid_and_a_rerun_resumes_it(tmp_path, one_thread):
     assert [t.state for t in load_study(spec, url, "cap").trials] == [optuna.trial.TrialState.COMPLETE] * 3
 
 
-def test_an_arm_gets_the_datas_classes_before_it_is_hashed(tmp_path):
+def test_an_arm_gets_the_datas_classes_before_it_is_hashed_and_named(tmp_path, capsys):
     """The spec states no model.num_classes; an arm over 4-class synthetic data is hashed as the 4-class network
-    that trains, as `senet-ablate train` resolves the same keys (issue 10)."""
+    that trains, as `senet-ablate train` resolves the same keys (issue 10), and named as train names it: the
+    sweep's baseline is settled too, so the data's classes are not a difference to it (issue 22)."""
+    from ablations.cli import main
     from ablations.experiment import settle
-    from ablations.sweep.spec import make_config
+    from ablations.naming import run_name
+    from ablations.sweep.spec import baseline_config, make_config
 
     base = {**TINY, "data": {"name": "synthetic", "num_classes": 4, "image_size": 8}, "output_dir": str(tmp_path)}
     spec = load_spec(write(tmp_path, name="classes", base=base, space={"model.se.reduction": [4]}, baseline=False))
     arm = make_config(spec, {"model.se.reduction": 4})
     assert arm.model.num_classes == 4 and arm.model.in_chans == 3
     assert settle(arm).config_hash == arm.hash()  # the run's own check changes nothing
+    assert run_name(arm, baseline_config(spec)) == run_name(arm) == "se_resnet20_cifar-r4_synthetic_s0"
+    assert main(["sweep", str(tmp_path / "classes.yaml"), "--dry-run"]) == 0
+    assert "  se_resnet20_cifar-r4_synthetic_s0\n" in capsys.readouterr().out

@@ -83,7 +83,8 @@ def _spawn_args(args: argparse.Namespace, study_name: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ablations.sweep.grid_size import MAX_ARMS_CEILING
-    from ablations.sweep.spec import build_spec, preflight, read_yaml
+    from ablations.sweep.preflight import preflight
+    from ablations.sweep.spec import build_spec, read_yaml
     from ablations.sweep.storage import check_reachable, default_storage, resolve_storage, storage_from_env
 
     # Checked here by hand: senet.tree.check_int would import torch (the senet package) before the cheap checks.
@@ -212,7 +213,7 @@ def _report_command(study_name: str, url: str) -> str:
 
 
 def _print_plan(spec, study_name: str, url: str) -> int:
-    from ablations.sweep.spec import make_config
+    from ablations.sweep.spec import baseline_config, make_config
     from ablations.sweep.storage import masked
     from ablations.sweep.ticker import ticking
 
@@ -222,10 +223,10 @@ def _print_plan(spec, study_name: str, url: str) -> int:
     if spec.is_grid:
         from ablations.naming import run_name
 
-        cells = spec.grid()
+        cells, baseline = spec.grid(), baseline_config(spec)
         print(f"{len(cells)} trials (arm x seed):")
         for c in ticking(cells, "listing"):
-            print("  " + run_name(make_config(spec, c), spec.base.override({"model.se": None})))
+            print("  " + run_name(make_config(spec, c), baseline))
     else:
         print(f"{spec.n_trials} trials over: {', '.join(p.key for p in spec.space)}")
     return 0

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from ablations.sweep.attrs import folder_attrs, trial_attrs
 from ablations.sweep.space import suggest
-from ablations.sweep.spec import SweepSpec, make_config
+from ablations.sweep.spec import SweepSpec, baseline_config, make_config
 from ablations.training import interrupts
 from ablations.training.metrics import GMACS, MONITOR, PARAMS
 
@@ -64,7 +64,7 @@ class SweepObjective:
                  on_config: Callable[[optuna.Trial, Any, Any], None] | None = None) -> None:
         self.spec, self.study_name = spec, study_name
         self.runner, self.on_start, self.on_config = runner, on_start, on_config
-        self.baseline = spec.base.override({"model.se": None})
+        self.baseline = baseline_config(spec)
 
     def _run(self, cfg, trial: optuna.Trial | None):
         runner = self.runner

@@ -8,7 +8,6 @@ arm that cannot exist (r that leaves zero channels, a stage the network lacks) f
 """
 from __future__ import annotations
 
-import copy
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +29,11 @@ from ablations.sweep.fields import (
     parse_seeds,
 )
 from ablations.sweep.grid_size import MAX_ARMS, check_cap, count_cells, listed_counts, seed_count
-from ablations.sweep.storage import check_storage_url
+from ablations.sweep.preflight import Checked, preflight
 from ablations.sweep.ticker import ticking
 
 if TYPE_CHECKING:  # the config pulls in torch; imported lazily so a bad spec or storage fails in a second
     from ablations.config import ExperimentConfig
-
-TOP_KEYS = ("name", "description", "paper", "base", "baseline", "space", "objectives", "sampler", "pruner",
-            "budget", "seeds", "storage", "heartbeat", "wandb", "variants")
 
 #: torch threads per run when the spec's base leaves ``train.threads`` unset: one per worker process.
 SWEEP_THREADS = 1
@@ -127,6 +123,14 @@ def make_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None
     return settle_data_fields(resolve_base(layer(spec.explicit, arm_overrides(params), {"seed": seed})))
 
 
+def baseline_config(spec: SweepSpec) -> ExperimentConfig:
+    """What the sweep's run names are relative to (``naming.run_name``): the base without SE, its data fields settled
+    as every arm's are, so a name shows the arm's factors, not the data's classes."""
+    from ablations.experiment import settle_data_fields  # deferred: torch
+
+    return settle_data_fields(spec.base.override({"model.se": None}))
+
+
 def with_overrides(spec: SweepSpec, overrides: dict[str, Any]) -> SweepSpec:
     """``spec`` with more explicit base keys, resolved with the rest (a device count re-shares the recipe's batch)."""
     import dataclasses
@@ -135,45 +139,6 @@ def with_overrides(spec: SweepSpec, overrides: dict[str, Any]) -> SweepSpec:
 
     explicit = layer(spec.explicit, overrides)
     return dataclasses.replace(spec, explicit=explicit, base=resolve_base(explicit))
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-@dataclass(frozen=True)
-class Checked:
-    """A spec mapping past the cheap checks (``preflight``): its variant merged in, its study and storage."""
-
-    raw: dict
-    study: str
-    storage: str
-    output_dir: str
-    variant: str | None = None
-
-
-def preflight(raw: Any, variant: str | None = None) -> Checked:
-    """The cheap checks, before torch is imported: top-level keys, the variant, the name, the storage URL's form.
-
-    The variant is merged here, once; ``build_spec`` takes the result.
-    """
-    raw = keys("", raw, TOP_KEYS)
-    variants = raw.get("variants") or {}
-    if variant is not None:
-        if not isinstance(variants, dict) or variant not in variants:
-            raise fail("--variant", variant, f"this spec has: {', '.join(variants) or 'no variants'}")
-        raw = _merge(raw, keys(f"variants.{variant}", variants[variant], tuple(k for k in TOP_KEYS if k != "variants")))
-    name = raw.get("name")
-    if not isinstance(name, str) or not name or any(c in name for c in " /\\:"):
-        raise fail("name", name, "give the study a name without spaces, slashes or colons")
-    base = raw.get("base") if isinstance(raw.get("base"), dict) else {}
-    storage = raw.get("storage")
-    return Checked(raw=raw, study=f"{variant}-{name}" if variant else name,
-                   storage=check_storage_url(storage) if storage else "",
-                   output_dir=str(base.get("output_dir", "runs")), variant=variant)
 
 
 def read_yaml(path: str | Path) -> dict:

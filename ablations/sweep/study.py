@@ -24,7 +24,7 @@ from ablations.sweep.leases import Requeue
 from ablations.sweep.queue import state_counts
 from ablations.sweep.reconnect import ResilientStorage, connect_kwargs, is_connection_error, retrying
 from ablations.sweep.space import queued
-from ablations.sweep.spec import SweepSpec, make_config
+from ablations.sweep.spec import SweepSpec, baseline_config, make_config
 from ablations.sweep.storage import engine_kwargs, make_sqlite_folder, masked, sqlite_lock_folder
 from ablations.sweep.ticker import ticking
 
@@ -280,7 +280,7 @@ def unfinished(study: optuna.Study, spec: SweepSpec, n_trials: int | None = None
         by_hash: dict[str, list] = {}
         for t in trials:
             by_hash.setdefault(t.user_attrs.get("config_hash"), []).append(t)
-        base, cells = spec.base.override({"model.se": None}), spec.grid()
+        base, cells = baseline_config(spec), spec.grid()
         out = []
         for cell in cells:
             cfg = make_config(spec, cell)
