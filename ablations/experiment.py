@@ -53,10 +53,7 @@ def settle(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) -> E
         cfg: the experiment as resolved from files and flags.
         baseline: what the run name is relative to (``naming.run_name``; a sweep passes its base).
     """
-    import torch
-
     from ablations.data import build_datamodule
-    from senet import build_model
 
     if cfg.train.schedule == "plateau" and cfg.train.warmup_epochs:
         raise ValueError("train.warmup_epochs is not allowed with train.schedule='plateau'; use 0, or another schedule")
@@ -64,14 +61,29 @@ def settle(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) -> E
     dm.prepare_data()
     dm.setup("fit")  # a missing or malformed data folder fails here, with its path
     cfg = with_data_fields(cfg, dm)
-    size = tuple(getattr(dm, "input_size", None) or (cfg.model.in_chans, cfg.data.image_size, cfg.data.image_size))
+    check_network(cfg.model, tuple(getattr(dm, "input_size", None) or image_size(cfg)))
+    return Experiment(config=cfg, datamodule=dm, name=run_name(cfg, baseline), config_hash=cfg.hash())
+
+
+def image_size(cfg: ExperimentConfig) -> tuple[int, int, int]:
+    """(C, H, W) of one image as the datamodules serve ``cfg.data`` (square, ``model.in_chans`` once settled)."""
+    return cfg.model.in_chans, cfg.data.image_size, cfg.data.image_size
+
+
+def check_network(model: Any, size: tuple[int, ...]) -> None:
+    """Build ``model`` (a ``ModelConfig``) on the meta device (no memory, no weights) and run one image of ``size``
+    through it: a configuration that cannot exist (an r that leaves zero channels) or cannot run on maps of that size
+    (an operator that needs more positions than a stage has) raises ``ValueError`` now, not in a worker."""
+    import torch
+
+    from senet import build_model
+
     with torch.device("meta"):
-        network = build_model(cfg.model)
+        network = build_model(model)
         try:
             network.eval()(torch.empty(1, *size))
         except ValueError as exc:  # the SE operators' own checks of the maps they get
-            raise ValueError(f"model {cfg.model.arch} on {'x'.join(map(str, size))} images: {exc}") from None
-    return Experiment(config=cfg, datamodule=dm, name=run_name(cfg, baseline), config_hash=cfg.hash())
+            raise ValueError(f"model {model.arch} on {'x'.join(map(str, size))} images: {exc}") from None
 
 
 def with_data_fields(cfg: ExperimentConfig, datamodule: Any) -> ExperimentConfig:

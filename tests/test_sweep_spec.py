@@ -23,6 +23,9 @@ SPEC = {
     "seeds": 2,
 }
 
+# An ImageNet network on 8 px digits: its third stage is 1x1.
+TINY_IMAGENET_NET = {"model": {"arch": "resnet18", "se": {"reduction": 16}}, "data": {"name": "digits", "image_size": 8}}
+
 
 def spec(**changes):
     raw = copy.deepcopy(SPEC)
@@ -82,6 +85,12 @@ def test_variant_merges_and_names_the_study():
     ({"space": {"model.se.reduction": [0]}}, r"se.reduction=0 is not allowed"),
     ({"space": {"model.se.stages": [[7]]}}, r"stages contains 7"),
     ({"space": {"model.se.reduction": [8, 32]}}, r"an arm of resnet20_cifar cannot be built: se.reduction=32 leaves 0"),
+    # The arm runs on its data's images, as train's resolve step checks: SimAM needs 2 positions, 8 px leave 1.
+    ({"space": {"model.se.operator": ["se", "simam"]}, "base": {**SPEC["base"], **TINY_IMAGENET_NET}},
+     r"^space: an arm of resnet18 cannot be built: model resnet18 on 3x8x8 images: SimAM \(SE_3_1\) needs "
+     r"at least 2 spatial positions"),
+    ({"space": {"model.se.operator": ["se", "simam"]}, "sampler": "random", "budget": {"n_trials": 2},
+      "base": {**SPEC["base"], **TINY_IMAGENET_NET}}, r"on 3x8x8 images: SimAM \(SE_3_1\) needs"),
     ({"space": {"train.lr": {"type": "normal", "low": 1}}}, r"space.train.lr.type='normal' is not allowed; choose one of: categorical, int, float, log"),
     ({"space": {"train.lr": {"type": "log", "low": 0, "high": 1}}}, r"a log distribution needs low > 0"),
     ({"space": {"train.lr": {"type": "float", "low": 1, "high": 0.1}}}, r"it must be below high"),

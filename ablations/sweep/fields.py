@@ -189,22 +189,20 @@ def parse_heartbeat(raw: Any) -> tuple[int, int, int]:
     return interval, grace, retry
 
 
-def check_buildable(models: list) -> None:
-    """Build every distinct network of the sweep on the meta device (no memory, no weights), so an arm that
-    cannot exist (an r that leaves zero channels) fails now instead of in a worker hours later."""
-    import torch
-
-    from senet import build_model
+def check_buildable(configs: list) -> None:
+    """Build every distinct network of the sweep on the meta device and run one image of its data's size through it
+    (``ablations.experiment.check_network``), so an arm that cannot exist (an r that leaves zero channels) or cannot
+    run on its images (SimAM in a 1x1 stage) fails now instead of in a worker hours later."""
+    from ablations.experiment import check_network, image_size
     from senet.tree import config_hash
 
     seen = set()
-    for model in models:
-        key = config_hash(model)
+    for cfg in configs:
+        key = (config_hash(cfg.model), image_size(cfg))
         if key in seen:
             continue
         seen.add(key)
         try:
-            with torch.device("meta"):
-                build_model(model)
+            check_network(cfg.model, image_size(cfg))
         except ValueError as exc:
-            raise ValueError(f"space: an arm of {model.arch} cannot be built: {exc}") from None
+            raise ValueError(f"space: an arm of {cfg.model.arch} cannot be built: {exc}") from None

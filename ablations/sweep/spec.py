@@ -239,18 +239,18 @@ def _explicit_base(raw: dict, overrides: dict[str, Any]) -> tuple[dict, Experime
 
 
 def _check_arms(spec: SweepSpec) -> None:
-    """Build every arm's model once (a grid: every cell; otherwise each categorical value and range end)."""
+    """Build and run every arm's network once, on its data's image size (a grid: every cell; otherwise each
+    categorical value and range end of the model's keys and the image size)."""
     if spec.is_grid:
         cells = spec.grid()
         configs = [make_config(spec, c) for c in ticking(cells, "checking")]
         if len({c.hash() for c in configs}) != len(configs):
             raise ValueError("space: two grid cells give the same config; every arm must differ")
-        models = [c.model for c in configs]
     else:
-        models = [spec.base.model] + [spec.base.override({p.key: v}).model for p in spec.space
-                                      if p.key.startswith("model.")
-                                      for v in (p.values if p.type == "categorical" else (p.low, p.high))]
-    check_buildable(models)
+        configs = [spec.base] + [spec.base.override({p.key: v}) for p in spec.space
+                                 if p.key.startswith("model.") or p.key == "data.image_size"
+                                 for v in (p.values if p.type == "categorical" else (p.low, p.high))]
+    check_buildable(configs)
 
 
 def load_spec(path: str | Path, *, variant: str | None = None, overrides: dict[str, Any] | None = None,
