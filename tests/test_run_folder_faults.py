@@ -116,6 +116,25 @@ def test_a_read_only_folder_serves_a_complete_run_and_refuses_others_in_one_line
     assert len(err) == 1 and "read-only file system" in err[0] and str(ro) in err[0], err
 
 
+def test_an_unfinished_run_in_a_read_only_folder_is_one_line_and_resumes_once_writable(tmp_path, mounts, capsys):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount("-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk))
+    mounts.append(disk)
+    assert main(train_args(disk)) == 74  # the disk fills: an unfinished, resumable run
+    mount("-o", "remount,ro,size=64m", str(disk))
+    capsys.readouterr()
+    assert main(train_args(disk)) == 74  # it would have to write: refused, the folder as it was
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "read-only file system" in err[0] and str(disk) in err[0], err
+    assert json.loads((disk / RUN / "result.json").read_text())["status"] == "interrupted"
+    mount("-o", "remount,rw", str(disk))  # the cause fixed: the same command finishes the run
+    assert main(train_args(disk)) == 0
+    row = json.loads((disk / RUN / "result.json").read_text())
+    assert (row["status"], row["epochs"]) == ("complete", 2) and row["attempts"] >= 2
+    assert leftovers(disk) == []
+
+
 def start(out: Path, epochs: int, *extra: str, wandb: str = "disabled") -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ablations.cli", *train_args(out, *extra, epochs=epochs, wandb=wandb)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
