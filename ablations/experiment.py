@@ -55,14 +55,20 @@ def settle(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) -> E
     """
     from ablations.data import build_datamodule
 
-    if cfg.train.schedule == "plateau" and cfg.train.warmup_epochs:
-        raise ValueError("train.warmup_epochs is not allowed with train.schedule='plateau'; use 0, or another schedule")
+    check_training(cfg)
     dm = build_datamodule(cfg.data, seed=cfg.seed)
     dm.prepare_data()
     dm.setup("fit")  # a missing or malformed data folder fails here, with its path
     cfg = with_data_fields(cfg, dm)
     check_network(cfg.model, tuple(getattr(dm, "input_size", None) or image_size(cfg)))
     return Experiment(config=cfg, datamodule=dm, name=run_name(cfg, baseline), config_hash=cfg.hash())
+
+
+def check_training(cfg: ExperimentConfig) -> None:
+    """The rules between ``train`` fields that no single field's check sees (here, not in ``TrainConfig``: a recipe
+    and the flags over it pass through combinations on the way to the final config)."""
+    if cfg.train.schedule == "plateau" and cfg.train.warmup_epochs:
+        raise ValueError("train.warmup_epochs is not allowed with train.schedule='plateau'; use 0, or another schedule")
 
 
 def image_size(cfg: ExperimentConfig) -> tuple[int, int, int]:

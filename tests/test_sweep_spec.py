@@ -105,6 +105,10 @@ def test_variant_merges_and_names_the_study():
     ({"storage": "redis://x"}, r"storage='redis://x' is not allowed; give an SQLAlchemy URL"),
     ({"base": {"trian": {}}}, r"base: unknown key trian"),
     ({"space": {"train.lr": {"type": "float", "low": 0.01, "high": 0.1}}}, r"a grid sweep needs categorical values"),
+    # A rule between train fields, checked for every arm as a run's resolve step checks it (not in a worker).
+    ({"space": {"train.schedule": ["cosine", "plateau"]},
+      "base": {**SPEC["base"], "train": {"recipe": "quick", "warmup_epochs": 2}}},
+     r"^space: an arm cannot run: train.warmup_epochs is not allowed with train.schedule='plateau'"),
 ])
 def test_bad_specs_name_field_value_and_allowed(change, message):
     with pytest.raises(ValueError, match=message):

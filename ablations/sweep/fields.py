@@ -190,14 +190,18 @@ def parse_heartbeat(raw: Any) -> tuple[int, int, int]:
 
 
 def check_buildable(configs: list) -> None:
-    """Build every distinct network of the sweep on the meta device and run one image of its data's size through it
-    (``ablations.experiment.check_network``), so an arm that cannot exist (an r that leaves zero channels) or cannot
-    run on its images (SimAM in a 1x1 stage) fails now instead of in a worker hours later."""
-    from ablations.experiment import check_network, image_size
+    """Check every arm as a run's resolve step would (``ablations.experiment``: ``check_training``, and each distinct
+    network built on the meta device and run on one image of its data's size), so an arm that cannot exist (an r that
+    leaves zero channels) or cannot run (SimAM in a 1x1 stage) fails now instead of in a worker hours later."""
+    from ablations.experiment import check_network, check_training, image_size
     from senet.tree import config_hash
 
     seen = set()
     for cfg in configs:
+        try:
+            check_training(cfg)
+        except ValueError as exc:
+            raise ValueError(f"space: an arm cannot run: {exc}") from None
         key = (config_hash(cfg.model), image_size(cfg))
         if key in seen:
             continue

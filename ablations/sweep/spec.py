@@ -240,7 +240,7 @@ def _explicit_base(raw: dict, overrides: dict[str, Any]) -> tuple[dict, Experime
 
 def _check_arms(spec: SweepSpec) -> None:
     """Build and run every arm's network once, on its data's image size (a grid: every cell; otherwise each
-    categorical value and range end of the model's keys and the image size)."""
+    categorical value and range end of the model's and train's keys and the image size)."""
     if spec.is_grid:
         cells = spec.grid()
         configs = [make_config(spec, c) for c in ticking(cells, "checking")]
@@ -248,7 +248,7 @@ def _check_arms(spec: SweepSpec) -> None:
             raise ValueError("space: two grid cells give the same config; every arm must differ")
     else:
         configs = [spec.base] + [spec.base.override({p.key: v}) for p in spec.space
-                                 if p.key.startswith("model.") or p.key == "data.image_size"
+                                 if p.key.startswith(("model.", "train.")) or p.key == "data.image_size"
                                  for v in (p.values if p.type == "categorical" else (p.low, p.high))]
     check_buildable(configs)
 
