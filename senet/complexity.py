@@ -36,7 +36,7 @@ class Convention:
 CONVENTIONS = {c.name: c for c in (
     Convention("paper", frozenset({"se_squeeze", "se_scale"}),
                "conv + FC multiply-accumulates, plus one op per element for the SE squeeze (pooling) and for the "
-               "SE scale; reproduces ResNet-50 3.86 -> SE-ResNet-50 3.87 (senet-paper.md Sec. 9)"),
+               "SE scale; reproduces ResNet-50 3.86 -> SE-ResNet-50 3.87 (the paper's Table 2)"),
     Convention("conv+fc", frozenset(),
                "conv + FC multiply-accumulates only: what fvcore and FlopCounterMode/2 report; SE shows only "
                "through its FC layers"),

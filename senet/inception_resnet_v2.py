@@ -11,7 +11,7 @@ reproduces it and Table 2 explains the miss.
 
 Stage ids are the output stride's exponent as in the ResNets: the A blocks run at stride 8 (35x35,
 stage 3), B at 16 (17x17, stage 4), C at 32 (8x8, stage 5), with (10, 20, 10) blocks. SE placement
-(not stated beyond "similar schemes", senet-paper.md Sec. 11.6): each A/B/C block is a residual
+(the paper says no more than "similar schemes"): each A/B/C block is a residual
 unit (``senet.blocks.ResidualUnit``), so SE sits on its residual branch before the sum, as in
 SE-ResNet (``standard``: x + SE(s * F(x))), and ``pre``, ``post`` and ``identity`` apply too. The
 stem and the reduction modules Mixed_5b/6a/7a get no SE (they have no residual to recalibrate against).

@@ -7,7 +7,7 @@ the same network as timm's ``mobilenetv1_100``. Stage ids are the output stride'
 the ResNets (conv2_x is stride 4 = stage 2): 112x112 is stage 1, 56 stage 2, 28 stage 3, 14 stage 4
 and 7x7 stage 5, with (1, 2, 2, 6, 2) blocks.
 
-SE placement (not stated in the paper, senet-paper.md Sec. 11.5): one SE block, r = 16, on the
+SE placement (the paper does not state it): one SE block, r = 16, on the
 output of every depthwise-separable block, as SE-BN-Inception puts one after every module. That is
 the reading that reproduces the printed 4.7 M (+479,744 FC weights). It costs 5.9 M MACs under the
 paper convention, 575 M against the printed 572; no placement on whole blocks gives both 4.7 M and

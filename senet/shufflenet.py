@@ -8,7 +8,7 @@ first unit of a stage has stride 2, a 3x3 average-pooled shortcut and a concat (
 C_out - C_in channels), the others add the identity; ReLU follows. The first 1x1 of Stage2 is not
 grouped (24 input channels). 1.87 M parameters and 137.5 M MACs at 224x224.
 
-SE placement (not stated in the paper, senet-paper.md Sec. 11.5): the stride-1 units are residual
+SE placement (the paper does not state it): the stride-1 units are residual
 units (``senet.blocks.ResidualUnit``) and take every residual placement, ``standard`` (on the
 branch, before the sum) by default; ``after_3x3`` acts on the depthwise output. The stride-2 concat
 units get no SE block: SE on the 13 residual units adds 568,800 FC weights (2.44 M with the FC

@@ -22,7 +22,7 @@ def se_r50():
 
 
 def test_se_resnet50_matches_the_prototxt_counts_of_sec9(se_r50):
-    """senet-paper.md Sec. 9, counted from the released Caffe prototxt by an independent script."""
+    """Counted from the released Caffe prototxt by an independent script."""
     base = count_ops(meta("resnet50"))
     assert base.params == 25_557_032 and se_r50.params == 28_088_024
     assert base.categories["conv"] + base.categories["linear"] == 3_857_973_248
@@ -132,7 +132,7 @@ def test_bad_input_is_a_value_error_naming_it(bad, match):
 @pytest.mark.parametrize("name, n_se", [("se_vgg16_bn", 13), ("se_mobilenet_v1", 13),
                                         ("se_shufflenet_v1_g3", 13), ("se_inception_resnet_v2", 40)])
 def test_new_archs_se_count_and_closed_form_params(name, n_se):
-    """Every SE block adds 2*C*s + s + C parameters (anchors.md Habit 6), and nothing else changes."""
+    """Every SE block adds 2*C*s + s + C parameters, and nothing else changes."""
     se_model, base = meta(name), meta(name.removeprefix("se_"))
     blocks = se_modules(se_model).values()
     assert len(blocks) == n_se

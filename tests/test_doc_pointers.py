@@ -39,3 +39,16 @@ def test_the_package_code_points_to_no_issue():
     cited = [name for name, text in _sources().items()
              if name.startswith(("senet/", "ablations/", "benchmarks/")) and re.search(r"\bissues? #?\d+", text, re.I)]
     assert not cited, cited
+
+
+def test_every_markdown_file_the_code_names_is_in_the_repository():
+    """A ``*.md`` the code or the paper's values file names in prose (a transcription or notes kept elsewhere) is a
+    pointer outside the repository unless the repository has it."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    names = {Path(f).name for f in tracked}
+    texts = {**_sources(), "ablations/paper/paper_values.yaml": (ROOT / "ablations/paper/paper_values.yaml").read_text()}
+    missing = sorted({f"{name}: {md}" for name, text in texts.items()
+                      for md in re.findall(r"(?<![\w./\"'-])[\w./-]+\.md\b", text)  # a quoted name is a file a test makes
+                      if Path(md).name not in names})
+    assert not missing, missing
+

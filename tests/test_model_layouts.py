@@ -106,7 +106,7 @@ def _macs(name: str, **overrides) -> int:
     ("resnext50_32x4d", "3x3", 4_230_479_872), ("bn_inception", None, 2_032_600_064),
 ])
 def test_conv_fc_macs_of_the_layouts(name, stride_on, macs):
-    """senet-paper.md Sec. 8-9: conv+FC multiply-accumulates at 224 (paper: 3.86, -, 4.24, 2.03 GFLOPs)."""
+    """The paper's printed values: conv+FC multiply-accumulates at 224 (paper: 3.86, -, 4.24, 2.03 GFLOPs)."""
     got, shape = _macs(name, **({"stride_on": stride_on} if stride_on else {}))
     assert got == macs
     assert shape[1:] == ((1024, 7, 7) if name == "bn_inception" else (2048, 7, 7))

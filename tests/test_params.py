@@ -56,7 +56,7 @@ def se_block_params(c: int, r: int, bias: bool) -> int:
     ("bn_inception", 11_285_224), ("se_bn_inception", 11_931_622),
 ])
 def test_released_model_counts(name, params):
-    """senet-paper.md Sec. 9: learnable params of the released prototxts (timm's legacy_se* agree)."""
+    """Learnable params of the released prototxts (timm's legacy_se* agree)."""
     assert count(name) == params
 
 
@@ -86,7 +86,7 @@ def test_paper_numbers_follow():
     assert count("resnet50", **{"se.bias": False}) - 25_557_032 == 2_514_944
     assert count("se_resnet50") - 25_557_032 == 2_530_992
     assert count("resnet50", **{"se.bias": False, "se.stages": [2, 3, 4]}) - 25_557_032 == 942_080
-    # Table 10 (r = 2..32), learnable params with FC biases, in millions (senet-paper.md Sec. 9, "PT bias")
+    # Table 10 (r = 2..32), learnable params with FC biases, in millions ("PT bias")
     table10 = {2: 45.699, 4: 35.636, 8: 30.604, 16: 28.088, 32: 26.830}
     for r, millions in table10.items():
         assert round(count("resnet50", **{"se.reduction": r}) / 1e6, 3) == millions

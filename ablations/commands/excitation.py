@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 # A run folder of the quickstart (senet-ablate quickstart), whose default arms train on the embedded digits.
 EXAMPLES = ("senet-ablate excitation runs/quickstart/se_resnet20_cifar_digits_s0 --classes 0 3 7 --wandb disabled",)
-# The data keys take --set, the spelling of train and every other subcommand; --data KEY=VALUE was this command's
-# own (where train's --data is a dataset name), and still works, with a line naming --set.
+# The data keys take --set, the spelling of train and every other subcommand (train's --data is a dataset name);
+# --data KEY=VALUE is accepted with one line naming --set.
 DEPRECATED_DATA = "excitation: --data KEY=VALUE is deprecated; use --set data.KEY=VALUE"
 
 

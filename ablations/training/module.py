@@ -67,7 +67,7 @@ class SEClassifier(pl.LightningModule):
             config = ExperimentConfig()
         self.cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.from_dict(config)
         # Plain data only (never the dataclass): checkpoints load with weights_only and stay readable without
-        # this package's classes, and every checkpoint written before the typed constructor stores this dict.
+        # this package's classes, and every checkpoint of the project, old or new, stores this dict.
         # logger=False: the loggers get the flattened config from run.py (dotted keys), not a nested dict.
         self.save_hyperparameters({"config": self.cfg.to_dict(), "input_size": input_size}, logger=False)
         self.model = build_model(self.cfg.model)
