@@ -1,8 +1,8 @@
 """The one resolve step: from what a user typed, or from a config, to the ``Experiment`` that trains.
 
 ``resolve(config_file, model, overrides)`` is ``senet-ablate train``'s (and so the W&B agent's); ``settle(cfg,
-baseline)`` is every other path's (a sweep arm, the quickstart, a script's ``run_experiment(cfg)``, which settles
-a config itself). Both check everything before any work and return the finished experiment: the config with its
+baseline)`` is every other path's (a sweep arm, the quickstart, a script: ``training.run.run_config(cfg)`` is
+``run_experiment(settle(cfg))``). Both check everything before any work and return the finished experiment: the config with its
 data fields settled, the datamodule set up for ``fit``, the network checked once on the meta device, and the
 run's identity (its name and hash), so nothing downstream rebuilds, renames or rehashes it. The precedence of
 files, recipes and flags is ``ablations.resolve``'s (docs/DESIGN.md, Configuration).
@@ -98,10 +98,15 @@ def with_data_fields(cfg: ExperimentConfig, datamodule: Any) -> ExperimentConfig
     The data decides the classifier's width and input channels (``--data cifar100`` needs no second flag).
     Settle them before a config is hashed: the hash names the network that trains.
     """
-    classes, chans = int(datamodule.num_classes), int(datamodule.input_size[0])
-    if (cfg.model.num_classes, cfg.model.in_chans) == (classes, chans):
+    fields = data_fields(datamodule)
+    if all(getattr(cfg.model, k) == v for k, v in fields.items()):
         return cfg
-    return cfg.replace(model=dataclasses.replace(cfg.model, num_classes=classes, in_chans=chans))
+    return cfg.replace(model=dataclasses.replace(cfg.model, **fields))
+
+
+def data_fields(datamodule: Any) -> dict[str, int]:
+    """The ``model`` fields the data decides, as ``datamodule`` serves them: ``num_classes`` and ``in_chans``."""
+    return {"num_classes": int(datamodule.num_classes), "in_chans": int(datamodule.input_size[0])}
 
 
 def settle_data_fields(cfg: ExperimentConfig) -> ExperimentConfig:

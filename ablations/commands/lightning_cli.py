@@ -42,6 +42,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from ablations.config import DataConfig, ExperimentConfig
 from ablations.data import ImageDataModule
+from ablations.experiment import data_fields
 from ablations.training.data_check import adapt_to_record
 from ablations.training.module import SEClassifier
 from senet import safe_load
@@ -100,7 +101,7 @@ class CheckpointDataCLI(LightningCLI):
         return (init if isinstance(init.get("cfg"), Namespace) else None), cls
 
     def _settle_data_fields(self, sub: str | None) -> None:
-        """The one resolve step's rule (``ablations.experiment.with_data_fields``): the data decides the network's
+        """The one resolve step's rule (``ablations.experiment.data_fields``): the data decides the network's
         classes and input channels, so ``model.num_classes`` and ``model.in_chans`` that the user did not write take
         the datamodule's, as ``senet-ablate train --data`` does. A written one that disagrees is refused by the
         module; a checkpoint being evaluated keeps the network it records."""
@@ -118,9 +119,9 @@ class CheckpointDataCLI(LightningCLI):
             dm = cls(DataConfig(**vars(init.cfg)), **({"seed": init.seed} if init.get("seed") is not None else {}))
         except (OSError, TypeError, ValueError):
             return  # its instantiation says why, in its own words
-        for key, value in (("num_classes", dm.num_classes), ("in_chans", dm.input_size[0])):
+        for key, value in data_fields(dm).items():
             if value and (written is None or key not in written):
-                setattr(model, key, int(value))
+                setattr(model, key, value)
 
     def _adapt_data_to_checkpoint(self, sub: str | None) -> None:
         path = self.config[sub].get("ckpt_path") if sub in EVALUATING else None

@@ -13,7 +13,6 @@ from ablations.data.digits import DigitsDataModule
 from ablations.data.fashion_mnist import FashionMNISTDataModule, read_idx
 from ablations.data.imagenet import ImageNetDataModule
 from ablations.data.synthetic import SyntheticDataModule
-from senet.tree import check_choice
 
 DATAMODULES: dict[str, type[ImageDataModule]] = {
     cls.name: cls
@@ -33,7 +32,6 @@ def build_datamodule(cfg: DataConfig, seed: int = 0) -> ImageDataModule:
         FileNotFoundError: the folder is missing; the message names the path and the expected layout.
         ValueError: the folder or a file is malformed, or an option does not apply to the dataset.
     """
-    check_choice("data.name", cfg.name, tuple(DATAMODULES))
     return DATAMODULES[cfg.name](cfg, seed=seed)
 
 
