@@ -105,7 +105,7 @@ def run_quickstart(q: QuickstartConfig, runner: Callable | None = None, workers:
 
     Args:
         q: what to run.
-        runner: ``run_experiment`` by default (injectable for tests; runs in this process).
+        runner: ``run_config`` by default (injectable for tests; runs in this process).
         workers: runs at a time, each in its own process with ``THREADS`` torch threads: small nets scale badly
             over threads (OpenMP barriers per op), and threads that spin at barriers collapse on a shared
             machine, while one process per core does neither. The results do not depend on it.
@@ -135,9 +135,9 @@ def run_quickstart(q: QuickstartConfig, runner: Callable | None = None, workers:
 
 
 def _run_one(cfg: ExperimentConfig, **kw) -> dict:
-    from ablations.training.run import run_experiment
+    from ablations.training.run import run_config
 
-    return run_experiment(cfg, progress_bar=False, quiet=True).to_dict()
+    return run_config(cfg, progress_bar=False, quiet=True).to_dict()
 
 
 def _as_row(result) -> dict:

@@ -4,7 +4,7 @@ A checkpoint is a pickle, and a pickle can call any function while it loads. Run
 a cluster, so every file the project reads with ``torch.load`` (a resume, ``excitation``, released weights) goes through
 torch's restricted unpickler, which builds tensors and plain data (dicts, lists, numbers, strings) and
 refuses anything else. The project's own checkpoints hold nothing else: their RNG streams are tensors
-(``ablations.training.run_folder.RNGStateCallback``); the older layout stores numpy's state as an ndarray, so
+(``ablations.training.checkpoints.RNGStateCallback``); the older layout stores numpy's state as an ndarray, so
 numpy's array reconstructors are allowed too (they rebuild data; an object array's items still pass
 through the same restricted unpickler). A file that needs more is refused with one line naming it and
 what it asked for; it is never executed.

@@ -19,7 +19,7 @@ from test_resume import Interrupt  # stops a run at an epoch's start, after the 
 from ablations.cli import main
 from ablations.config import ExperimentConfig
 from ablations.excitation.analysis import load_module
-from ablations.training.run import run_experiment
+from ablations.training.run import run_config
 from senet import build_model, model_config
 from senet.weights import load_legacy_weights, read_state_dict
 
@@ -108,15 +108,15 @@ def old_layout(ckpt: Path) -> None:
 
 @pytest.mark.slow
 def test_old_and_new_checkpoints_resume_bit_equal_and_load_in_excitation(tmp_path):
-    straight = run_experiment(config(tmp_path / "a"), progress_bar=False, quiet=True)
+    straight = run_config(config(tmp_path / "a"), progress_bar=False, quiet=True)
     for layout in ("new", "old"):
-        cut = run_experiment(config(tmp_path / layout), callbacks=[Interrupt(at=2)], progress_bar=False, quiet=True)
+        cut = run_config(config(tmp_path / layout), callbacks=[Interrupt(at=2)], progress_bar=False, quiet=True)
         assert (cut.status, cut.epochs) == ("failed", 2)
         last = Path(cut.run_dir) / "checkpoints" / "last.ckpt"
         if layout == "old":
             old_layout(last)
         assert load_module(last).cfg.hash() == straight.config_hash  # excitation reads it
-        resumed = run_experiment(config(tmp_path / layout), progress_bar=False, quiet=True)
+        resumed = run_config(config(tmp_path / layout), progress_bar=False, quiet=True)
         assert (resumed.status, resumed.epochs, resumed.attempts) == ("complete", 3, 2)
         assert resumed.metrics == straight.metrics, layout
 
@@ -127,7 +127,7 @@ def test_last_ckpt_holds_the_last_epoch_when_later_epochs_do_not_improve(tmp_pat
     # val/top1_best improves in epoch 0 only and best.ckpt stays there (asserted: the case this test is for).
     cfg = config(tmp_path, lr=0.0).override({"data.batch_size": 32, "train.limit_train_batches": 0.5,
                                              "train.limit_val_batches": 1})
-    done = run_experiment(cfg, progress_bar=False, quiet=True)
+    done = run_config(cfg, progress_bar=False, quiet=True)
     ckpts = Path(done.run_dir) / "checkpoints"
     assert done.status == "complete" and done.epochs == 3
     assert torch.load(ckpts / "best.ckpt", weights_only=True)["epoch"] == 0
@@ -143,7 +143,7 @@ def test_lightning_cli_refuses_a_hostile_checkpoint_in_one_line_and_evaluates_an
 
     monkeypatch.chdir(tmp_path)  # LightningCLI writes its config.yaml into the working folder
     marker = tmp_path / "ran"
-    done = run_experiment(config(tmp_path / "run").override({"train.epochs": 1}), progress_bar=False, quiet=True)
+    done = run_config(config(tmp_path / "run").override({"train.epochs": 1}), progress_bar=False, quiet=True)
     old = tmp_path / "old.ckpt"
     shutil.copy(Path(done.run_dir) / "checkpoints" / "last.ckpt", old)
     old_layout(old)

@@ -13,7 +13,7 @@ from ablations.config import ExperimentConfig
 from ablations.data import build_datamodule
 from ablations.excitation import ExcitationRecorder
 from ablations.training.module import SEClassifier
-from ablations.training.run_folder import RNGStateCallback
+from ablations.training.checkpoints import RNGStateCallback
 from senet import model_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread_module")]

@@ -1,4 +1,4 @@
-"""`senet-ablate excitation` end to end (paper Sec. 7.2): a digits model trained by run_experiment, then the CLI."""
+"""`senet-ablate excitation` end to end (paper Sec. 7.2): a digits model trained by run_config, then the CLI."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ import pytest
 from ablations.cli import main
 from ablations.config import ExperimentConfig
 from ablations.excitation import ExcitationStats
-from ablations.training.run import run_experiment
+from ablations.training.run import run_config
 
 pytestmark = pytest.mark.slow
 BLOCKS = [f"SE_{s}_{b}" for s in (2, 3, 4) for b in (1, 2, 3)]  # SE-ResNet-20 (CIFAR layout)
@@ -25,7 +25,7 @@ def runs(tmp_path_factory) -> dict:
         cfg = ExperimentConfig().override({
             "model.se": {"reduction": r} if r else None, "data.image_size": 16, "train.epochs": 1,
             "train.limit_train_batches": 0.1, "output_dir": str(root), "wandb.mode": "disabled"})
-        result = run_experiment(cfg, quiet=True)
+        result = run_config(cfg, quiet=True)
         assert result.status == "complete", result.reason
         out[r] = Path(result.run_dir)
     return out

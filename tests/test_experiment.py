@@ -14,7 +14,7 @@ from ablations.experiment import Experiment, resolve, settle
 from ablations.naming import run_name
 from ablations.resolve import resolve_experiment
 from ablations.training import module as module_file
-from ablations.training.run import run_experiment
+from ablations.training.run import run_config, run_experiment
 
 FLAGS = ["--data", "synthetic", "--model", "se_resnet20_cifar", "data.image_size=8", "data.num_samples=32",
          "data.num_classes=4", "data.batch_size=16", "--epochs", "1", "--wandb", "disabled", "se.reduction=4"]
@@ -68,8 +68,34 @@ def test_the_network_is_built_once_with_weights_and_the_run_keeps_the_experiment
     assert result.status == "complete"
     assert (result.name, result.config_hash) == (exp.name, exp.config_hash)
     assert ExperimentConfig.from_dict(result.config) == exp.config
-    again = run_experiment(exp.config.replace(output_dir=str(tmp_path / "b")), progress_bar=False, quiet=True)
+    again = run_config(exp.config.replace(output_dir=str(tmp_path / "b")), progress_bar=False, quiet=True)
     assert (again.name, again.config_hash, again.metrics) == (result.name, result.config_hash, result.metrics)
+
+
+def test_a_run_builds_one_trainer_and_a_refused_setting_leaves_no_folder(tmp_path, monkeypatch):
+    """The run's Trainer is built once, before the run folder is touched: the one that fits is the one that was
+    checked, and a setting Lightning refuses is one line with nothing written."""
+    from ablations.training import run as run_file
+
+    built = []
+    real = run_file.make_trainer
+
+    def counting(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(run_file, "make_trainer", counting)
+    exp = resolve(*_config_model_overrides(typed(tmp_path / "a")))
+    assert run_experiment(exp, progress_bar=False, quiet=True).status == "complete"
+    assert len(built) == 1 and built[0].current_epoch == 1  # the Trainer that was built is the one that trained
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"^train.accelerator/devices/strategy/precision: .*gpu"):
+            run_experiment(resolve(*_config_model_overrides(typed(tmp_path / "b", "train.accelerator=gpu"))))
+        assert not (tmp_path / "b").exists()
+
+
+def _config_model_overrides(args: argparse.Namespace) -> tuple:
+    return args.config, args.model, _parse_overrides(args)
 
 
 def test_an_experiment_is_frozen():

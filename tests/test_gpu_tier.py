@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from ablations.config import ExperimentConfig
-from ablations.training.run import run_experiment
+from ablations.training.run import run_config
 from senet import model_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow,
@@ -41,7 +41,7 @@ def last_weights(result) -> dict[str, torch.Tensor]:
 
 
 def test_bf16_mixed_trains_the_fused_se_on_the_gpu_and_keeps_fp32_weights(tmp_path):
-    result = run_experiment(tiny(tmp_path, **{"train.precision": "bf16-mixed"}), progress_bar=False, quiet=True)
+    result = run_config(tiny(tmp_path, **{"train.precision": "bf16-mixed"}), progress_bar=False, quiet=True)
     assert result.status == "complete", result.reason
     assert result.env["precision"] == "bf16-mixed" and result.env["gpu"] and result.env["devices"] == 1
     assert all(math.isfinite(v) for v in result.metrics.values())
@@ -101,7 +101,7 @@ def test_the_gpu_decoder_trains_from_jpegs_decoded_on_the_gpu(tmp_path):
                         "data.batch_size": 4, "train.epochs": 1, "wandb.mode": "disabled", "train.accelerator": "gpu",
                         "train.devices": 1})
     seen = BatchOnDevice()
-    result = run_experiment(cfg, callbacks=[seen], progress_bar=False, quiet=True)
+    result = run_config(cfg, callbacks=[seen], progress_bar=False, quiet=True)
     assert result.status == "complete", result.reason
     assert seen.seen and set(seen.seen) == {("cuda", torch.float32, (4, 3, 32, 32))}
     assert result.config["data"]["decoder"] == "gpu" and math.isfinite(result.metrics["val/loss"])

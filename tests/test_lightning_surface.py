@@ -153,11 +153,11 @@ def test_a_runs_checkpoints_test_to_their_recorded_validation_numbers(tmp_path):
 
     Bugs caught: a checkpoint written before its epoch's validation, or after the next optimizer step; a test split
     other than the validation split (another seed, another transform); ``best.ckpt`` not the best epoch's weights."""
-    from ablations.training.run import run_experiment
+    from ablations.training.run import run_config
 
     cfg = digits_cfg().override({"output_dir": str(tmp_path / "runs"), "train.epochs": 3, "train.threads": 1,
                                  "train.limit_train_batches": 3, "data.val_fraction": 0.1, "seed": 3})
-    result = run_experiment(cfg, progress_bar=False, quiet=True)
+    result = run_config(cfg, progress_bar=False, quiet=True)
     assert result.status == "complete"
     checkpoints = Path(result.run_dir) / "checkpoints"
     for name, metric in (("last.ckpt", "val/top1"), ("best.ckpt", "val/top1_best")):

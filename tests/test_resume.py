@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ablations.config import ExperimentConfig
-from ablations.training.run import RESULT_FILE, Result, run_experiment
+from ablations.training.run import RESULT_FILE, Result, run_config
 from senet import model_config
 
 pytestmark = pytest.mark.slow
@@ -45,14 +45,14 @@ def weights(result: Result) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> Result:
     """The uninterrupted run both resumes must end equal to (its folder is only read)."""
-    return run_experiment(config(tmp_path_factory.mktemp("straight")), progress_bar=False, quiet=True)
+    return run_config(config(tmp_path_factory.mktemp("straight")), progress_bar=False, quiet=True)
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path, straight):
 
-    cut = run_experiment(config(tmp_path / "b"), callbacks=[Interrupt(at=2)], progress_bar=False, quiet=True)
+    cut = run_config(config(tmp_path / "b"), callbacks=[Interrupt(at=2)], progress_bar=False, quiet=True)
     assert (cut.status, cut.epochs, cut.reason) == ("failed", 2, "RuntimeError: preempted")
-    resumed = run_experiment(config(tmp_path / "b"), progress_bar=False, quiet=True)
+    resumed = run_config(config(tmp_path / "b"), progress_bar=False, quiet=True)
 
     assert straight.status == resumed.status == "complete"
     assert resumed.epochs == straight.epochs == 3
@@ -75,9 +75,9 @@ class DieAtTheEnd(pl.Callback):
 def test_a_resume_from_the_last_epochs_checkpoint_reports_that_epochs_metrics(tmp_path, straight):
     """Nothing is left to train, so Lightning logs nothing: the metrics come from the run's CSV history (seen in
     CI: a sweep worker stopped there, and the rerun's trial failed with "the run reported no val/top1_best")."""
-    cut = run_experiment(config(tmp_path / "b"), callbacks=[DieAtTheEnd()], progress_bar=False, quiet=True)
+    cut = run_config(config(tmp_path / "b"), callbacks=[DieAtTheEnd()], progress_bar=False, quiet=True)
     assert cut.status == "failed" and cut.epochs == 3
-    resumed = run_experiment(config(tmp_path / "b"), progress_bar=False, quiet=True)
+    resumed = run_config(config(tmp_path / "b"), progress_bar=False, quiet=True)
     assert (resumed.status, resumed.epochs, resumed.attempts) == ("complete", 3, 2)
     val = {k: v for k, v in straight.metrics.items() if k.startswith("val/")}
     assert val and {k: resumed.metrics.get(k) for k in val} == val  # bit-equal: the same epoch's logged values

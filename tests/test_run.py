@@ -1,4 +1,4 @@
-"""run_experiment: one JSON result row per run, failures recorded with their reason, config errors before any work."""
+"""run_config: one JSON result row per run, failures recorded with their reason, config errors before any work."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ import torch
 from ablations.config import ExperimentConfig
 from ablations.naming import run_name
 from ablations.training.metrics import RESULT_METRICS
-from ablations.training.run import RESULT_FILE, Result, claim_run_dir, git_commit, run_experiment
+from ablations.training.run import RESULT_FILE, Result, claim_run_dir, git_commit, run_config
 from senet import build_model, model_config
 from senet.complexity import complexity
 
@@ -30,7 +30,7 @@ def tiny(tmp_path, **overrides) -> ExperimentConfig:
 
 def test_writes_one_complete_result_row(tmp_path):
     cfg = tiny(tmp_path)
-    result = run_experiment(cfg, progress_bar=False, quiet=True)
+    result = run_config(cfg, progress_bar=False, quiet=True)
     run_dir = tmp_path / run_name(cfg)
     assert result.status == "complete" and result.reason is None
     assert Path(result.run_dir) == run_dir
@@ -55,16 +55,16 @@ def test_writes_one_complete_result_row(tmp_path):
 
 def test_a_complete_run_is_reused_not_retrained(tmp_path):
     cfg = tiny(tmp_path, **{"train.epochs": 1})
-    first = run_experiment(cfg, progress_bar=False, quiet=True)
+    first = run_config(cfg, progress_bar=False, quiet=True)
     mtime = (Path(first.run_dir) / RESULT_FILE).stat().st_mtime_ns
-    again = run_experiment(cfg, progress_bar=False, quiet=True)
+    again = run_config(cfg, progress_bar=False, quiet=True)
     assert again == first and (Path(first.run_dir) / RESULT_FILE).stat().st_mtime_ns == mtime
 
 
 def test_a_different_config_never_overwrites_a_run_folder(tmp_path):
     a = tiny(tmp_path, **{"train.epochs": 1})
     b = a.override({"train.lr": 0.05})  # same run name (the lr is not an SE field), different experiment
-    ra = run_experiment(a, progress_bar=False, quiet=True)
+    ra = run_config(a, progress_bar=False, quiet=True)
     name, folder = claim_run_dir(b, run_name(b))
     assert name == f"{run_name(b)}-{b.hash()[:8]}" and folder != Path(ra.run_dir)
     with pytest.raises(ValueError, match="holds a different experiment"):
@@ -86,14 +86,14 @@ class Crash(pl.Callback):
 
 
 def test_a_nan_loss_is_a_failed_run_with_its_reason(tmp_path):
-    result = run_experiment(tiny(tmp_path), callbacks=[PoisonWeights()], progress_bar=False, quiet=True)
+    result = run_config(tiny(tmp_path), callbacks=[PoisonWeights()], progress_bar=False, quiet=True)
     assert result.status == "failed" and result.reason.startswith("non-finite loss")
     assert json.loads((Path(result.run_dir) / RESULT_FILE).read_text())["status"] == "failed"
     assert result.params > 0  # the cost of the arm is known even when training fails
 
 
 def test_an_exception_inside_training_is_recorded_not_raised(tmp_path):
-    result = run_experiment(tiny(tmp_path), callbacks=[Crash()], progress_bar=False, quiet=True)
+    result = run_config(tiny(tmp_path), callbacks=[Crash()], progress_bar=False, quiet=True)
     assert (result.status, result.reason, result.epochs) == ("failed", "RuntimeError: worker lost", 0)
 
 
@@ -104,7 +104,7 @@ def test_an_exception_inside_training_is_recorded_not_raised(tmp_path):
 ])
 def test_config_errors_raise_before_any_work(tmp_path, overrides, error, match):
     with pytest.raises(error, match=match):
-        run_experiment(tiny(tmp_path, **overrides))
+        run_config(tiny(tmp_path, **overrides))
     assert not any(tmp_path.iterdir())  # no run folder, nothing trained
 
 
@@ -116,13 +116,13 @@ def test_wandb_offline_run_lives_in_the_run_folder_and_is_finished(tmp_path, mon
     monkeypatch.chdir(cwd)
 
     out = tmp_path / "runs"
-    result = run_experiment(tiny(out, **{"wandb.mode": "offline", "train.epochs": 1}), progress_bar=False,
+    result = run_config(tiny(out, **{"wandb.mode": "offline", "train.epochs": 1}), progress_bar=False,
                             quiet=True)
     runs = list((Path(result.run_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and runs[0].is_dir() and list(runs[0].glob("run-*.wandb"))
     assert result.wandb_dir == str(runs[0])
     assert wandb.run is None  # finished
-    failed = run_experiment(tiny(out, **{"wandb.mode": "offline", "seed": 1}), callbacks=[Crash()],
+    failed = run_config(tiny(out, **{"wandb.mode": "offline", "seed": 1}), callbacks=[Crash()],
                             progress_bar=False, quiet=True)
     assert failed.status == "failed" and wandb.run is None  # finished on errors too
     assert not any(cwd.iterdir())  # nothing littered where the command ran
@@ -157,7 +157,7 @@ def test_a_wandb_login_netrc_entry_counts_as_logged_in(monkeypatch, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_trainer_misconfiguration_is_a_value_error_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="train.accelerator.*gpu"):
-        run_experiment(tiny(tmp_path, **{"train.accelerator": "gpu"}))
+        run_config(tiny(tmp_path, **{"train.accelerator": "gpu"}))
     assert not any(tmp_path.iterdir())
 
 
@@ -165,19 +165,19 @@ def test_trainer_misconfiguration_is_a_value_error_before_any_work(tmp_path):
 def test_more_cpu_devices_than_cores_is_refused_before_any_work(tmp_path):
     cores = len(os.sched_getaffinity(0))
     with pytest.raises(ValueError, match=rf"train.devices={cores + 6} is not allowed.*between 1 and {cores}"):
-        run_experiment(tiny(tmp_path, **{"train.devices": cores + 6, "train.strategy": "ddp"}))
+        run_config(tiny(tmp_path, **{"train.devices": cores + 6, "train.strategy": "ddp"}))
     assert not any(tmp_path.iterdir())
 
 
 def test_a_truncated_checkpoint_names_the_file_and_the_way_out(tmp_path):
     cfg = tiny(tmp_path, **{"train.epochs": 1})
-    first = run_experiment(cfg, callbacks=[Crash()], progress_bar=False, quiet=True)  # unfinished: resumable
+    first = run_config(cfg, callbacks=[Crash()], progress_bar=False, quiet=True)  # unfinished: resumable
     ckpt = Path(first.run_dir) / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(exist_ok=True)
     ckpt.write_bytes(torch.save.__name__.encode() * 100)  # not a zip: a checkpoint cut short
     with pytest.raises(ValueError, match=rf"checkpoint {ckpt} is truncated.*--no-resume"):
-        run_experiment(cfg, progress_bar=False, quiet=True)
-    again = run_experiment(cfg, resume=False, progress_bar=False, quiet=True)
+        run_config(cfg, progress_bar=False, quiet=True)
+    again = run_config(cfg, resume=False, progress_bar=False, quiet=True)
     assert again.status == "complete" and again.attempts == 1
 
 
@@ -193,18 +193,18 @@ def test_a_held_run_folder_is_refused_in_one_line_and_taken_over_when_its_holder
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunFolderBusy, match=rf"in use by pid {holder.pid} on .*already running"):
-            run_experiment(cfg, progress_bar=False, quiet=True)
+            run_config(cfg, progress_bar=False, quiet=True)
     finally:
         holder.kill()
         holder.wait()
     with RunLock(folder):  # the kernel dropped the dead holder's lock: no stale-lock heuristics
         pass
-    assert run_experiment(cfg, progress_bar=False, quiet=True).status == "complete"
+    assert run_config(cfg, progress_bar=False, quiet=True).status == "complete"
 
 
 def test_one_config_hash_gives_identical_metrics_twice_on_one_machine(tmp_path):
     # Same machine, same pinned threads: the digits agree bit for bit (README: why another machine may not).
-    a = run_experiment(tiny(tmp_path / "a", **{"train.threads": 1}), progress_bar=False, quiet=True)
-    b = run_experiment(tiny(tmp_path / "b", **{"train.threads": 1}), progress_bar=False, quiet=True)
+    a = run_config(tiny(tmp_path / "a", **{"train.threads": 1}), progress_bar=False, quiet=True)
+    b = run_config(tiny(tmp_path / "b", **{"train.threads": 1}), progress_bar=False, quiet=True)
     assert a.config_hash == b.config_hash and a.status == b.status == "complete"
     assert a.metrics == b.metrics and a.env == b.env and a.env["threads"] == 1

@@ -19,7 +19,7 @@ from test_train_interrupts import wait_for  # until a run's file exists, failing
 
 from ablations.config import ExperimentConfig
 from ablations.training.interrupts import RunInterrupted
-from ablations.training.run import run_experiment
+from ablations.training.run import run_config
 from senet import model_config
 
 pytestmark = pytest.mark.slow
@@ -118,7 +118,7 @@ def test_a_signal_during_a_checkpoint_write_leaves_that_checkpoint_whole(tmp_pat
 
     monkeypatch.setattr(torch, "save", signalled_save)
     with pytest.raises(RunInterrupted) as info:
-        run_experiment(cfg, progress_bar=False, quiet=True)
+        run_config(cfg, progress_bar=False, quiet=True)
     monkeypatch.undo()
     assert info.value.signum == signal.SIGTERM and writes == [0, at]
 
@@ -130,5 +130,5 @@ def test_a_signal_during_a_checkpoint_write_leaves_that_checkpoint_whole(tmp_pat
     assert ckpt["epoch"] == at and ckpt["state_dict"] and ckpt["optimizer_states"]
     assert not list(run_dir.rglob("*.part"))
 
-    resumed = run_experiment(cfg, progress_bar=False, quiet=True)  # and it resumes from that checkpoint
+    resumed = run_config(cfg, progress_bar=False, quiet=True)  # and it resumes from that checkpoint
     assert (resumed.status, resumed.epochs, resumed.attempts) == ("complete", EPOCHS, 2)

@@ -27,7 +27,7 @@ from ablations.sweep.study import load_study, setup_study, unfinished
 from ablations.sweep.worker import run_worker
 from ablations.training import interrupts
 from ablations.training.run import Result
-from ablations.training.run_folder import resume_point
+from ablations.training.checkpoints import resume_point
 
 ROOT = Path(__file__).resolve().parent.parent
 State = optuna.trial.TrialState

@@ -24,7 +24,7 @@ import process_guard
 import pytest
 import wandb_records
 
-from ablations.training.run_folder import resume_point
+from ablations.training.checkpoints import resume_point
 
 pytestmark = pytest.mark.slow
 

@@ -52,7 +52,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
 
 def describe_checkpoint(ckpt: Path, run_dir: Path) -> str:
     """Which weights are analysed: the file, its epoch, and the run's status (an unfinished run says so)."""
-    from ablations.training.run_folder import resume_point
+    from ablations.training.checkpoints import resume_point
 
     text = f"{ckpt} (after epoch {resume_point(ckpt)['epoch'] + 1}"
     result = run_dir / "result.json"

@@ -54,7 +54,7 @@ class SweepObjective:
     Args:
         spec: the validated sweep.
         study_name: the study (names the output folder and the W&B group).
-        runner: ``run_experiment`` (injectable for the DDP follower ranks and for tests of the engine).
+        runner: ``run_config`` (injectable for the DDP follower ranks and for tests of the engine).
         on_start: called with the trial first thing (the worker takes the trial's lease and releases its claim lock).
         on_config: called with ``(trial, cfg, baseline)`` before each run (DDP rank 0 broadcasts them there).
     """
@@ -69,7 +69,7 @@ class SweepObjective:
     def _run(self, cfg, trial: optuna.Trial | None):
         runner = self.runner
         if runner is None:
-            from ablations.training.run import run_experiment as runner
+            from ablations.training.run import run_config as runner
         baseline = self.baseline.replace(seed=cfg.seed)
         report = trial is not None and not self.spec.multi_objective  # Optuna keeps curves of one objective only
         prune = report and self.spec.pruner["type"] != "none"

@@ -60,7 +60,7 @@ def run_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: int | 
         study_name: the study.
         max_trials: stop after this many trials of this worker (``None``: until the study is done).
         n_trials: the study's total trial budget (default: the spec's; a grid's size caps it anyway).
-        runner: ``run_experiment`` by default.
+        runner: ``run_config`` by default.
         on_config: passed to the objective (DDP rank 0 broadcasts each run's config to its followers).
         on_stop: called once when the worker stops (DDP rank 0 tells its followers).
     """
@@ -150,7 +150,7 @@ FOLDER_WAIT_S = 3600.0
 
 
 def _patient(runner: Callable | None) -> Callable:
-    """``runner`` (``run_experiment`` by default) that waits for a run folder held by another live process.
+    """``runner`` (``run_config`` by default) that waits for a run folder held by another live process.
 
     A retry of an arm whose first attempt was cut off from the database (its trial failed for a dropped lease
     or a stale heartbeat) finds that attempt still training in the arm's folder: the folder is not the arm's
@@ -162,7 +162,7 @@ def _patient(runner: Callable | None) -> Callable:
     def run(cfg, **kwargs):
         nonlocal runner
         if runner is None:
-            from ablations.training.run import run_experiment as runner
+            from ablations.training.run import run_config as runner
         deadline, warned = time.monotonic() + FOLDER_WAIT_S, False
         while True:
             try:
@@ -220,7 +220,7 @@ def run_ddp_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: in
     import torch.distributed as dist
 
     from ablations.config import ExperimentConfig
-    from ablations.training.run import run_experiment
+    from ablations.training.run import run_config
 
     rank, world = distributed_rank()
     if world == 1:
@@ -252,7 +252,7 @@ def run_ddp_worker(spec: SweepSpec, url: str, study_name: str, *, max_trials: in
             trial = optuna.Trial(study, frozen._trial_id)
         cfg, baseline = ExperimentConfig.from_dict(cfg_dict), ExperimentConfig.from_dict(base_dict)
         try:
-            run_experiment(cfg, trial=trial, baseline=baseline, quiet=True)
+            run_config(cfg, baseline, trial=trial, quiet=True)
         except Exception as exc:  # noqa: BLE001 - rank 0 records the failure; followers go on
             log.warning("rank %d: trial %s failed: %s", rank, number, exc)
         ran += 1

@@ -1,7 +1,7 @@
 """The Lightning ``Trainer`` of a run and the process settings around it (threads, warnings, pruning).
 
-``run_experiment`` builds one ``Trainer`` per attempt from ``TrainConfig`` (and a dry one first, so a refused
-setting fails before the run folder is touched), pins ``train.threads`` for the run, and silences the
+``run_experiment`` builds one ``Trainer`` per attempt from ``TrainConfig``, before the run folder is touched (a
+refused setting fails with nothing written; its start-up lines wait for the run to start: ``held_lines``), pins ``train.threads`` for the run, and silences the
 Lightning hints that do not apply to these runs. Checkpoints are written in place (``InPlaceCheckpointIO``).
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,29 @@ def check_devices(t: Any) -> None:
                          f"cores; use train.devices between 1 and {cores} (one DDP process per device)")
 
 
+_RANK_ZERO_LOG = "lightning.pytorch.utilities.rank_zero"  # Lightning's start-up lines ("GPU available: ...")
+
+
 @contextlib.contextmanager
-def quiet_lightning():
-    """Lightning's "GPU available" lines once per run, from the real Trainer, not from the dry build too."""
-    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = log.level
-    log.setLevel(logging.WARNING)
+def held_lines(held: list[logging.LogRecord]):
+    """Lightning's start-up lines of a Trainer built before its run folder is claimed, kept in ``held`` instead
+    of printed; ``print_held`` prints them once the run starts, so a command refused at the folder's lock prints
+    its one line only."""
+    log, collect = logging.getLogger(_RANK_ZERO_LOG), logging.Handler()
+    collect.emit = held.append
+    propagate, log.propagate = log.propagate, False
+    log.addHandler(collect)
     try:
         yield
     finally:
-        log.setLevel(level)
+        log.removeHandler(collect)
+        log.propagate = propagate
+
+
+def print_held(held: Sequence[logging.LogRecord]) -> None:
+    log = logging.getLogger(_RANK_ZERO_LOG)
+    for record in held:
+        log.handle(record)
 
 
 @contextlib.contextmanager

@@ -1,20 +1,22 @@
 """``run_experiment(experiment) -> Result``: one arm, one seed, trained and evaluated.
 
 The one plain function that the CLI, the quickstart, the Optuna objective and the W&B agent all call. It takes
-the ``Experiment`` of the one resolve step (``ablations.experiment``), or a config that it settles there first, so
-everything is validated before any work (bad config, missing data folder: ``ValueError`` /
-``FileNotFoundError``); then it claims the run folder, seeds, trains with Lightning (checkpoints, resume, DDP, mixed precision),
-and writes one JSON result row to ``<output_dir>/<run_name>/result.json``, independent of W&B.
+the ``Experiment`` of the one resolve step (``ablations.experiment.resolve`` or ``settle``), so everything is
+validated before any work (bad config, missing data folder: ``ValueError`` / ``FileNotFoundError``); then it
+claims the run folder, builds the run's one ``Trainer`` (a refused setting fails before the folder is touched),
+seeds, trains with Lightning (checkpoints, resume, DDP, mixed precision), and writes one JSON result row to
+``<output_dir>/<run_name>/result.json``, independent of W&B.
 A failure inside training (NaN loss, out of memory, ...) becomes ``status="failed"`` with its reason; a
 signal (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2) becomes ``status="interrupted"`` and ``RunInterrupted`` is raised;
-``complete`` means training reached its last epoch. The run folder's lock, attempts and resumable
-history live in ``ablations.training.run_folder``.
+``complete`` means training reached its last epoch. The run folder's lock and attempts live in
+``ablations.training.run_folder``, its checkpoints and resume point in ``ablations.training.checkpoints``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +29,18 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from ablations.config import ExperimentConfig
 from ablations.experiment import Experiment, settle
 from ablations.training import interrupts, provenance, wandb_logging
+from ablations.training.checkpoints import RNGStateCallback, checkpoint_callbacks, finished_epochs, resume_point
 from ablations.training.cost import CostCallback, count_complexity
 from ablations.training.faults import MachineFault, machine_fault
 from ablations.training.interrupts import RunInterrupted
 from ablations.training.lightning_trainer import (
     benign_warnings_off,
     check_devices,
+    held_lines,
     make_trainer,
     pinned_threads,
+    print_held,
     pruning_callback,
-    quiet_lightning,
 )
 from ablations.training.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
 from ablations.training.module import NonFiniteLossError, SEClassifier
@@ -45,34 +49,27 @@ from ablations.training.run_folder import (
     CHECKPOINTS,
     AttemptCallback,
     Attempts,
-    RNGStateCallback,
     RunFolderBusy,
     RunLock,
     check_real_folder,
-    checkpoint_callbacks,
     claim_run_dir,
-    finished_epochs,
-    resume_point,
     start_over,
 )
 from ablations.training.run_history import HistoryCSVLogger, epoch_values
 from senet import safe_load
 
-__all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "claim_run_dir",
+__all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "claim_run_dir", "run_config",
            "run_experiment"]
 
-def run_experiment(experiment: Experiment | ExperimentConfig, *, callbacks: Sequence[Callback] | None = None,
-                   trial: Any = None, baseline: ExperimentConfig | None = None, resume: bool = True,
-                   progress_bar: bool | None = None, quiet: bool = False) -> Result:
+def run_experiment(experiment: Experiment, *, callbacks: Sequence[Callback] | None = None, trial: Any = None,
+                   resume: bool = True, progress_bar: bool | None = None, quiet: bool = False) -> Result:
     """Train and evaluate one experiment; returns its ``Result`` and writes ``<run_dir>/result.json``.
 
     Args:
-        experiment: the resolved experiment (``ablations.experiment``), or a config, which is settled here
-            (``experiment.settle``: config and data errors raise before any training).
+        experiment: the resolved experiment (``ablations.experiment.resolve``, or ``settle(cfg)`` for a config).
         callbacks: extra Lightning callbacks.
         trial: an Optuna trial; adds the pruning callback on ``MONITOR`` (single-objective studies). A pruned
             run returns ``status="pruned"``; the caller raises ``optuna.TrialPruned``.
-        baseline: what the run name of a config is relative to (``naming.run_name``).
         resume: reuse the run folder: return a complete result of the same config as is, and continue any
             other run from ``checkpoints/last.ckpt``. ``False`` empties the folder and starts over.
         progress_bar: Lightning's progress bar; ``None``: tqdm on a terminal, else one line per epoch (``epoch_log``).
@@ -87,22 +84,18 @@ def run_experiment(experiment: Experiment | ExperimentConfig, *, callbacks: Sequ
             says ``interrupted`` and ``checkpoints/last.ckpt`` resumes it.
         RunFolderBusy: another live process trains the same experiment in this folder.
     """
-    cfg = experiment.config if isinstance(experiment, Experiment) else experiment
-    with interrupts.guard(), pinned_threads(cfg.train.threads):
-        exp = experiment if isinstance(experiment, Experiment) else settle(experiment, baseline)
+    exp = experiment
+    with interrupts.guard(), pinned_threads(exp.config.train.threads):
         name, run_dir = claim_run_dir(exp.config, exp.name, exp.config_hash)
         check_real_folder(run_dir)
-        check_devices(cfg.train)  # here, not in settle(): --print-config checks a cluster's config on a laptop
-        with benign_warnings_off(), quiet_lightning():
-            try:  # a dry build: a refused Trainer setting leaves no folder behind
-                make_trainer(cfg.train, False, [], run_dir, False, True)
-            except MisconfigurationException as exc:  # e.g. precision=16-mixed on a CPU, accelerator=gpu without one
-                raise ValueError(f"train.accelerator/devices/strategy/precision: {exc}") from None
         last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
         # Read once, before the lock: an unreadable checkpoint is one line before anything is written.
         resume_from = resume_point(last_ckpt) if resume and last_ckpt.exists() else None
-        if rank_zero_only.rank != 0:  # DDP followers: rank 0 owns the folder, its lock and its files
-            return _train(exp, name, run_dir, callbacks, trial, resume_from, progress_bar, quiet, None)
+        # DDP followers: rank 0 owns the folder, its lock and its files.
+        attempts = Attempts(run_dir) if rank_zero_only.rank == 0 else None
+        fit = _Fit.build(exp, name, run_dir, callbacks, trial, resume, resume_from, progress_bar, quiet, attempts)
+        if attempts is None:
+            return _train(exp, fit, run_dir, resume_from, attempts)
         lock = RunLock(run_dir)
         try:
             lock.acquire()
@@ -115,9 +108,15 @@ def run_experiment(experiment: Experiment | ExperimentConfig, *, callbacks: Sequ
                 start_over(run_dir)
             elif (done := _complete(run_dir)) is not None:
                 return done
-            return _train(exp, name, run_dir, callbacks, trial, resume_from, progress_bar, quiet, Attempts(run_dir))
+            return _train(exp, fit, run_dir, resume_from, attempts)
         finally:
             lock.release()
+
+
+def run_config(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None, **kwargs: Any) -> Result:
+    """``run_experiment(settle(cfg, baseline), **kwargs)``: a config's run (a sweep arm, a quickstart arm, a script),
+    through the same resolve step as ``senet-ablate train``; ``baseline`` is what its run name is relative to."""
+    return run_experiment(settle(cfg, baseline), **kwargs)
 
 
 def _complete(run_dir: Path) -> Result | None:
@@ -128,39 +127,62 @@ def _complete(run_dir: Path) -> Result | None:
     return None
 
 
-def _train(exp: Experiment, name: str, run_dir: Path, callbacks: Sequence[Callback] | None,
-           trial: Any, resume_from: dict[str, int] | None, progress_bar: bool | None, quiet: bool,
+@dataclass(frozen=True)
+class _Fit:
+    """The run's one ``Trainer`` with the loggers and callbacks whose records make the result row."""
+
+    trainer: pl.Trainer
+    wandb_logger: Any
+    wandb_id: str
+    cost: CostCallback
+    pruning: Any
+    held: tuple  # Lightning's start-up lines, printed when training starts (``lightning_trainer.held_lines``)
+
+    @classmethod
+    def build(cls, exp: Experiment, name: str, run_dir: Path, callbacks: Sequence[Callback] | None, trial: Any,
+              resume: bool, resume_from: dict[str, int] | None, progress_bar: bool | None, quiet: bool,
+              attempts: Attempts | None) -> _Fit:
+        """Built before the run folder is touched: nothing here writes, so a refused Trainer setting (``precision=
+        16-mixed`` on a CPU, ``accelerator=gpu`` without one) is one line and leaves no folder behind."""
+        wandb_id = wandb_logging.run_id(run_dir, resume)
+        wandb_logger = wandb_logging.make_logger(exp.config, name, run_dir, wandb_id)
+        loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="csv", resume_from=resume_from)]
+        loggers += [wandb_logger] if wandb_logger is not None else []
+        cost, pruning = CostCallback(), pruning_callback(trial)
+        cbs: list[Callback] = [*checkpoint_callbacks(run_dir / CHECKPOINTS, MONITOR, MONITOR_MODE), RNGStateCallback(),
+                               LearningRateMonitor(logging_interval="epoch"), AttemptCallback(attempts), cost,
+                               *([pruning] if pruning is not None else []), *(callbacks or [])]
+        check_devices(exp.config.train)  # here, not in settle(): --print-config checks a cluster's config on a laptop
+        held: list = []
+        with benign_warnings_off(), held_lines(held):
+            try:
+                trainer = make_trainer(exp.config.train, loggers, cbs, run_dir, progress_bar, quiet)
+            except MisconfigurationException as exc:
+                raise ValueError(f"train.accelerator/devices/strategy/precision: {exc}") from None
+        return cls(trainer, wandb_logger, wandb_id, cost, pruning, tuple(held))
+
+
+def _train(exp: Experiment, fit: _Fit, run_dir: Path, resume_from: dict[str, int] | None,
            attempts: Attempts | None) -> Result:
     """Fit once (a first attempt, or a resume from ``resume_point(last.ckpt)``) and record the outcome;
     ``attempts`` is ``None`` off rank 0."""
-    cfg, last_ckpt = exp.config, run_dir / CHECKPOINTS / "last.ckpt"
+    cfg, trainer, last_ckpt = exp.config, fit.trainer, run_dir / CHECKPOINTS / "last.ckpt"
+    print_held(fit.held)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SEClassifier(cfg, input_size=exp.input_size)
-    wandb_id = wandb_logging.run_id(run_dir)
-    wandb_logger = wandb_logging.make_logger(cfg, name, run_dir, wandb_id)
-    loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="csv", resume_from=resume_from)]
-    if wandb_logger is not None:
-        loggers.append(wandb_logger)
-    cost = CostCallback()
-    cbs: list[Callback] = [*checkpoint_callbacks(run_dir / CHECKPOINTS, MONITOR, MONITOR_MODE), RNGStateCallback(),
-                           LearningRateMonitor(logging_interval="epoch"), AttemptCallback(attempts), cost]
-    pruning = pruning_callback(trial)
-    cbs += [c for c in (pruning,) if c is not None] + list(callbacks or [])
-    with benign_warnings_off():
-        trainer = make_trainer(cfg.train, loggers, cbs, run_dir, progress_bar, quiet)
     status, reason, stop = "complete", None, None
     try:
         if attempts is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            wandb_logging.save_run_id(run_dir, wandb_id)
+            wandb_logging.save_run_id(run_dir, fit.wandb_id)
             attempts.begin(None if resume_from is None else resume_from["epoch"] + 1)
         # The resume reads last.ckpt as tensors and plain data only.
         with benign_warnings_off(), safe_load.safe_loading():
             trainer.fit(module, datamodule=exp.datamodule, ckpt_path=str(last_ckpt) if resume_from else None,
                         weights_only=True)
-        if pruning is not None:
-            pruning.check_pruned()
+        if fit.pruning is not None:
+            fit.pruning.check_pruned()
         if trainer.current_epoch < cfg.train.epochs:  # fit returned early without an error: not a finished run
             status, reason = "interrupted", f"training stopped at epoch {trainer.current_epoch} of {cfg.train.epochs}"
     except NonFiniteLossError as exc:
@@ -181,8 +203,7 @@ def _train(exp: Experiment, name: str, run_dir: Path, callbacks: Sequence[Callba
     finally:
         with interrupts.deferred():  # a second Ctrl-C must not cut the result row in half
             try:
-                result = _record(exp, name, run_dir, module, trainer, status, reason, attempts, wandb_logger, stop,
-                                 cost)
+                result = _record(exp, fit, module, run_dir, status, reason, attempts, stop)
             except OSError as exc:  # the row cannot be written either (a full disk): the first fault is reported
                 stop = stop or machine_fault(exc, run_dir)
                 if stop is None:
@@ -192,30 +213,13 @@ def _train(exp: Experiment, name: str, run_dir: Path, callbacks: Sequence[Callba
     return result
 
 
-def _record(exp: Experiment, name: str, run_dir: Path, module: SEClassifier, trainer: pl.Trainer, status: str,
-            reason: str | None, attempts: Attempts | None, wandb_logger: Any, stop: RunInterrupted | None,
-            cost: CostCallback) -> Result:
-    """The result row of this attempt: W&B finished with the matching exit code, ``result.json`` written (rank 0)."""
+def _record(exp: Experiment, fit: _Fit, module: SEClassifier, run_dir: Path, status: str, reason: str | None,
+            attempts: Attempts | None, stop: RunInterrupted | None) -> Result:
+    """The result row of this attempt, assembled here and only here: W&B's summary is read from it and its run
+    finished with the matching exit code; ``result.json`` is written on rank 0."""
+    trainer, epochs = fit.trainer, finished_epochs(fit.trainer)
     if attempts is not None:
-        attempts.update(epochs=finished_epochs(trainer), status=status)
-    wall = attempts.wall_time_s if attempts is not None else 0.0
-    result = _result(exp, name, run_dir, module, trainer, status, reason, wall)
-    result.attempts = len(attempts.entries) if attempts is not None else 1
-    result.env = provenance.collect(trainer)
-    if getattr(trainer, "datamodule", None) is not None:  # data.num_workers may be null: the number used
-        result.env["data_workers"] = trainer.datamodule.num_workers
-    result.cost = cost.cost(trainer.strategy.root_device)
-    summary = {PARAMS: result.params, GMACS: result.gmacs, "status": result.status, "epochs": result.epochs,
-               **result.metrics, **{f"cost/{k}": v for k, v in result.cost.items() if v is not None}}
-    exit_code = stop.exit_code if stop is not None else (0 if result.status in ("complete", "pruned") else 1)
-    result.wandb_dir = wandb_logging.finish(wandb_logger, summary, exit_code=exit_code)
-    if attempts is not None:
-        result.save()
-    return result
-
-
-def _result(exp: Experiment, name: str, run_dir: Path, module: SEClassifier,
-            trainer: pl.Trainer, status: str, reason: str | None, wall: float) -> Result:
+        attempts.update(epochs=epochs, status=status)
     cx = module.complexity
     if cx is None:  # training failed before the count (ComplexityLog); the cost is still a property of the arm
         try:
@@ -227,9 +231,20 @@ def _result(exp: Experiment, name: str, run_dir: Path, module: SEClassifier,
         metrics = epoch_values(run_dir, RESULT_METRICS, trainer.current_epoch - 1)
     if status == "complete" and any(not math.isfinite(v) for v in metrics.values()):
         status, reason = "failed", "non-finite metric"
-    return Result(
+    env = provenance.collect(trainer)
+    if getattr(trainer, "datamodule", None) is not None:  # data.num_workers may be null: the number used
+        env["data_workers"] = trainer.datamodule.num_workers
+    result = Result(
         config=exp.config.to_dict(), config_hash=exp.config_hash, seed=exp.config.seed, git_commit=git_commit(),
         params=int(cx.params) if cx is not None else 0, gmacs=float(cx.gmacs) if cx is not None else 0.0,
-        metrics=metrics, epochs=finished_epochs(trainer), wall_time_s=round(wall, 3), status=status,
-        reason=reason, run_dir=str(run_dir), name=name,
-    )
+        metrics=metrics, epochs=epochs, status=status, reason=reason, run_dir=str(run_dir), name=run_dir.name,
+        wall_time_s=attempts.wall_time_s if attempts is not None else 0.0,
+        attempts=len(attempts.entries) if attempts is not None else 1, env=env,
+        cost=fit.cost.cost(trainer.strategy.root_device))
+    summary = {PARAMS: result.params, GMACS: result.gmacs, "status": result.status, "epochs": result.epochs,
+               **result.metrics, **{f"cost/{k}": v for k, v in result.cost.items() if v is not None}}
+    exit_code = stop.exit_code if stop is not None else (0 if result.status in ("complete", "pruned") else 1)
+    result.wandb_dir = wandb_logging.finish(fit.wandb_logger, summary, exit_code=exit_code)
+    if attempts is not None:
+        result.save()
+    return result

@@ -60,10 +60,11 @@ def resolve_mode(cfg: ExperimentConfig) -> str:
     return cfg.wandb.mode
 
 
-def run_id(run_dir: Path) -> str:
-    """The W&B run id of this run folder (a new one if it has none yet), so a resumed run continues its W&B run."""
+def run_id(run_dir: Path, resume: bool = True) -> str:
+    """The W&B run id of this run folder, so a resumed run continues its W&B run; a new one if it has none yet or
+    the run starts over (``resume=False``)."""
     path = run_dir / _ID_FILE
-    return path.read_text().strip() if path.exists() else uuid.uuid4().hex[:8]
+    return path.read_text().strip() if resume and path.exists() else uuid.uuid4().hex[:8]
 
 
 def save_run_id(run_dir: Path, rid: str) -> None:
