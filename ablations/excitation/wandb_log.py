@@ -43,6 +43,23 @@ def summary_metrics(rows: list[dict]) -> dict[str, float]:
     return out
 
 
+def init_kwargs(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
+    """``wandb.init``'s config, name, job type (and id) for the excitation of the run in ``run_dir``: the training
+    run's own id, name and job type when its folder recorded an id, else a new run named after it. A run's W&B
+    name is its folder's name (``training.run``), whatever baseline or hash suffix named that folder."""
+    from ablations.naming import job_type
+    from senet.tree import flatten
+
+    id_file = Path(run_dir) / "wandb_id.txt"
+    name = Path(run_dir).name
+    kwargs: dict[str, Any] = {"config": flatten(cfg.to_dict())}
+    if id_file.is_file():  # resume the training run: same id, name, group and job type
+        kwargs.update(id=id_file.read_text().strip(), resume="allow", name=name, job_type=job_type(cfg))
+    else:
+        kwargs.update(name=f"{name}-{JOB_TYPE}", job_type=JOB_TYPE)
+    return kwargs
+
+
 def log_excitation(cfg: ExperimentConfig, run_dir: Path, rows: list[dict], images: dict[str, Path],
                    mode: str | None = None) -> str | None:
     """Log figures, table and summary metrics to W&B; returns the W&B run id, or None when disabled.
@@ -55,19 +72,10 @@ def log_excitation(cfg: ExperimentConfig, run_dir: Path, rows: list[dict], image
         mode: ``offline`` / ``online`` / ``disabled``; ``None`` takes ``cfg.wandb.mode``. Online without a
             login falls back to offline, as training does.
     """
-    from ablations.naming import job_type, run_name
     from ablations.training.wandb_logging import init_run
-    from senet.tree import flatten
 
     cfg = cfg.override({"wandb.mode": mode}) if mode else cfg
-    id_file = Path(run_dir) / "wandb_id.txt"
-    name = run_name(cfg)
-    kwargs: dict[str, Any] = {"config": flatten(cfg.to_dict())}
-    if id_file.is_file():  # resume the training run: same id, name, group and job type
-        kwargs.update(id=id_file.read_text().strip(), resume="allow", name=name, job_type=job_type(cfg))
-    else:
-        kwargs.update(name=f"{name}-{JOB_TYPE}", job_type=JOB_TYPE)
-    run = init_run(cfg, Path(run_dir), **kwargs)
+    run = init_run(cfg, Path(run_dir), **init_kwargs(cfg, Path(run_dir)))
     if run is None:
         return None
     import wandb

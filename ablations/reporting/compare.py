@@ -116,6 +116,20 @@ def short_label(config: dict) -> str:
     return "-".join([model_name(cfg), *se_tokens(cfg.model.se)])
 
 
+def arm_labels(configs: Iterable[dict]) -> dict[str, str]:
+    """arm key -> label, for the arms of ``configs`` (result rows' configs, any seeds, in report order): the
+    ``short_label``, unless two arms share one; those differ elsewhere and are named ``naming.arm_name`` against
+    the first arm's baseline."""
+    first: dict[str, dict] = {}
+    for config in configs:
+        first.setdefault(arm_key(config), config)
+    labels = {k: short_label(c) for k, c in first.items()}
+    clash = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
+    reference = default_baseline(ExperimentConfig.from_dict(next(iter(first.values())))) if first else None
+    return {k: lab if lab not in clash else arm_name(ExperimentConfig.from_dict(first[k]), reference)
+            for k, lab in labels.items()}
+
+
 def aggregate(rows: Iterable[dict], min_effect: float | None = None) -> list[ArmSummary]:
     """Group result rows by arm (in first-seen order), average over seeds, add deltas to each arm's baseline.
 
@@ -127,17 +141,13 @@ def aggregate(rows: Iterable[dict], min_effect: float | None = None) -> list[Arm
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(arm_key(row["config"]), []).append(row)
-    labels = {k: short_label(rs[0]["config"]) for k, rs in groups.items()}
-    clash = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
-    # Arms that share a model differ elsewhere: name them by their diff to the first arm's baseline.
-    reference = default_baseline(ExperimentConfig.from_dict(next(iter(groups.values()))[0]["config"])) if groups else None
+    labels = arm_labels(rs[0]["config"] for rs in groups.values())
     summaries = []
     for key, rs in groups.items():
         done = sorted((r for r in rs if r["status"] == "complete"), key=lambda r: r["seed"])
         config = rs[0]["config"]
-        label = labels[key] if labels[key] not in clash else arm_name(ExperimentConfig.from_dict(config), reference)
         summaries.append(ArmSummary(
-            label=label, key=key, baseline_key=baseline_key(config), is_baseline=config["model"]["se"] is None,
+            label=labels[key], key=key, baseline_key=baseline_key(config), is_baseline=config["model"]["se"] is None,
             seeds=tuple(r["seed"] for r in done),
             top1_err=tuple(_err(r["metrics"][VAL_TOP1]) for r in done),
             top5_err=tuple(_err(r["metrics"][VAL_TOP5]) for r in done if VAL_TOP5 in r["metrics"]),
@@ -260,11 +270,13 @@ STATS_NOTE = ("Δ: arm mean - baseline mean in percentage points, with its 95 % 
 
 
 def write_csv(rows: Iterable[dict], path: str | Path, comment: str | None = None) -> Path:
-    """One line per run (not per arm): arm, seed, status, errors, params, GMACs, wall time, config hash, commit, env.
+    """One line per run (not per arm): arm (labelled as ``aggregate`` labels it), seed, status, errors, params,
+    GMACs, wall time, config hash, commit, env.
 
     ``comment`` becomes a first ``# ...`` line (provenance: the command that made the file).
     """
-    path = Path(path)
+    path, rows = Path(path), list(rows)
+    labels = arm_labels(r["config"] for r in rows)
     fields = ["arm", "name", "seed", "status", "top1_err", "top5_err", "params", "gmacs", "epochs", "wall_time_s",
               "config_hash", "git_commit", "reason", "env"]
     with path.open("w", newline="") as fh:
@@ -275,7 +287,8 @@ def write_csv(rows: Iterable[dict], path: str | Path, comment: str | None = None
         for r in rows:
             m = r.get("metrics", {})
             writer.writerow({
-                "arm": short_label(r["config"]), "name": r.get("name", ""), "seed": r["seed"], "status": r["status"],
+                "arm": labels[arm_key(r["config"])], "name": r.get("name", ""), "seed": r["seed"],
+                "status": r["status"],
                 "top1_err": f"{100 * (1 - m[VAL_TOP1]):.3f}" if VAL_TOP1 in m else "",
                 "top5_err": f"{100 * (1 - m[VAL_TOP5]):.3f}" if VAL_TOP5 in m else "",
                 "params": r["params"], "gmacs": f"{r['gmacs']:.6f}", "epochs": r["epochs"],
