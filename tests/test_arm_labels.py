@@ -81,7 +81,7 @@ def per_run(arms: list[compare.ArmSummary], rows: list[dict]) -> list[tuple[str,
 
 
 def test_the_grids_are_realistic(grid):
-    spec, configs, rows = grid
+    _, configs, _ = grid
     arms = {cfg.arm_hash() for cfg in configs}
     assert len(configs) == len(arms) * len(SEEDS) and len(arms) >= 12
     assert any(cfg.model.se is None for cfg in configs)
@@ -111,7 +111,7 @@ def test_a_run_is_named_by_its_arm_and_seed_and_w_and_b_names_it_as_its_folder(g
 
 
 def test_report_rows_label_arms_alike_whichever_seeds_ran(grid):
-    spec, configs, rows = grid
+    spec, _, rows = grid
     factors = [p.key for p in spec.space]
     for path, label_arms in (("compare.aggregate", compare.aggregate),
                              ("sweep.report.summaries", lambda rs: report.summaries(rs, factors))):
@@ -119,7 +119,7 @@ def test_report_rows_label_arms_alike_whichever_seeds_ran(grid):
         assert_labels_arms(path, per_run(everything, rows))
         for seed in SEEDS:  # a report of fewer seeds (a sweep under way) names each arm as the whole one does
             some = [r for r in rows if r["seed"] == seed]
-            assert {(k, lab) for k, lab in per_run(label_arms(some), some)} <= {(a.key, a.label) for a in everything}
+            assert set(per_run(label_arms(some), some)) <= {(a.key, a.label) for a in everything}
     assert_labels_arms("sweep.report.arm_label", [(compare.arm_key(r["config"]), report.arm_label(r["config"], factors))
                                                   for r in rows])  # the unfinished runs' table
 
