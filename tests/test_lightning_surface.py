@@ -89,6 +89,20 @@ def test_summary_counts_flops_at_the_input_size():
     assert SEClassifier(cfg.override({"train.compile": "default"})).example_input_array is None
 
 
+def test_the_callbacks_check_the_data_and_size_the_summary_at_the_images_a_plain_trainer_gives(tmp_path):
+    """The datamodule check is a callback the module hands any Trainer: an untrained module given 12 px digits records
+    them, and its summary and complexity count take that size; a datamodule whose classes differ is refused."""
+    module = SEClassifier(digits_cfg())
+    dm = DigitsDataModule(DataConfig(image_size=12, batch_size=32))
+    trainer(tmp_path).fit(module, datamodule=dm)
+    assert module.cfg.data.image_size == 12 and module.hparams["config"]["data"]["image_size"] == 12
+    assert module.example_input_array.shape == (1, 3, 12, 12)
+    assert module.complexity.gmacs == count_complexity(SEClassifier(digits_cfg(), input_size=(3, 12, 12))).gmacs
+    wrong = SEClassifier(digits_cfg().override({"model.num_classes": 7}))
+    with pytest.raises(ValueError, match=r"^model.num_classes=7 but the 'digits' datamodule has 10 classes"):
+        trainer(tmp_path / "b").fit(wrong, datamodule=dm)
+
+
 def test_typed_config_stores_the_plain_dict_and_old_checkpoints_load(tmp_path):
     cfg = digits_cfg()
     typed, plain = SEClassifier(cfg), SEClassifier(cfg.to_dict())

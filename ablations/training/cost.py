@@ -25,19 +25,20 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from ablations.training.data_check import input_size
 from ablations.training.metrics import GMACS, PARAMS
 
 WARMUP_STEPS = 5  # the first steps of an attempt pay for allocator growth, cuDNN autotuning and compilation
 
 
 def count_complexity(module: pl.LightningModule) -> Any:
-    """``senet.complexity.Complexity`` of ``module.model`` at ``module.resolve_input_size()`` (paper convention)."""
+    """``senet.complexity.Complexity`` of ``module.model`` at ``data_check.input_size(module)`` (paper convention)."""
     from senet.complexity import complexity
 
     # The counter runs on meta tensors in eval mode; the RNG is forked as well, because counting must
     # not move the random stream, or a resumed run would diverge from an uninterrupted one.
     with torch.random.fork_rng(devices=[]):
-        return complexity(module.model, input_size=module.resolve_input_size())
+        return complexity(module.model, input_size=input_size(module))
 
 
 class ComplexityLog(Callback):
@@ -45,14 +46,14 @@ class ComplexityLog(Callback):
 
     Lightning calls the callbacks' ``setup`` before the module's, and this callback comes before the compile in
     ``SEClassifier.configure_callbacks``, so the count sees the network as built: the counter runs its own dispatch
-    modes, which a compiled graph does not pass through. A network that cannot take its data's images (other input
-    channels) is not counted there: the module's ``setup`` refuses that datamodule with its one line.
+    modes, which a compiled graph does not pass through. ``DataCheck`` comes first and refuses a datamodule whose
+    images the network cannot take; one that is not ours (unchecked) with other input channels is not counted here.
     """
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or pl_module.complexity is not None:
             return
-        if pl_module.resolve_input_size()[0] == pl_module.cfg.model.in_chans:
+        if input_size(pl_module)[0] == pl_module.cfg.model.in_chans:
             pl_module.complexity = count_complexity(pl_module)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -7,12 +7,17 @@ there means the datamodule's ``seed`` argument, recorded as the experiment's ``s
 (root, batch size, workers, decoder) change where and how fast images come, not which images or how they are
 normalised, so they may differ. The model's classes and input channels must match the data in every stage.
 
-``SEClassifier`` refuses a datamodule that disagrees (``mismatch``); ``python -m ablations.commands.lightning_cli`` first
-takes the checkpoint's values for defining fields the user did not set (``adapt_to_record``).
+``DataCheck``, the callback ``SEClassifier`` hands every Trainer, refuses a datamodule that disagrees (``mismatch``)
+and has an untrained module record the data it is given (``adopted``); ``python -m ablations.commands.lightning_cli``
+first takes the checkpoint's values for defining fields the user did not set (``adapt_to_record``).
 """
 from __future__ import annotations
 
 from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
 
 from ablations.config import DataConfig, ExperimentConfig
 
@@ -109,3 +114,52 @@ def adapt_to_record(trained: ExperimentConfig, datamodule_class: type, given: di
     flags = ", ".join(f"--data.{'seed' if f == 'seed' else 'cfg.' + f}={v}" for f, v in changes.items())
     return changes, (f"{flags}: taken from the checkpoint, which was trained with it "
                      f"({datamodule_class.__name__}'s default: {', '.join(was)})")
+
+
+def served_datamodule(trainer: pl.Trainer | None) -> Any | None:
+    """The Trainer's datamodule when it is one of ours (a ``DataConfig`` as ``cfg``), else ``None``."""
+    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    return dm if isinstance(getattr(dm, "cfg", None), DataConfig) else None
+
+
+def input_size(module: pl.LightningModule) -> tuple[int, int, int]:
+    """(C, H, W) of one image for ``module`` (the complexity count's and the model summary's): its ``input_size``
+    argument, else its Trainer's datamodule's, else its config's ``(model.in_chans, data.image_size, ...)``."""
+    size = module.hparams.get("input_size")
+    trainer = module._trainer
+    if size is None and trainer is not None and getattr(trainer, "datamodule", None) is not None:
+        size = getattr(trainer.datamodule, "input_size", None)
+    if size is None:
+        size = (module.cfg.model.in_chans, module.cfg.data.image_size, module.cfg.data.image_size)
+    return tuple(int(v) for v in size)
+
+
+def example_input(cfg: ExperimentConfig, size: tuple[int, ...] | None = None) -> torch.Tensor:
+    """One zero image of ``size``, else of ``cfg``'s ``(model.in_chans, data.image_size, data.image_size)``."""
+    return torch.zeros(1, *(size or (cfg.model.in_chans, cfg.data.image_size, cfg.data.image_size)))
+
+
+class DataCheck(Callback):
+    """A Trainer's datamodule against the network, at ``setup``: classes and input channels in every stage
+    (``model_mismatch``); a trained network (``trained_on``) is evaluated only on the images it was trained on
+    (``mismatch``). Otherwise the module records the datamodule's data (``adopted``): under LightningCLI ``--data.cfg``
+    and ``--model.config.data`` are separate flags, and a checkpoint's config must name the images that trained it
+    (the excitation analysis rebuilds its datamodule from it). ``run_experiment`` passes equal ones: nothing changes.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        dm = served_datamodule(trainer)
+        if dm is None:
+            return
+        if (line := model_mismatch(pl_module.cfg, dm)) is not None:
+            raise ValueError(line)
+        if stage != "fit" and pl_module.trained_on is not None and (line := mismatch(pl_module.trained_on, dm)):
+            raise ValueError(line)
+        cfg = adopted(pl_module.cfg, dm)
+        if cfg != pl_module.cfg:
+            pl_module.cfg = cfg
+            pl_module.hparams["config"] = cfg.to_dict()  # the checkpoint stores the hparams as they are at save time
+            if pl_module.example_input_array is not None and pl_module.hparams.get("input_size") is None:
+                pl_module.example_input_array = example_input(cfg)  # the summary shows the images it is given
+        if stage == "fit":
+            pl_module.trained_on = pl_module.cfg

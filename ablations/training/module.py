@@ -5,16 +5,14 @@ stores the plain dict as its hparams, so a checkpoint alone rebuilds it (``SECla
 The constructor is typed, so ``LightningCLI(SEClassifier, DigitsDataModule)`` builds it from flags
 (``--model.config.train.lr=0.05``). It holds a LightningModule's job: cross-entropy (optionally label-smoothed),
 top-1/top-5 with torchmetrics for validation and ``trainer.test``, logits for ``trainer.predict``, the optimizer
-and LR schedule of ``cfg.train``, and the checks of a Trainer's datamodule. What a Trainer does around it comes as
-callbacks from ``configure_callbacks``, so a plain ``pl.Trainer`` gets them too: the complexity record (params,
-GMACs) counted once and logged when fitting starts (``ablations.training.cost.ComplexityLog``), and ``train.compile``
-(``ablations.training.compiling``: in place, checkpoints keep the eager keys, ``load_from_checkpoint`` stays eager).
-
-A network that has been trained (loaded from a checkpoint, or after ``fit``) is validated, tested and predicted
-only on the data its config records: a Trainer's datamodule that differs in image size, dataset or split is
-refused with one line naming the field (``ablations.training.data_check``). An untrained module takes the datamodule's.
-These checks are the module's own hooks, not callbacks: ``trainer.test(SEClassifier.load_from_checkpoint(p),
-datamodule=dm)`` in a user's script relies on them.
+and LR schedule of ``cfg.train``, and its checkpoint hooks. What a Trainer does around it comes as callbacks from
+``configure_callbacks``, so a plain ``pl.Trainer`` gets them too: the datamodule check (``ablations.training.
+data_check.DataCheck``: a trained network is validated, tested and predicted only on the data its config records,
+a datamodule that differs in image size, dataset or split is refused with one line naming the field, and an
+untrained module takes the datamodule's data), the complexity record (params, GMACs) counted once and logged when
+fitting starts (``ablations.training.cost.ComplexityLog``), and ``train.compile`` (``ablations.training.compiling``:
+in place, checkpoints keep the eager keys, ``load_from_checkpoint`` stays eager). ``trainer.test(SEClassifier.
+load_from_checkpoint(p), datamodule=dm)`` in a user's script gets the same checks.
 """
 from __future__ import annotations
 
@@ -27,10 +25,10 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from ablations.config import DataConfig, ExperimentConfig, TrainConfig
+from ablations.config import ExperimentConfig, TrainConfig
 from ablations.training.compiling import CompileNetwork
 from ablations.training.cost import ComplexityLog
-from ablations.training.data_check import adopted, mismatch, model_mismatch
+from ablations.training.data_check import DataCheck, example_input, mismatch, served_datamodule
 from ablations.training.metrics import (
     TEST_LOSS,
     TEST_TOP1,
@@ -57,7 +55,7 @@ class SEClassifier(pl.LightningModule):
             optimizer and schedule.
         input_size: (C, H, W) for the complexity count and the summary's example input; ``None`` takes the
             datamodule's ``input_size`` once a Trainer holds one, else ``(model.in_chans, data.image_size,
-            data.image_size)``.
+            data.image_size)`` (``data_check.example_input``).
     """
 
     def __init__(self, config: ExperimentConfig | dict | None = None,
@@ -86,55 +84,30 @@ class SEClassifier(pl.LightningModule):
         self.test_loss = MeanMetric()
         self.test_top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
+        # Lightning's model summary runs this through the network for in/out shapes and FLOPs (2 x MACs at batch 1;
+        # ``gmacs`` is the paper's convention); none with train.compile, where it would compile a batch-1 graph.
+        self.example_input_array = None if self.cfg.train.compile is not None else example_input(self.cfg, input_size)
         self.complexity: Any | None = None  # senet.complexity.Complexity, set by ComplexityLog when fitting
         # The experiment the weights were trained on (from the checkpoint, or recorded when fit starts); None for
         # an untrained network, which takes any datamodule's data.
         self.trained_on: ExperimentConfig | None = None
 
     def configure_callbacks(self) -> list[Callback]:
-        """The complexity count and log, then the compile for ``train.compile``, for every Trainer that runs this
-        module. In this order: the callbacks' ``setup`` runs in list order, and the count needs the eager network.
-        Lightning puts these in place of any Trainer callback of the same type. Both hold no state, so a Trainer
-        that holds both already (it ran a module before: ``fit`` then ``test``) keeps its own, and Lightning
-        prints no line about replacing them."""
+        """The datamodule check, the complexity count and log, then the compile for ``train.compile``, for every
+        Trainer that runs this module. In this order: the callbacks' ``setup`` runs in list order (before the
+        module's), the count needs checked data and the eager network. Lightning puts these in place of any Trainer
+        callback of the same type. None holds state, so a Trainer that holds all three already (it ran a module
+        before: ``fit`` then ``test``) keeps its own, and Lightning prints no line about replacing them."""
         held = {type(c) for c in self._trainer.callbacks} if self._trainer is not None else set()
-        return [] if {ComplexityLog, CompileNetwork} <= held else [ComplexityLog(), CompileNetwork()]
-
-    def setup(self, stage: str) -> None:
-        """Check the Trainer's datamodule against the network (and take its data section for ``fit``)."""
-        self._check_datamodule(stage)
-
-    def _datamodule(self) -> Any | None:
-        """The Trainer's datamodule when it is one of ours (a ``DataConfig`` as ``cfg``), else ``None``."""
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        return dm if isinstance(getattr(dm, "cfg", None), DataConfig) else None
-
-    def _check_datamodule(self, stage: str) -> None:
-        """A trained network is evaluated on the data it was trained with: a datamodule that differs in a
-        defining field (``ablations.training.data_check``) is refused with one line. Otherwise the module records the
-        datamodule's data: under LightningCLI ``--data.cfg`` and ``--model.config.data`` are separate flags, and
-        the checkpoint's config must name the images that trained it (the excitation analysis rebuilds its
-        datamodule from it). ``run_experiment`` passes equal ones: then nothing changes."""
-        dm = self._datamodule()
-        if dm is None:
-            return
-        if (line := model_mismatch(self.cfg, dm)) is not None:
-            raise ValueError(line)
-        if stage != "fit" and self.trained_on is not None and (line := mismatch(self.trained_on, dm)) is not None:
-            raise ValueError(line)
-        cfg = adopted(self.cfg, dm)
-        if cfg != self.cfg:
-            self.cfg = cfg
-            self.hparams["config"] = cfg.to_dict()  # the checkpoint stores the hparams as they are at save time
-        if stage == "fit":
-            self.trained_on = self.cfg
+        own = (DataCheck, ComplexityLog, CompileNetwork)
+        return [] if set(own) <= held else [c() for c in own]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Remember the experiment the weights were trained on. When a Trainer restores them to validate, test or
         predict (``ckpt_path=``), this runs after ``setup`` (which saw the module's own config), so its datamodule
         is checked against the checkpoint here. A resumed ``fit`` keeps what ``setup`` recorded."""
         recorded = checkpoint.get("hyper_parameters", {}).get("config")
-        dm = self._datamodule()
+        dm = served_datamodule(self._trainer)
         if not isinstance(recorded, dict) or (dm is not None and self._trainer.state.fn == "fit"):
             return
         self.trained_on = ExperimentConfig.from_dict(recorded)
@@ -193,36 +166,6 @@ class SEClassifier(pl.LightningModule):
         self.val_top1_best(self.val_top1.compute())
         # Equal on every rank (val_top1 is synchronised); sync_dist only states that for Lightning.
         self.log(VAL_TOP1_BEST, self.val_top1_best.compute(), prog_bar=True, sync_dist=True)
-
-    # ---- input size: the complexity count's and the model summary's ---- #
-
-    def resolve_input_size(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image: the ``input_size`` argument, else the Trainer's datamodule's, else the config's."""
-        input_size = self.hparams.get("input_size")
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if input_size is None and datamodule is not None:
-            input_size = getattr(datamodule, "input_size", None)
-        if input_size is None:
-            input_size = (self.cfg.model.in_chans, self.cfg.data.image_size, self.cfg.data.image_size)
-        return tuple(int(v) for v in input_size)
-
-    @property
-    def example_input_array(self) -> torch.Tensor | None:
-        """One zero image at ``resolve_input_size()``, so Lightning's model summary shows in/out shapes and FLOPs.
-
-        Derived on each read (not fixed in ``__init__``): under LightningCLI the datamodule, not the model's
-        config, knows the image size. Lightning counts FLOPs = 2 x MACs at batch 1 (``gmacs`` is the paper's
-        convention). ``None`` with ``train.compile``: the summary's forward would compile a batch-1 graph.
-        """
-        if self._example_input_array is not None:  # set by hand
-            return self._example_input_array
-        if self.cfg.train.compile is not None:
-            return None
-        return torch.zeros(1, *self.resolve_input_size())
-
-    @example_input_array.setter
-    def example_input_array(self, example: torch.Tensor | None) -> None:
-        self._example_input_array = example
 
     # ---- optimisation ---- #
 
