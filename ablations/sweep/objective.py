@@ -105,7 +105,7 @@ class SweepObjective:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = suggest(trial, spec)
         seeds = [params["seed"]] if spec.is_grid else list(spec.seeds)
-        arm = make_config(spec, params, seeds[0])
+        arm = trial_config(spec, self.study_name, params, seeds[0])  # the first seed's run: resolved once
         trial.set_user_attr("arm_hash", arm.arm_hash())
         if "config_hash" not in trial.user_attrs:
             trial.set_user_attr("config_hash", arm.hash())
@@ -122,7 +122,7 @@ class SweepObjective:
         rows: list[dict] = []
         folders: list[dict] = []
         for i, seed in enumerate(seeds):
-            cfg = trial_config(spec, self.study_name, params, seed)
+            cfg = arm if i == 0 else trial_config(spec, self.study_name, params, seed)
             try:
                 # Only the first seed reports intermediate values: Optuna keeps one value per step.
                 result = self._run(cfg, trial if i == 0 else None)
