@@ -54,3 +54,34 @@ def test_two_process_ddp_matches_one_process_validation(tmp_path):
     assert single[VAL_TOP1] == ddp[VAL_TOP1]
     assert single[VAL_TOP5] == ddp[VAL_TOP5]
     assert single[VAL_LOSS] == pytest.approx(ddp[VAL_LOSS], rel=1e-5)
+
+
+def test_two_nodes_launched_by_hand_train_one_run_owned_by_node_rank_0(tmp_path):
+    """``train.num_nodes=2`` started once per node with ``NODE_RANK`` (no SLURM, no torchrun): the rank is the
+    Trainer's to know, so node 1 follows and leaves the folder, its lock and its files to node 0."""
+    import signal
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "ablations.cli", "train", "--data", "digits", "--data.image_size", "8", "--epochs", "1",
+           "train.num_nodes=2", "train.devices=1", "train.strategy=ddp", "--accelerator", "cpu", "train.threads=1",
+           "--wandb", "disabled", "--output-dir", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env={**env, "NODE_RANK": str(rank)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True) for rank in (0, 1)]
+    try:
+        done = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in done]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    row = json.loads((run_dir / "result.json").read_text())
+    assert row["status"] == "complete" and row["attempts"] == 1 and row["env"]["devices"] == 2

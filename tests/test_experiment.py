@@ -3,7 +3,11 @@ settled once: nothing downstream rebuilds the network with real weights, renames
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -92,6 +96,58 @@ def test_a_run_builds_one_trainer_and_a_refused_setting_leaves_no_folder(tmp_pat
         with pytest.raises(ValueError, match=r"^train.accelerator/devices/strategy/precision: .*gpu"):
             run_experiment(resolve(*_config_model_overrides(typed(tmp_path / "b", "train.accelerator=gpu"))))
         assert not (tmp_path / "b").exists()
+
+
+def test_the_folder_is_read_again_under_the_lock(tmp_path, monkeypatch):
+    """An attempt that held the folder may write after this run first read it (a retry waiting on a busy folder):
+    under the lock the run reads the folder again and resumes from what is there now, keeping its history."""
+    import json
+
+    from ablations.training import run as run_file
+
+    args = typed(tmp_path, "--epochs", "2")
+    exp = resolve(*_config_model_overrides(args))
+    stop = run_file.interrupts.RunInterrupted
+    with pytest.raises(stop):  # the earlier attempt: interrupted after its first epoch's checkpoint
+        run_experiment(exp, callbacks=[_StopAfterFirstEpoch()], progress_bar=False, quiet=True)
+    real, calls = run_file._folder_state, []
+
+    def stale_first(run_dir, resume):  # the first read happened before that attempt wrote anything
+        calls.append(run_dir)
+        return (None, None) if len(calls) == 1 else real(run_dir, resume)
+
+    monkeypatch.setattr(run_file, "_folder_state", stale_first)
+    result = run_experiment(exp, progress_bar=False, quiet=True)
+    entries = json.loads((Path(result.run_dir) / "attempts.json").read_text())
+    assert result.status == "complete" and len(calls) == 2
+    assert [e["resumed_from_epoch"] for e in entries] == [None, 1]
+
+
+class _StopAfterFirstEpoch(pl.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_signal_while_a_config_settles_is_the_runs_interruption(tmp_path, monkeypatch):
+    from ablations.training import run as run_file
+
+    def unguarded(*_):
+        raise RuntimeError("the signal reached no guard")
+
+    previous = signal.signal(signal.SIGUSR1, unguarded)
+    real = run_file.settle
+
+    def signalled(cfg, baseline=None):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return real(cfg, baseline)
+
+    monkeypatch.setattr(run_file, "settle", signalled)
+    try:
+        with pytest.raises(run_file.RunInterrupted, match="SIGUSR1"):
+            run_config(resolve_experiment(*_config_model_overrides(typed(tmp_path))))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 def _config_model_overrides(args: argparse.Namespace) -> tuple:

@@ -23,7 +23,6 @@ from typing import Any
 import lightning.pytorch as pl
 import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ablations.config import ExperimentConfig
@@ -85,17 +84,17 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Callback] | No
         RunFolderBusy: another live process trains the same experiment in this folder.
     """
     exp = experiment
+    if not isinstance(exp, Experiment):
+        raise TypeError(f"run_experiment takes the resolved Experiment (ablations.experiment.settle), not a "
+                        f"{type(exp).__name__}; for a config, call run_config(cfg)")
     with interrupts.guard(), pinned_threads(exp.config.train.threads):
         name, run_dir = claim_run_dir(exp.config, exp.name, exp.config_hash)
         check_real_folder(run_dir)
-        last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
-        # Read once, before the lock: an unreadable checkpoint is one line before anything is written.
-        resume_from = resume_point(last_ckpt) if resume and last_ckpt.exists() else None
-        # DDP followers: rank 0 owns the folder, its lock and its files.
-        attempts = Attempts(run_dir) if rank_zero_only.rank == 0 else None
-        fit = _Fit.build(exp, name, run_dir, callbacks, trial, resume, resume_from, progress_bar, quiet, attempts)
-        if attempts is None:
-            return _train(exp, fit, run_dir, resume_from, attempts)
+        # Read before the lock (an unreadable checkpoint is one line before anything is written), and again under it.
+        seen = _folder_state(run_dir, resume)
+        fit = _Fit.build(exp, name, run_dir, callbacks, trial, seen, progress_bar, quiet)
+        if fit.trainer.global_rank != 0:  # DDP followers (the Trainer knows the rank): rank 0 owns the folder's files
+            return _train(exp, fit, run_dir, None)
         lock = RunLock(run_dir)
         try:
             lock.acquire()
@@ -108,15 +107,27 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Callback] | No
                 start_over(run_dir)
             elif (done := _complete(run_dir)) is not None:
                 return done
-            return _train(exp, fit, run_dir, resume_from, attempts)
+            if (now := _folder_state(run_dir, resume)) != seen:  # the attempt that held the folder wrote since
+                fit = _Fit.build(exp, name, run_dir, callbacks, trial, now, progress_bar, quiet)
+            return _train(exp, fit, run_dir, fit.attempts)
         finally:
             lock.release()
+
+
+def _folder_state(run_dir: Path, resume: bool) -> tuple[dict[str, int] | None, str | None]:
+    """What a resume continues from: ``resume_point(last.ckpt)`` and the stored W&B run id (``None``: none, or
+    ``resume=False``, which starts over)."""
+    last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
+    if not resume:
+        return None, None
+    return (resume_point(last_ckpt) if last_ckpt.exists() else None), wandb_logging.stored_run_id(run_dir)
 
 
 def run_config(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None, **kwargs: Any) -> Result:
     """``run_experiment(settle(cfg, baseline), **kwargs)``: a config's run (a sweep arm, a quickstart arm, a script),
     through the same resolve step as ``senet-ablate train``; ``baseline`` is what its run name is relative to."""
-    return run_experiment(settle(cfg, baseline), **kwargs)
+    with interrupts.guard():  # a signal while the data is read is the run's interruption too
+        return run_experiment(settle(cfg, baseline), **kwargs)
 
 
 def _complete(run_dir: Path) -> Result | None:
@@ -136,15 +147,18 @@ class _Fit:
     wandb_id: str
     cost: CostCallback
     pruning: Any
+    attempts: Attempts
+    resume_from: dict[str, int] | None
     held: tuple  # Lightning's start-up lines, printed when training starts (``lightning_trainer.held_lines``)
 
     @classmethod
     def build(cls, exp: Experiment, name: str, run_dir: Path, callbacks: Sequence[Callback] | None, trial: Any,
-              resume: bool, resume_from: dict[str, int] | None, progress_bar: bool | None, quiet: bool,
-              attempts: Attempts | None) -> _Fit:
+              state: tuple[dict[str, int] | None, str | None], progress_bar: bool | None, quiet: bool) -> _Fit:
         """Built before the run folder is touched: nothing here writes, so a refused Trainer setting (``precision=
-        16-mixed`` on a CPU, ``accelerator=gpu`` without one) is one line and leaves no folder behind."""
-        wandb_id = wandb_logging.run_id(run_dir, resume)
+        16-mixed`` on a CPU, ``accelerator=gpu`` without one) is one line and leaves no folder behind. ``state`` is
+        ``_folder_state``: the resume point and the W&B id to continue (a new id where none is stored)."""
+        resume_from, wandb_id = state[0], state[1] or wandb_logging.new_run_id()
+        attempts = Attempts(run_dir)  # written by global rank 0 only (AttemptCallback, _train)
         wandb_logger = wandb_logging.make_logger(exp.config, name, run_dir, wandb_id)
         loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="csv", resume_from=resume_from)]
         loggers += [wandb_logger] if wandb_logger is not None else []
@@ -159,14 +173,13 @@ class _Fit:
                 trainer = make_trainer(exp.config.train, loggers, cbs, run_dir, progress_bar, quiet)
             except MisconfigurationException as exc:
                 raise ValueError(f"train.accelerator/devices/strategy/precision: {exc}") from None
-        return cls(trainer, wandb_logger, wandb_id, cost, pruning, tuple(held))
+        return cls(trainer, wandb_logger, wandb_id, cost, pruning, attempts, resume_from, tuple(held))
 
 
-def _train(exp: Experiment, fit: _Fit, run_dir: Path, resume_from: dict[str, int] | None,
-           attempts: Attempts | None) -> Result:
+def _train(exp: Experiment, fit: _Fit, run_dir: Path, attempts: Attempts | None) -> Result:
     """Fit once (a first attempt, or a resume from ``resume_point(last.ckpt)``) and record the outcome;
     ``attempts`` is ``None`` off rank 0."""
-    cfg, trainer, last_ckpt = exp.config, fit.trainer, run_dir / CHECKPOINTS / "last.ckpt"
+    cfg, trainer, last_ckpt, resume_from = exp.config, fit.trainer, run_dir / CHECKPOINTS / "last.ckpt", fit.resume_from
     print_held(fit.held)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SEClassifier(cfg, input_size=exp.input_size)

@@ -60,11 +60,14 @@ def resolve_mode(cfg: ExperimentConfig) -> str:
     return cfg.wandb.mode
 
 
-def run_id(run_dir: Path, resume: bool = True) -> str:
-    """The W&B run id of this run folder, so a resumed run continues its W&B run; a new one if it has none yet or
-    the run starts over (``resume=False``)."""
+def stored_run_id(run_dir: Path) -> str | None:
+    """The W&B run id this run folder recorded (``None``: none yet), so a resumed run continues its W&B run."""
     path = run_dir / _ID_FILE
-    return path.read_text().strip() if resume and path.exists() else uuid.uuid4().hex[:8]
+    return path.read_text().strip() if path.exists() else None
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:8]
 
 
 def save_run_id(run_dir: Path, rid: str) -> None:
@@ -93,7 +96,7 @@ def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, rid: str) -> An
         cfg: the resolved experiment; its flattened dict is the W&B config.
         name: the run name (``naming.run_name``).
         run_dir: the run folder; W&B writes ``run_dir/wandb``.
-        rid: the W&B run id (``run_id(run_dir)``).
+        rid: the W&B run id (``stored_run_id(run_dir)``, else ``new_run_id()``).
     """
     mode = resolve_mode(cfg)
     if mode == "disabled":
