@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablations.config import ExperimentConfig
+from ablations.experiment import resolve_base
 from ablations.reporting import compare, cost_table
-from ablations.resolve import resolve_base
 from ablations.training import provenance
 from senet.tree import check_int, layer
 

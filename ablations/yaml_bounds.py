@@ -1,4 +1,6 @@
-"""Bounded YAML loading: a file's size and its expanded size are checked before PyYAML builds any object.
+"""Bounded YAML loading: a file's size and its expanded size are checked before PyYAML builds any object, and
+every YAML file (a config, a sweep spec, a run folder's config) is read by ``read_yaml``, whose refusals are one line
+naming the file (``yaml_problem`` turns PyYAML's several-line errors into one).
 
 An alias (``*a``) names an anchored node, so a file of a few hundred bytes can describe a document of
 billions of values (the "billion laughs"); ``yaml.safe_load`` would build every one of them and run out of
@@ -9,6 +11,7 @@ PyYAML has no such bound, so the count (``expanded_size``) is written here by ha
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 #: The largest YAML file read (bytes). A spec or config is a few KB; composing 256 KiB of the densest YAML
@@ -95,3 +98,43 @@ def safe_load_bounded(text: str) -> Any:
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The parsed YAML of a file; a missing, unreadable, binary, malformed or too large file is one line naming it
+    (the bounds on size and alias expansion above).
+
+    Args:
+        path: the file.
+        what: how the user gave it, for the message (``--config``, ``sweep spec``).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{what} {path}: not a file; give a YAML file")
+    try:
+        check_size(path.stat().st_size)  # before reading: a huge file is refused without loading it
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} "
+                         "is not UTF-8); give a YAML file") from None
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+    except OverBound as exc:
+        raise ValueError(f"{what} {path}: {exc}") from None
+    try:
+        return safe_load_bounded(text)
+    except OverBound as exc:
+        raise ValueError(f"{what} {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} {path}: not valid YAML: {yaml_problem(exc)}") from None
+
+
+def yaml_problem(exc: Exception) -> str:
+    """One line from a YAML error: the problem and where it is (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = (getattr(exc, "problem", None) or str(exc).splitlines()[0]).replace("'<stream end>'", "the end")
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem

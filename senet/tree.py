@@ -198,7 +198,7 @@ def flatten(d: dict, prefix: str = "", keep_empty: bool = False) -> dict[str, An
 def layer(*mappings: dict[str, Any]) -> dict[str, Any]:
     """Dotted-key mappings merged in order, later wins; a later key replaces every earlier key below it, so
     ``model.se=null`` after ``model.se.reduction=8`` is the no-SE arm (one ``apply_overrides`` call would
-    read the pair as "SE on, r=8"), so a precedence is a list of layers (``ablations.resolve``). Nested mappings
+    read the pair as "SE on, r=8"), so a precedence is a list of layers (``ablations.experiment``). Nested mappings
     are flattened (an empty one is kept, for the unknown-key check); a ``model`` name (a string) is kept."""
     out: dict[str, Any] = {}
     for mapping in mappings:

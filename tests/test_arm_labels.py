@@ -17,6 +17,7 @@ import pytest
 
 from ablations.config import ExperimentConfig
 from ablations.excitation.wandb_log import init_kwargs
+from ablations.experiment import Experiment
 from ablations.naming import arm_name, group, run_name
 from ablations.reporting import compare
 from ablations.sweep import report
@@ -97,7 +98,7 @@ def test_a_run_is_named_by_its_arm_and_seed_and_w_and_b_names_it_as_its_folder(g
         cfg = cfg.override({"output_dir": str(tmp_path), "wandb.mode": "offline"})
         name, folder = claim_run_dir(cfg, row["name"])  # what run_experiment names the folder and W&B run by
         assert folder.name == name == row["name"]
-        logger = make_logger(cfg, name, folder, "abcd1234")  # built, not started
+        logger = make_logger(Experiment(cfg, None, row["name"], cfg.hash(), cfg.arm_hash()), name, folder, "abcd1234")
         assert logger._wandb_init["name"] == folder.name
         assert logger._wandb_init["group"] == group(cfg) == spec.name  # a sweep's arms share one W&B group
         assert logger._wandb_init["config"]["arm_hash"] == cfg.arm_hash()

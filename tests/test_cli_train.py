@@ -13,8 +13,8 @@ import yaml
 
 from ablations.cli import main
 from ablations.commands.train import config_keys
+from ablations.experiment import resolve_experiment
 from ablations.recipes import get_recipe
-from ablations.resolve import resolve_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,9 +14,8 @@ import torch
 import senet
 from ablations.commands.train import _parse_overrides, add_arguments
 from ablations.config import ExperimentConfig
-from ablations.experiment import Experiment, resolve, settle
+from ablations.experiment import Experiment, resolve, resolve_experiment, settle
 from ablations.naming import run_name
-from ablations.resolve import resolve_experiment
 from ablations.training import module as module_file
 from ablations.training.run import run_config, run_experiment
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from ablations.config import ExperimentConfig
+from ablations.experiment import Experiment
 from ablations.naming import run_name
 from ablations.sweep.report import arm_label, factor_values
 from ablations.sweep.spec import load_spec, make_config
@@ -17,6 +18,11 @@ from senet.config import OPERATORS
 
 SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "paper" / "operators.yaml"
 FACTOR = "model.se.operator"
+
+
+def _experiment(cfg: ExperimentConfig) -> Experiment:
+    """A resolved experiment of ``cfg`` as far as W&B reads one (no data needed)."""
+    return Experiment(config=cfg, datamodule=None, name="run", config_hash=cfg.hash(), arm_hash=cfg.arm_hash())
 
 
 @pytest.mark.parametrize("variant", [None, *yaml.safe_load(SPEC.read_text())["variants"]])
@@ -57,13 +63,13 @@ def test_report_labels_name_the_operator_and_se_reads_se():
 
 
 def test_the_wandb_config_carries_the_operator_and_its_knobs_on_every_se_run():
-    se = wandb_config(ExperimentConfig().override({"model.se.reduction": 8}))
+    se = wandb_config(_experiment(ExperimentConfig().override({"model.se.reduction": 8})))
     assert se["model.se.operator"] == "se" and se["model.se.reduction"] == 8 and "model.se.eca_kernel" not in se
-    eca = wandb_config(ExperimentConfig().override({FACTOR: "eca"}))
+    eca = wandb_config(_experiment(ExperimentConfig().override({FACTOR: "eca"})))
     assert (eca["model.se.operator"], eca["model.se.eca_kernel"]) == ("eca", "adaptive")
-    ge = wandb_config(ExperimentConfig().override({FACTOR: "ge", "model.se.ge_extent": 2, "model.se.ge_variant": "theta"}))
+    ge = wandb_config(_experiment(ExperimentConfig().override({FACTOR: "ge", "model.se.ge_extent": 2, "model.se.ge_variant": "theta"})))
     assert (ge["model.se.ge_extent"], ge["model.se.ge_variant"]) == (2, "theta")
-    assert {k: v for k, v in wandb_config(ExperimentConfig()).items() if k.startswith("model.se")} == {"model.se": None}
+    assert {k: v for k, v in wandb_config(_experiment(ExperimentConfig())).items() if k.startswith("model.se")} == {"model.se": None}
 
 
 def test_the_wandb_sweep_names_each_operator_arm():

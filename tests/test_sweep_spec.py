@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from ablations.resolve import resolve_base
+from ablations.experiment import resolve_base
 from ablations.sweep.space import decode, encode, encode_params, suggest
 from ablations.sweep.spec import load_spec, make_config, parse_spec
 
@@ -56,7 +56,7 @@ def test_recipe_expands_like_the_train_command():
                          ids=["model-fields", "model-name"])
 def test_spec_base_and_train_flags_resolve_to_one_experiment(model):
     """The Optuna path (a spec's base) and the W&B agent's (train's flags) give one config and one hash."""
-    from ablations.resolve import resolve_experiment
+    from ablations.experiment import resolve_experiment
     from senet.tree import flatten
 
     base = {"model": model, "data": {"name": "digits", "image_size": 16, "batch_size": 256},

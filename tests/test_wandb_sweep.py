@@ -49,7 +49,7 @@ def test_schema_violations_are_reported():
 def agent_configs(config: dict, form: str = "args_no_hyphens") -> list:
     """Every run W&B's own engine proposes for a grid sweep, turned into configs by ``senet-ablate train``'s parser."""
     from ablations.commands.train import _parse_overrides, add_arguments
-    from ablations.resolve import resolve_experiment
+    from ablations.experiment import resolve_experiment
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -104,8 +104,7 @@ def test_every_shipped_spec_gives_the_agent_and_optuna_one_experiment_on_four_de
     arm W&B's engine proposes resolves through ``senet-ablate train``'s flags (then the data fields)
     to the config and hash the Optuna worker builds from the same arm (``make_config``)."""
     from ablations.commands.train import _parse_overrides, add_arguments
-    from ablations.experiment import settle_data_fields
-    from ablations.resolve import resolve_experiment
+    from ablations.experiment import resolve_experiment, settle_data_fields
 
     spec = load_spec(path, variant=variant, overrides={"train.devices": 4})
     assert spec.base.train.devices == 4

@@ -38,7 +38,7 @@ def add_arguments(parser) -> None:
 
 
 def _run_model(args) -> int:
-    from ablations.resolve import parse_assignments
+    from ablations.overrides import parse_assignments
     from senet.complexity import complexity
     from senet.registry import build_model, get_arch
 

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _data_overrides(sets: list[str], data: list[str], batch_size: int | None) -> dict:
     """The dotted data.* overrides of ``--set`` (and of the deprecated ``--data``, whose keys may omit ``data.``)."""
-    from ablations.resolve import parse_assignments
+    from ablations.overrides import parse_assignments
 
     out = {}
     if data:

@@ -41,8 +41,7 @@ from jsonargparse import Namespace, dict_to_namespace
 from lightning.pytorch.cli import LightningCLI
 
 from ablations.config import DataConfig, ExperimentConfig
-from ablations.data import ImageDataModule
-from ablations.experiment import data_fields
+from ablations.data import ImageDataModule, data_fields
 from ablations.training.data_check import adapt_to_record
 from ablations.training.module import SEClassifier
 from senet import safe_load
@@ -101,7 +100,7 @@ class CheckpointDataCLI(LightningCLI):
         return (init if isinstance(init.get("cfg"), Namespace) else None), cls
 
     def _settle_data_fields(self, sub: str | None) -> None:
-        """The one resolve step's rule (``ablations.experiment.data_fields``): the data decides the network's
+        """The one resolve step's rule (``ablations.data.data_fields``): the data decides the network's
         classes and input channels, so ``model.num_classes`` and ``model.in_chans`` that the user did not write take
         the datamodule's, as ``senet-ablate train --data`` does. A written one that disagrees is refused by the
         module; a checkpoint being evaluated keeps the network it records."""

@@ -65,7 +65,7 @@ def _pick_arms(labels: list[str] | None) -> tuple:
 
 def _overrides(items: list[str]) -> tuple:
     """``["train.limit_train_batches=0.25"]`` -> ``(("train.limit_train_batches", 0.25),)``; values are YAML."""
-    from ablations.resolve import parse_assignments, text_fields
+    from ablations.overrides import parse_assignments, text_fields
 
     return tuple(parse_assignments(items, "--set", "train.limit_train_batches=0.25", text_fields()).items())
 

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sets(items: list[str]) -> dict:
-    from ablations.resolve import parse_assignments
+    from ablations.overrides import parse_assignments
 
     return parse_assignments(items, "--set", "train.epochs=2")
 

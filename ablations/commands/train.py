@@ -3,7 +3,7 @@
 Every ``ExperimentConfig`` field is an option under its dotted key (``--train.lr 0.05``,
 ``--model.se.reduction=8``, the form ``wandb agent`` passes), with ``--se.X`` short for ``--model.se.X``,
 and a ``KEY=VALUE`` argument anywhere on the line. ``ablations.experiment.resolve`` turns them into the experiment
-(``ablations.resolve`` states the precedence, the one order for every path).
+(``ablations.experiment`` states the precedence, the one order for every path).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ablations.config import DATASETS, RECIPE_NAMES, WANDB_MODES, ExperimentConfig
-from ablations.resolve import canonical, parse_assignments, parse_text, text_fields
+from ablations.overrides import canonical, parse_assignments, parse_text, text_fields
 from senet.tree import unwrap_optional
 
 # Short flags for the keys people type most; each is also reachable under its dotted key.

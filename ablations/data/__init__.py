@@ -2,11 +2,15 @@
 
 ``build_datamodule(cfg.data, seed)`` is the one entry point. Every module exposes ``num_classes``,
 ``input_size`` (C, H, W) and ``class_names``, checks its folder on construction (so a wrong path stops
-before any training), downloads only in ``prepare_data`` and only when ``data.download`` is set.
+before any training), downloads only in ``prepare_data`` and only when ``data.download`` is set. The data
+decides the model fields it serves (``data_fields``: ``model.num_classes``, ``model.in_chans``).
 """
 from __future__ import annotations
 
-from ablations.config import DATASETS, DataConfig
+import dataclasses
+from typing import Any
+
+from ablations.config import DATASETS, DataConfig, ExperimentConfig
 from ablations.data.base import ImageDataModule, TensorImageDataset
 from ablations.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from ablations.data.digits import DigitsDataModule
@@ -35,8 +39,25 @@ def build_datamodule(cfg: DataConfig, seed: int = 0) -> ImageDataModule:
     return DATAMODULES[cfg.name](cfg, seed=seed)
 
 
+def data_fields(datamodule: Any) -> dict[str, int]:
+    """The ``model`` fields the data decides, as ``datamodule`` serves them: ``num_classes`` and ``in_chans``."""
+    return {"num_classes": int(datamodule.num_classes), "in_chans": int(datamodule.input_size[0])}
+
+
+def with_data_fields(cfg: ExperimentConfig, datamodule: Any) -> ExperimentConfig:
+    """``cfg`` with ``model.num_classes`` and ``model.in_chans`` as ``datamodule`` serves them.
+
+    The data decides the classifier's width and input channels (``--data cifar100`` needs no second flag).
+    Settle them before a config is hashed: the hash names the network that trains.
+    """
+    fields = data_fields(datamodule)
+    if all(getattr(cfg.model, k) == v for k, v in fields.items()):
+        return cfg
+    return cfg.replace(model=dataclasses.replace(cfg.model, **fields))
+
+
 __all__ = [
     "DATAMODULES", "DATASETS", "CIFAR10DataModule", "CIFAR100DataModule", "DigitsDataModule",
     "FashionMNISTDataModule", "ImageDataModule", "ImageNetDataModule", "SyntheticDataModule",
-    "TensorImageDataset", "build_datamodule", "read_idx",
+    "TensorImageDataset", "build_datamodule", "data_fields", "read_idx", "with_data_fields",
 ]

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ablations.resolve import resolve_base
 from ablations.sweep.fields import (
     PRUNERS,
     SAMPLERS,
@@ -116,7 +115,7 @@ def make_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None
     """The ``ExperimentConfig`` of one trial: the arm's keys and the seed over the spec's explicit keys, resolved as
     train resolves flags (an arm's ``data.batch_size`` rescales the recipe's lr there too), and the data's classes
     and channels settled (``experiment.settle_data_fields``) before anything hashes it."""
-    from ablations.experiment import settle_data_fields  # deferred: torch
+    from ablations.experiment import resolve_base, settle_data_fields  # deferred: torch
     from senet.tree import layer
 
     seed = params.get("seed", spec.seeds[0]) if seed is None else seed
@@ -135,6 +134,7 @@ def with_overrides(spec: SweepSpec, overrides: dict[str, Any]) -> SweepSpec:
     """``spec`` with more explicit base keys, resolved with the rest (a device count re-shares the recipe's batch)."""
     import dataclasses
 
+    from ablations.experiment import resolve_base  # deferred: torch
     from senet.tree import layer
 
     explicit = layer(spec.explicit, overrides)
@@ -143,7 +143,7 @@ def with_overrides(spec: SweepSpec, overrides: dict[str, Any]) -> SweepSpec:
 
 def read_yaml(path: str | Path) -> dict:
     """The raw spec mapping of a YAML file, with file, encoding and syntax errors as one-line messages."""
-    from ablations.resolve import read_yaml as read
+    from ablations.yaml_bounds import read_yaml as read
 
     return read(path, "sweep spec")
 
@@ -219,7 +219,8 @@ def _explicit_base(raw: dict, overrides: dict[str, Any]) -> tuple[dict, Experime
     extra = {f"wandb.{k}": v for k, v in wandb.items()}
     if budget.get("epochs") is not None:
         extra["train.epochs"] = budget["epochs"]
-    from senet.tree import layer  # deferred: senet loads torch
+    from ablations.experiment import resolve_base  # deferred: the config and senet load torch
+    from senet.tree import layer
 
     explicit = layer(base_raw, extra)
     try:

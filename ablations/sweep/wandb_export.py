@@ -29,7 +29,7 @@ def _constants(spec: SweepSpec) -> dict[str, Any]:
     the per-device share and the lr scaling), not against bare defaults: a base field equal to a default but
     not to the recipe's value (``data.batch_size: 64`` under a recipe of another batch) must travel too.
     """
-    from ablations.resolve import resolve_experiment
+    from ablations.experiment import resolve_experiment
     from senet.tree import flatten
 
     base = flatten(spec.base.to_dict())

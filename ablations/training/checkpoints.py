@@ -59,14 +59,6 @@ class AtomicCheckpoint(ModelCheckpoint):
             self._last_checkpoint_saved = filepath
 
 
-def finished_epochs(trainer: pl.Trainer) -> int:
-    """Epochs done: Lightning counts an epoch after its checkpoint callbacks, so a signal between the two would
-    otherwise record one epoch fewer than ``last.ckpt`` holds (and the resume starts from)."""
-    saved = [cb.saved_epoch + 1 for cb in trainer.checkpoint_callbacks
-             if isinstance(cb, AtomicCheckpoint) and cb.saved_epoch is not None]
-    return max([int(trainer.current_epoch), *saved])
-
-
 def checkpoint_callbacks(folder: Path, monitor: str, mode: str) -> list[AtomicCheckpoint]:
     """``best.ckpt`` (the best ``monitor`` so far) and ``last.ckpt`` (the state after every epoch), in that order.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,8 @@ _RANK_ZERO_LOG = "lightning.pytorch.utilities.rank_zero"  # Lightning's start-up
 @contextlib.contextmanager
 def held_lines(held: list[logging.LogRecord]):
     """Lightning's start-up lines of a Trainer built before its run folder is claimed, kept in ``held`` instead
-    of printed; ``print_held`` prints them once the run starts, so a command refused at the folder's lock prints
-    its one line only."""
+    of printed; the run prints them when it starts (``logging.getLogger(record.name).handle(record)``), so a command
+    refused at the folder's lock prints its one line only."""
     log, collect = logging.getLogger(_RANK_ZERO_LOG), logging.Handler()
     collect.emit = held.append
     propagate, log.propagate = log.propagate, False
@@ -49,12 +48,6 @@ def held_lines(held: list[logging.LogRecord]):
     finally:
         log.removeHandler(collect)
         log.propagate = propagate
-
-
-def print_held(held: Sequence[logging.LogRecord]) -> None:
-    log = logging.getLogger(_RANK_ZERO_LOG)
-    for record in held:
-        log.handle(record)
 
 
 @contextlib.contextmanager

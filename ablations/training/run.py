@@ -14,8 +14,10 @@ signal (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2) becomes ``status="interrupted"`` and
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from ablations.config import ExperimentConfig
 from ablations.experiment import Experiment, settle
 from ablations.training import interrupts, provenance, wandb_logging
-from ablations.training.checkpoints import RNGStateCallback, checkpoint_callbacks, finished_epochs, resume_point
+from ablations.training.checkpoints import AtomicCheckpoint, RNGStateCallback, checkpoint_callbacks, resume_point
 from ablations.training.cost import CostCallback, count_complexity
 from ablations.training.faults import MachineFault, machine_fault
 from ablations.training.interrupts import RunInterrupted
@@ -38,7 +40,6 @@ from ablations.training.lightning_trainer import (
     held_lines,
     make_trainer,
     pinned_threads,
-    print_held,
     pruning_callback,
 )
 from ablations.training.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
@@ -93,25 +94,37 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Callback] | No
         # Read before the lock (an unreadable checkpoint is one line before anything is written), and again under it.
         seen = _folder_state(run_dir, resume)
         fit = _Fit.build(exp, name, run_dir, callbacks, trial, seen, progress_bar, quiet)
-        if fit.trainer.global_rank != 0:  # DDP followers (the Trainer knows the rank): rank 0 owns the folder's files
-            return _train(exp, fit, run_dir, None)
-        lock = RunLock(run_dir)
-        try:
-            lock.acquire()
-        except MachineFault:  # a folder that cannot be written still answers for its complete run
-            if resume and (done := _complete(run_dir)) is not None:
+        owner = fit.trainer.global_rank == 0  # the Trainer knows the rank: rank 0 owns the folder's files
+        with _held(run_dir, resume, owner) as done:
+            if done is not None:
                 return done
-            raise
-        try:
-            if not resume:
-                start_over(run_dir)
-            elif (done := _complete(run_dir)) is not None:
-                return done
-            if (now := _folder_state(run_dir, resume)) != seen:  # the attempt that held the folder wrote since
+            if owner and (now := _folder_state(run_dir, resume)) != seen:  # the attempt that held the folder wrote since
                 fit = _Fit.build(exp, name, run_dir, callbacks, trial, now, progress_bar, quiet)
-            return _train(exp, fit, run_dir, fit.attempts)
-        finally:
-            lock.release()
+            return _train(exp, fit, run_dir, fit.attempts if owner else None)
+
+
+@contextlib.contextmanager
+def _held(run_dir: Path, resume: bool, owner: bool) -> Iterator[Result | None]:
+    """The run folder held for one attempt: rank 0 takes its lock (a DDP follower holds nothing) and empties it for
+    ``resume=False``; yields the complete result row that a rerun returns as is, else ``None`` (train)."""
+    if not owner:
+        yield None
+        return
+    lock, done = RunLock(run_dir), None
+    try:
+        lock.acquire()
+    except MachineFault:  # a folder that cannot be written still answers for its complete run
+        if not resume or (done := _complete(run_dir)) is None:
+            raise
+    if done is not None:
+        yield done
+        return
+    try:
+        if not resume:
+            start_over(run_dir)
+        yield _complete(run_dir) if resume else None
+    finally:
+        lock.release()
 
 
 def _folder_state(run_dir: Path, resume: bool) -> tuple[dict[str, int] | None, str | None]:
@@ -159,7 +172,7 @@ class _Fit:
         ``_folder_state``: the resume point and the W&B id to continue (a new id where none is stored)."""
         resume_from, wandb_id = state[0], state[1] or wandb_logging.new_run_id()
         attempts = Attempts(run_dir)  # written by global rank 0 only (AttemptCallback, _train)
-        wandb_logger = wandb_logging.make_logger(exp.config, name, run_dir, wandb_id)
+        wandb_logger = wandb_logging.make_logger(exp, name, run_dir, wandb_id)
         loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="csv", resume_from=resume_from)]
         loggers += [wandb_logger] if wandb_logger is not None else []
         cost, pruning = CostCallback(), pruning_callback(trial)
@@ -175,12 +188,21 @@ class _Fit:
                 raise ValueError(f"train.accelerator/devices/strategy/precision: {exc}") from None
         return cls(trainer, wandb_logger, wandb_id, cost, pruning, attempts, resume_from, tuple(held))
 
+    def finished_epochs(self) -> int:
+        """Epochs done: Lightning counts an epoch after its checkpoint callbacks, so a signal between the two would
+        otherwise record one epoch fewer than ``last.ckpt`` holds (and the resume starts from)."""
+        saved = [cb.saved_epoch + 1 for cb in self.trainer.checkpoint_callbacks
+                 if isinstance(cb, AtomicCheckpoint) and cb.saved_epoch is not None]
+        return max([int(self.trainer.current_epoch), *saved])
+
 
 def _train(exp: Experiment, fit: _Fit, run_dir: Path, attempts: Attempts | None) -> Result:
     """Fit once (a first attempt, or a resume from ``resume_point(last.ckpt)``) and record the outcome;
     ``attempts`` is ``None`` off rank 0."""
-    cfg, trainer, last_ckpt, resume_from = exp.config, fit.trainer, run_dir / CHECKPOINTS / "last.ckpt", fit.resume_from
-    print_held(fit.held)
+    cfg, trainer, resume_from = exp.config, fit.trainer, fit.resume_from
+    last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
+    for record in fit.held:  # Lightning's start-up lines, held while the Trainer waited for the folder
+        logging.getLogger(record.name).handle(record)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SEClassifier(cfg, input_size=exp.input_size)
     status, reason, stop = "complete", None, None
@@ -211,7 +233,7 @@ def _train(exp: Experiment, fit: _Fit, run_dir: Path, attempts: Attempts | None)
         stop = interrupts.as_interrupt(exc)
         if stop is None:
             raise
-        status, reason = "interrupted", (f"{stop} during epoch {finished_epochs(trainer) + 1} of {cfg.train.epochs}; "
+        status, reason = "interrupted", (f"{stop} during epoch {fit.finished_epochs() + 1} of {cfg.train.epochs}; "
                                          "rerun the same command to resume from checkpoints/last.ckpt")
     finally:
         with interrupts.deferred():  # a second Ctrl-C must not cut the result row in half
@@ -230,7 +252,7 @@ def _record(exp: Experiment, fit: _Fit, module: SEClassifier, run_dir: Path, sta
             attempts: Attempts | None, stop: RunInterrupted | None) -> Result:
     """The result row of this attempt, assembled here and only here: W&B's summary is read from it and its run
     finished with the matching exit code; ``result.json`` is written on rank 0."""
-    trainer, epochs = fit.trainer, finished_epochs(fit.trainer)
+    trainer, epochs = fit.trainer, fit.finished_epochs()
     if attempts is not None:
         attempts.update(epochs=epochs, status=status)
     cx = module.complexity

@@ -25,10 +25,10 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from ablations.config import ExperimentConfig
-from ablations.resolve import read_yaml
 from ablations.training import interrupts
 from ablations.training.faults import machine_fault, written_whole
 from ablations.training.run_history import save_csv_history
+from ablations.yaml_bounds import read_yaml
 
 LOCK_FILE = "run.lock"
 ATTEMPTS_FILE = "attempts.json"

@@ -16,20 +16,21 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ablations.config import ExperimentConfig
+from ablations.experiment import Experiment
 from ablations.naming import group, job_type
 from ablations.training import provenance
 from senet.config import OPERATOR_KNOBS
-from senet.tree import flatten
+from senet.tree import flatten, to_dict
 
 _ID_FILE = "wandb_id.txt"
 
 
-def wandb_config(cfg: ExperimentConfig) -> dict[str, Any]:
+def wandb_config(exp: Experiment) -> dict[str, Any]:
     """The W&B config: the flattened experiment, plus ``model.se.operator`` and that operator's knobs on every SE
     run even at their defaults (which ``to_dict`` leaves out), so SE and its successors group and filter by them,
-    and ``arm_hash``, the arm's identity in sweeps and reports (``ExperimentConfig.arm_hash``)."""
-    flat = {**flatten(cfg.to_dict()), "arm_hash": cfg.arm_hash()}
-    se = cfg.model.se
+    and ``arm_hash``, the arm's identity in sweeps and reports (``Experiment.arm_hash``)."""
+    flat = {**flatten(to_dict(exp.config)), "arm_hash": exp.arm_hash}
+    se = exp.config.model.se
     if se is not None:
         for knob in ("operator", *OPERATOR_KNOBS[se.operator]):
             flat.setdefault(f"model.se.{knob}", getattr(se, knob))
@@ -89,15 +90,16 @@ def init_run(cfg: ExperimentConfig, directory: Path, **kwargs: Any) -> Any | Non
                       mode=mode, settings=wandb.Settings(silent=True, console="off"), **kwargs)
 
 
-def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, rid: str) -> Any | None:
-    """A Lightning ``WandbLogger`` for ``cfg`` writing into ``run_dir``, or ``None`` if W&B is disabled.
+def make_logger(exp: Experiment, name: str, run_dir: Path, rid: str) -> Any | None:
+    """A Lightning ``WandbLogger`` for ``exp`` writing into ``run_dir``, or ``None`` if W&B is disabled.
 
     Args:
-        cfg: the resolved experiment; its flattened dict is the W&B config.
-        name: the run name (``naming.run_name``).
+        exp: the resolved experiment; its flattened config is the W&B config (``wandb_config``).
+        name: the run name: the run folder's (``run_folder.claim_run_dir``).
         run_dir: the run folder; W&B writes ``run_dir/wandb``.
         rid: the W&B run id (``stored_run_id(run_dir)``, else ``new_run_id()``).
     """
+    cfg = exp.config
     mode = resolve_mode(cfg)
     if mode == "disabled":
         return None
@@ -113,7 +115,7 @@ def make_logger(cfg: ExperimentConfig, name: str, run_dir: Path, rid: str) -> An
         group=group(cfg),
         job_type=job_type(cfg),
         # env.*: the software and hardware behind the digits (provenance.collect), beside the experiment's keys
-        config={**wandb_config(cfg), **{f"env.{k}": v for k, v in provenance.collect().items()}},
+        config={**wandb_config(exp), **{f"env.{k}": v for k, v in provenance.collect().items()}},
         mode=mode,  # passed to wandb.init; Lightning's offline=True would set WANDB_MODE for the whole process
         log_model=False,
         settings=wandb.Settings(silent=True, console="off"),
