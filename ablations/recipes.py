@@ -120,11 +120,6 @@ def get_recipe(name: str, batch_size: int | None = None) -> TrainConfig:
     if batch_size is None:
         return spec.train
     check_int("batch_size", batch_size)
-    return _scaled(spec, batch_size)
-
-
-def _scaled(spec: Recipe, batch_size: int) -> TrainConfig:
-    """The recipe's ``TrainConfig`` with its lr scaled linearly from its reference batch to ``batch_size``."""
     return dataclasses.replace(spec.train, lr=spec.train.lr * batch_size / spec.batch_size)
 
 
@@ -144,7 +139,7 @@ def apply_recipe(cfg: ExperimentConfig, name: str, batch_size: int | None = None
     if total % replicas:
         raise ValueError(f"batch_size={total} is not allowed with {replicas} devices: it must divide evenly "
                          f"(train.devices={cfg.train.devices} x train.num_nodes={cfg.train.num_nodes})")
-    recipe_train = _scaled(spec, total)  # total: the recipe's batch, or a product of checked config fields
+    recipe_train = get_recipe(name, total)
     train = dataclasses.replace(cfg.train, **{f: getattr(recipe_train, f) for f in RECIPE_FIELDS})
     data = dataclasses.replace(cfg.data, batch_size=total // replicas,
                                image_size=spec.image_size or cfg.data.image_size)

@@ -60,6 +60,13 @@ def test_bad_batch_size(bad):
         get_recipe("quick", batch_size=bad)
 
 
+@pytest.mark.parametrize("bad", [0, -64, 64.0, True])
+def test_apply_recipe_refuses_a_bad_global_batch_in_the_recipes_words(bad):
+    """A script's ``apply_recipe(cfg, name, batch_size)`` gets ``get_recipe``'s check, not a later field's."""
+    with pytest.raises(ValueError, match=rf"^batch_size={bad!r} is not allowed; it must be an integer >= 1$"):
+        apply_recipe(ExperimentConfig(), "quick", bad)
+
+
 def test_apply_recipe_splits_the_global_batch_and_keeps_the_machine():
     base = ExperimentConfig().override({"train.devices": 8, "train.num_nodes": 4, "train.precision": "bf16-mixed"})
     cfg = apply_recipe(base, "paper-imagenet")
