@@ -20,7 +20,7 @@ from ablations.experiment import Experiment
 from ablations.naming import group, job_type
 from ablations.training import provenance
 from senet.config import OPERATOR_KNOBS
-from senet.tree import flatten, to_dict
+from senet.tree import flatten
 
 _ID_FILE = "wandb_id.txt"
 
@@ -29,7 +29,7 @@ def wandb_config(exp: Experiment) -> dict[str, Any]:
     """The W&B config: the flattened experiment, plus ``model.se.operator`` and that operator's knobs on every SE
     run even at their defaults (which ``to_dict`` leaves out), so SE and its successors group and filter by them,
     and ``arm_hash``, the arm's identity in sweeps and reports (``Experiment.arm_hash``)."""
-    flat = {**flatten(to_dict(exp.config)), "arm_hash": exp.arm_hash}
+    flat = {**flatten(exp.config.to_dict()), "arm_hash": exp.arm_hash}
     se = exp.config.model.se
     if se is not None:
         for knob in ("operator", *OPERATOR_KNOBS[se.operator]):
