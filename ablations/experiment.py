@@ -5,8 +5,8 @@ and recipe become a config (``resolve_experiment``; a sweep spec's ``base`` goes
 which ``settle`` finishes. ``settle(cfg, baseline)`` is every other path's (a sweep arm, the quickstart, a script:
 ``training.run.run_config(cfg)`` is ``run_experiment(settle(cfg))``). Both check everything before any work and
 return the finished experiment: the config with its data fields settled, the datamodule set up for ``fit``, the
-network checked once on the meta device, and the run's identity (its name, its hashes), so nothing
-downstream rebuilds, renames or rehashes it.
+network checked once on the meta device, and the run's identity (its folder's name, its hashes, its dotted
+fields), so nothing downstream rebuilds, renames or rehashes it.
 
 The precedence of what describes a config, later wins (docs/DESIGN.md, Configuration):
 
@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ablations.config import ExperimentConfig
-from ablations.naming import run_name
+from ablations.naming import folder_name, run_name
 from ablations.overrides import canonical
 from ablations.yaml_bounds import read_yaml
+from senet.tree import flatten, to_dict
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,12 @@ class Experiment:
     Attributes:
         config: the experiment, ``model.num_classes`` and ``model.in_chans`` as its data serves them.
         datamodule: its datamodule, set up for ``fit`` (the data folder read, the split made).
-        name: the run folder's name (``naming.run_name``; ``run_experiment`` appends the hash to it only when
-            that folder holds another experiment).
+        name: the run's name and its folder's, ``<output_dir>/<name>`` (``naming.run_name``, with the hash
+            appended only where that folder holds another experiment: ``naming.folder_name``).
         config_hash: ``config.hash()``, the run's identity in ``result.json``.
         arm_hash: ``config.arm_hash()``, the arm's identity, the same for each of its seeds: what sweeps store on
             trials, reports group by and W&B runs carry.
+        fields: the config as dotted keys (``model.se.reduction``), as flags, sweeps and the W&B config name them.
     """
 
     config: ExperimentConfig
@@ -50,6 +52,7 @@ class Experiment:
     name: str
     config_hash: str
     arm_hash: str
+    fields: dict[str, Any] = field(repr=False, compare=False)
 
     @property
     def input_size(self) -> tuple[int, ...]:
@@ -147,7 +150,7 @@ def settle(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) -> E
         cfg: the experiment as resolved from files and flags.
         baseline: what the run name is relative to (``naming.run_name``; a sweep passes its base).
     """
-    from ablations.data import build_datamodule, with_data_fields
+    from ablations.data import build_datamodule, check_network, with_data_fields
 
     check_training(cfg)
     dm = build_datamodule(cfg.data, seed=cfg.seed)
@@ -155,8 +158,10 @@ def settle(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) -> E
     dm.setup("fit")  # a missing or malformed data folder fails here, with its path
     cfg = with_data_fields(cfg, dm)
     check_network(cfg.model, tuple(getattr(dm, "input_size", None) or image_size(cfg)))
-    return Experiment(config=cfg, datamodule=dm, name=run_name(cfg, baseline), config_hash=cfg.hash(),
-                      arm_hash=cfg.arm_hash())
+    name = run_name(cfg, baseline)
+    name = folder_name(cfg, name)  # a folder that holds another experiment: the name gets the hash
+    return Experiment(config=cfg, datamodule=dm, name=name, config_hash=cfg.hash(), arm_hash=cfg.arm_hash(),
+                      fields=flatten(to_dict(cfg)))
 
 
 def check_training(cfg: ExperimentConfig) -> None:
@@ -169,22 +174,6 @@ def check_training(cfg: ExperimentConfig) -> None:
 def image_size(cfg: ExperimentConfig) -> tuple[int, int, int]:
     """(C, H, W) of one image as the datamodules serve ``cfg.data`` (square, ``model.in_chans`` once settled)."""
     return cfg.model.in_chans, cfg.data.image_size, cfg.data.image_size
-
-
-def check_network(model: Any, size: tuple[int, ...]) -> None:
-    """Build ``model`` (a ``ModelConfig``) on the meta device (no memory, no weights) and run one image of ``size``
-    through it: a configuration that cannot exist (an r that leaves zero channels) or cannot run on maps of that size
-    (an operator that needs more positions than a stage has) raises ``ValueError`` now, not in a worker."""
-    import torch
-
-    from senet import build_model
-
-    with torch.device("meta"):
-        network = build_model(model)
-        try:
-            network.eval()(torch.empty(1, *size))
-        except ValueError as exc:  # the SE operators' own checks of the maps they get
-            raise ValueError(f"model {model.arch} on {'x'.join(map(str, size))} images: {exc}") from None
 
 
 def settle_data_fields(cfg: ExperimentConfig) -> ExperimentConfig:

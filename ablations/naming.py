@@ -5,14 +5,18 @@ SE-PRE placement (paper Fig. 5), trained on digits, seed 0. SE fields are named 
 defaults (``SEConfig()``: r = 16, avg squeeze, sigmoid gate, standard placement), every other field
 against the baseline, so one arm has one name wherever it runs and distinct arms never share one.
 A successor operator (``model.se.operator``) heads the name in SE's place: ``eca_resnet20_cifar-k5_digits_s0``.
+The run's folder is ``<output_dir>/<name>``, with the config hash appended where that folder holds another
+experiment (``folder_name``, from the ``config.yaml`` it records: ``stored_hash``).
 """
 from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 from typing import Any
 
 from ablations.config import ExperimentConfig
+from ablations.yaml_bounds import read_yaml
 from senet.config import SEConfig
 from senet.tree import flatten
 
@@ -114,7 +118,8 @@ def arm_name(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) ->
 
 
 def run_name(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) -> str:
-    """The run's name (and folder): ``cfg.name`` if set, else ``<arm>_s<seed>`` from the diff to ``baseline``.
+    """The run's name: ``cfg.name`` if set, else ``<arm>_s<seed>`` from the diff to ``baseline`` (its folder's name
+    unless that folder holds another experiment: ``folder_name``).
 
     Args:
         cfg: the experiment.
@@ -127,6 +132,34 @@ def run_name(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None) ->
             raise ValueError(f"name={cfg.name!r} is not allowed; use letters, digits and . _ + = - only")
         return cfg.name
     return f"{arm_name(cfg, baseline)}_s{cfg.seed}"
+
+
+def folder_name(cfg: ExperimentConfig, name: str) -> str:
+    """The run folder's name: ``name``, or ``name-<hash>`` when ``<output_dir>/<name>`` holds another experiment.
+
+    Names encode only what differs from the baseline, so two runs that differ elsewhere (say in
+    ``train.epochs``) can share one; the second then gets its config hash appended instead of overwriting
+    the first. An explicit ``cfg.name`` is never renamed: a clash is an error.
+    """
+    folder = Path(cfg.output_dir) / name
+    if stored_hash(folder) in (None, cfg.hash()):
+        return name
+    if cfg.name:
+        raise ValueError(f"name={cfg.name!r}: {folder} holds a different experiment; choose another name or output_dir")
+    return f"{name}-{cfg.hash()[:8]}"
+
+
+def stored_hash(folder: Path) -> str | None:
+    """The config hash of the experiment a run folder records (its ``config.yaml``): ``None`` where it records none,
+    ``""`` where that file cannot be read as one (read with the bounds of every YAML file: a shared folder may hold
+    an alias bomb)."""
+    stored = Path(folder) / "config.yaml"
+    if not stored.exists():
+        return None
+    try:
+        return ExperimentConfig.from_dict(read_yaml(stored, "run folder config")).hash()
+    except (ValueError, TypeError, FileNotFoundError):
+        return ""
 
 
 def group(cfg: ExperimentConfig) -> str:

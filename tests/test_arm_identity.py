@@ -14,6 +14,7 @@ from ablations.experiment import settle
 from ablations.reporting import compare
 from ablations.sweep.attrs import trial_rows
 from ablations.training.wandb_logging import wandb_config
+from senet.tree import flatten
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = [{}, {"model.se.reduction": 8}, {"model.se.reduction": 8, "train.lr": 0.05}, {"model.se.operator": "eca"}]
@@ -24,7 +25,10 @@ def test_every_path_names_an_arm_by_the_same_hash_whatever_its_seed(over):
     arms = [ExperimentConfig().override({**over, "seed": seed}) for seed in (0, 1, 7)]
     (one,) = {cfg.arm_hash() for cfg in arms}
     assert {compare.arm_key(cfg.to_dict()) for cfg in arms} == {one}
-    assert {wandb_config(settle(cfg))["arm_hash"] for cfg in arms} == {one}  # the resolve step's, as W&B logs it
+    settled = [settle(cfg) for cfg in arms]
+    assert {wandb_config(exp)["arm_hash"] for exp in settled} == {one}  # the resolve step's, as W&B logs it
+    for exp in settled:  # W&B's config keys are the settled config's dotted fields, as flags and sweeps name them
+        assert exp.fields == flatten(exp.config.to_dict()) and exp.fields.items() <= wandb_config(exp).items()
     assert len({cfg.hash() for cfg in arms}) == 3  # the run's own hash keeps the seed
     # Where a run writes and how it logs is not the arm.
     moved = arms[0].override({"output_dir": "elsewhere", "name": "mine", "wandb.mode": "offline"})

@@ -18,13 +18,13 @@ import pytest
 from ablations.config import ExperimentConfig
 from ablations.excitation.wandb_log import init_kwargs
 from ablations.experiment import Experiment
-from ablations.naming import arm_name, group, run_name
+from ablations.naming import arm_name, folder_name, group, run_name
 from ablations.reporting import compare
 from ablations.sweep import report
 from ablations.sweep.objective import trial_config
 from ablations.sweep.spec import baseline_config, parse_spec, read_yaml
-from ablations.training.run_folder import claim_run_dir
 from ablations.training.wandb_logging import make_logger
+from senet.tree import flatten
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
@@ -96,9 +96,11 @@ def test_a_run_is_named_by_its_arm_and_seed_and_w_and_b_names_it_as_its_folder(g
         stem = arm_name(cfg, base)
         assert row["name"] == f"{stem}_s{cfg.seed}"
         cfg = cfg.override({"output_dir": str(tmp_path), "wandb.mode": "offline"})
-        name, folder = claim_run_dir(cfg, row["name"])  # what run_experiment names the folder and W&B run by
-        assert folder.name == name == row["name"]
-        logger = make_logger(Experiment(cfg, None, row["name"], cfg.hash(), cfg.arm_hash()), name, folder, "abcd1234")
+        name = folder_name(cfg, row["name"])  # what settle names the run folder and W&B run by
+        folder = Path(cfg.output_dir) / name
+        assert name == row["name"]
+        logger = make_logger(Experiment(cfg, None, name, cfg.hash(), cfg.arm_hash(), flatten(cfg.to_dict())), folder,
+                             "abcd1234")
         assert logger._wandb_init["name"] == folder.name
         assert logger._wandb_init["group"] == group(cfg) == spec.name  # a sweep's arms share one W&B group
         assert logger._wandb_init["config"]["arm_hash"] == cfg.arm_hash()

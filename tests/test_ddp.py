@@ -33,14 +33,17 @@ def test_two_process_ddp_matches_one_process_validation(tmp_path):
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "ablations.cli", "train", "--model", "se_resnet20_cifar", "--se.reduction", "4",
            "--data", "digits", "--data.image_size", "8", "--epochs", "2", "--devices", "2", "--strategy", "ddp",
-           "--accelerator", "cpu", "--wandb", "disabled", "--output-dir", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+           "--accelerator", "cpu", "train.threads=2", "--wandb", "disabled", "--output-dir", str(out), "--no-progress"]
+    # Without OMP_NUM_THREADS, Lightning's launcher sets its own thread count (cores / processes) in each process.
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env = {**env, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
     proc = process_guard.run(cmd, cwd=tmp_path, env=env, timeout=900)  # on a timeout, rank 1 is ended too
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Starting with 2 processes" in proc.stderr + proc.stdout
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     row = json.loads((run_dir / "result.json").read_text())
     assert row["status"] == "complete" and row["epochs"] == 2
+    assert row["env"]["threads"] == 2  # train.threads, not the launcher's count
 
     cfg = ExperimentConfig.from_dict(row["config"])
     dm = build_datamodule(cfg.data, seed=cfg.seed)

@@ -15,6 +15,7 @@ from ablations.sweep.spec import load_spec, make_config
 from ablations.sweep.wandb_export import sweep_config
 from ablations.training.wandb_logging import wandb_config
 from senet.config import OPERATORS
+from senet.tree import flatten
 
 SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "paper" / "operators.yaml"
 FACTOR = "model.se.operator"
@@ -22,7 +23,8 @@ FACTOR = "model.se.operator"
 
 def _experiment(cfg: ExperimentConfig) -> Experiment:
     """A resolved experiment of ``cfg`` as far as W&B reads one (no data needed)."""
-    return Experiment(config=cfg, datamodule=None, name="run", config_hash=cfg.hash(), arm_hash=cfg.arm_hash())
+    return Experiment(config=cfg, datamodule=None, name="run", config_hash=cfg.hash(), arm_hash=cfg.arm_hash(),
+                      fields=flatten(cfg.to_dict()))
 
 
 @pytest.mark.parametrize("variant", [None, *yaml.safe_load(SPEC.read_text())["variants"]])

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from ablations.config import ExperimentConfig
-from ablations.naming import run_name
+from ablations.experiment import settle
+from ablations.naming import folder_name, run_name
 from ablations.training.metrics import RESULT_METRICS
-from ablations.training.run import RESULT_FILE, Result, claim_run_dir, git_commit, run_config
+from ablations.training.run import RESULT_FILE, Result, git_commit, run_config, run_experiment
 from senet import build_model, model_config
 from senet.complexity import complexity
 
@@ -65,10 +66,35 @@ def test_a_different_config_never_overwrites_a_run_folder(tmp_path):
     a = tiny(tmp_path, **{"train.epochs": 1})
     b = a.override({"train.lr": 0.05})  # same run name (the lr is not an SE field), different experiment
     ra = run_config(a, progress_bar=False, quiet=True)
-    name, folder = claim_run_dir(b, run_name(b))
-    assert name == f"{run_name(b)}-{b.hash()[:8]}" and folder != Path(ra.run_dir)
+    name = folder_name(b, run_name(b))
+    assert name == f"{run_name(b)}-{b.hash()[:8]}" and Path(b.output_dir) / name != Path(ra.run_dir)
     with pytest.raises(ValueError, match="holds a different experiment"):
-        claim_run_dir(b.replace(name=ra.name), ra.name)
+        folder_name(b.replace(name=ra.name), ra.name)
+    exp = settle(b)  # the resolve step names the folder once (by the settled config's hash), and the run writes there
+    assert exp.name == f"{run_name(b)}-{exp.config_hash[:8]}"
+    assert run_config(b, progress_bar=False, quiet=True).run_dir == str(Path(b.output_dir) / exp.name)
+
+
+def _files(folder: str) -> dict[str, int]:
+    """Every file of a run folder but its lock (which names its latest holder), with its modification time."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in Path(folder).rglob("*")
+            if p.is_file() and p.name != "run.lock"}
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_folder_another_experiment_took_after_naming_is_refused_untouched(tmp_path, resume):
+    """Two experiments that share a run name, started together: both are named before either writes, and the one
+    that takes the folder second must neither return, resume nor (``resume=False``) clear the other's run."""
+    a = tiny(tmp_path, **{"train.epochs": 1})
+    b = a.override({"train.lr": 0.05})
+    late = settle(b)  # named while the folder is still free
+    first = run_config(a, progress_bar=False, quiet=True)
+    assert late.name == first.name
+    before = _files(first.run_dir)
+    with pytest.raises(ValueError, match=r"holds a different experiment since this run was named .* rerun the same"):
+        run_experiment(late, resume=resume, progress_bar=False, quiet=True)
+    assert _files(first.run_dir) == before and Result.load(first.run_dir) == first
+    assert settle(b).name == f"{first.name}-{late.config_hash[:8]}"  # the rerun gets a folder of its own
 
 
 class PoisonWeights(pl.Callback):

@@ -180,8 +180,8 @@ CLAIM = textwrap.dedent("""
     import re, resource, sys
     resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))  # torch's own mappings fit; an expanding bomb does not
     from ablations.config import ExperimentConfig
-    from ablations.training.run_folder import claim_run_dir
-    name, folder = claim_run_dir(ExperimentConfig(output_dir=sys.argv[1]), "run")
+    from ablations.naming import folder_name
+    name = folder_name(ExperimentConfig(output_dir=sys.argv[1]), "run")
     print(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1), name)
 """)
 

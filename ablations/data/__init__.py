@@ -3,7 +3,8 @@
 ``build_datamodule(cfg.data, seed)`` is the one entry point. Every module exposes ``num_classes``,
 ``input_size`` (C, H, W) and ``class_names``, checks its folder on construction (so a wrong path stops
 before any training), downloads only in ``prepare_data`` and only when ``data.download`` is set. The data
-decides the model fields it serves (``data_fields``: ``model.num_classes``, ``model.in_chans``).
+decides the model fields it serves (``data_fields``: ``model.num_classes``, ``model.in_chans``), and the network
+must run on the images it serves (``check_network``).
 """
 from __future__ import annotations
 
@@ -56,8 +57,24 @@ def with_data_fields(cfg: ExperimentConfig, datamodule: Any) -> ExperimentConfig
     return cfg.replace(model=dataclasses.replace(cfg.model, **fields))
 
 
+def check_network(model: Any, size: tuple[int, ...]) -> None:
+    """Build ``model`` (a ``ModelConfig``) on the meta device (no memory, no weights) and run one image of ``size``
+    through it: a configuration that cannot exist (an r that leaves zero channels) or cannot run on maps of that size
+    (an operator that needs more positions than a stage has) raises ``ValueError`` now, not in a worker."""
+    import torch
+
+    from senet import build_model
+
+    with torch.device("meta"):
+        network = build_model(model)
+        try:
+            network.eval()(torch.empty(1, *size))
+        except ValueError as exc:  # the SE operators' own checks of the maps they get
+            raise ValueError(f"model {model.arch} on {'x'.join(map(str, size))} images: {exc}") from None
+
+
 __all__ = [
     "DATAMODULES", "DATASETS", "CIFAR10DataModule", "CIFAR100DataModule", "DigitsDataModule",
     "FashionMNISTDataModule", "ImageDataModule", "ImageNetDataModule", "SyntheticDataModule",
-    "TensorImageDataset", "build_datamodule", "data_fields", "read_idx", "with_data_fields",
+    "TensorImageDataset", "build_datamodule", "check_network", "data_fields", "read_idx", "with_data_fields",
 ]

@@ -193,7 +193,8 @@ def check_buildable(configs: list) -> None:
     """Check every arm as a run's resolve step would (``ablations.experiment``: ``check_training``, and each distinct
     network built on the meta device and run on one image of its data's size), so an arm that cannot exist (an r that
     leaves zero channels) or cannot run (SimAM in a 1x1 stage) fails now instead of in a worker hours later."""
-    from ablations.experiment import check_network, check_training, image_size
+    from ablations.data import check_network
+    from ablations.experiment import check_training, image_size
     from senet.tree import config_hash
 
     seen = set()

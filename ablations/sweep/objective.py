@@ -162,10 +162,13 @@ class SweepObjective:
 def _interrupt_reason(cfg, baseline, exc: BaseException) -> str:
     """The run's own account (``result.json``: signal and epoch) of an interrupt, or the exception's."""
     try:
-        from ablations.naming import run_name
-        from ablations.training.run import Result, claim_run_dir
+        from pathlib import Path
 
-        reason = Result.load(claim_run_dir(cfg, run_name(cfg, baseline.replace(seed=cfg.seed)))[1]).reason
+        from ablations.naming import folder_name, run_name
+        from ablations.training.run import Result
+
+        name = folder_name(cfg, run_name(cfg, baseline.replace(seed=cfg.seed)))
+        reason = Result.load(Path(cfg.output_dir) / name).reason
     except Exception:  # noqa: BLE001 - interrupted before the run wrote its row
         reason = None
     return reason or str(interrupts.as_interrupt(exc) or exc)

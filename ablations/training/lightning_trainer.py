@@ -1,8 +1,9 @@
 """The Lightning ``Trainer`` of a run and the process settings around it (threads, warnings, pruning).
 
 ``run_experiment`` builds one ``Trainer`` per attempt from ``TrainConfig``, before the run folder is touched (a
-refused setting fails with nothing written; its start-up lines wait for the run to start: ``held_lines``), pins ``train.threads`` for the run, and silences the
-Lightning hints that do not apply to these runs. Checkpoints are written in place (``InPlaceCheckpointIO``).
+refused setting fails with nothing written; its start-up lines wait for the run to start: ``held_lines``), pins
+``train.threads`` in each of its processes (``PinnedThreads``), and silences the Lightning hints that do not apply
+to these runs. Checkpoints are written in place (``InPlaceCheckpointIO``).
 """
 from __future__ import annotations
 
@@ -50,16 +51,17 @@ def held_lines(held: list[logging.LogRecord]):
         log.propagate = propagate
 
 
-@contextlib.contextmanager
-def pinned_threads(threads: int | None):
-    """``train.threads`` for the duration of a run (float results depend on it); torch's default when ``None``."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+class PinnedThreads(Callback):
+    """``train.threads`` again in each process once the Trainer has started it: Lightning's DDP launcher sets its
+    own count where ``OMP_NUM_THREADS`` is unset, which would otherwise replace the run's. The run restores the
+    process's count when it ends (``training.run``)."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
 
 
 # Lightning hints that do not apply to these runs (small in-memory data sets, resumed folders).
@@ -102,8 +104,8 @@ def make_trainer(t: Any, loggers: list, cbs: list, run_dir: Path, progress_bar: 
         # "warn": deterministic kernels wherever they exist (all of them on CPU), a warning instead of a crash
         # for the few CUDA backward kernels that have none (adaptive pooling: the SE squeeze).
         deterministic="warn" if t.deterministic else False,
-        logger=loggers, callbacks=[*cbs, *bar_cbs], default_root_dir=str(run_dir), enable_progress_bar=bar,
-        enable_model_summary=not quiet, log_every_n_steps=10,
+        logger=loggers, callbacks=[*cbs, *bar_cbs, PinnedThreads(t.threads)], default_root_dir=str(run_dir),
+        enable_progress_bar=bar, enable_model_summary=not quiet, log_every_n_steps=10,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         plugins=[InPlaceCheckpointIO()],
     )

@@ -2,10 +2,10 @@
 
 The one plain function that the CLI, the quickstart, the Optuna objective and the W&B agent all call. It takes
 the ``Experiment`` of the one resolve step (``ablations.experiment.resolve`` or ``settle``), so everything is
-validated before any work (bad config, missing data folder: ``ValueError`` / ``FileNotFoundError``); then it
-claims the run folder, builds the run's one ``Trainer`` (a refused setting fails before the folder is touched),
-seeds, trains with Lightning (checkpoints, resume, DDP, mixed precision), and writes one JSON result row to
-``<output_dir>/<run_name>/result.json``, independent of W&B.
+validated and the run folder named before any work (bad config, missing data folder: ``ValueError`` /
+``FileNotFoundError``); then it builds the run's one ``Trainer`` and its module (a refused setting fails before the
+folder is touched), takes the folder, trains with Lightning (checkpoints, resume, DDP, mixed precision), and
+writes one JSON result row to ``<output_dir>/<name>/result.json``, independent of W&B.
 A failure inside training (NaN loss, out of memory, ...) becomes ``status="failed"`` with its reason; a
 signal (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1/2) becomes ``status="interrupted"`` and ``RunInterrupted`` is raised;
 ``complete`` means training reached its last epoch. The run folder's lock and attempts live in
@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ablations.config import ExperimentConfig
 from ablations.experiment import Experiment, settle
+from ablations.naming import stored_hash
 from ablations.training import interrupts, provenance, wandb_logging
 from ablations.training.checkpoints import AtomicCheckpoint, RNGStateCallback, checkpoint_callbacks, resume_point
 from ablations.training.cost import CostCallback, count_complexity
@@ -39,7 +41,6 @@ from ablations.training.lightning_trainer import (
     check_devices,
     held_lines,
     make_trainer,
-    pinned_threads,
     pruning_callback,
 )
 from ablations.training.metrics import GMACS, MONITOR, MONITOR_MODE, PARAMS, RESULT_METRICS
@@ -52,14 +53,12 @@ from ablations.training.run_folder import (
     RunFolderBusy,
     RunLock,
     check_real_folder,
-    claim_run_dir,
     start_over,
 )
 from ablations.training.run_history import HistoryCSVLogger, epoch_values
 from senet import safe_load
 
-__all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "claim_run_dir", "run_config",
-           "run_experiment"]
+__all__ = ["RESULT_FILE", "STATUSES", "Result", "RunFolderBusy", "RunInterrupted", "run_config", "run_experiment"]
 
 def run_experiment(experiment: Experiment, *, callbacks: Sequence[Callback] | None = None, trial: Any = None,
                    resume: bool = True, progress_bar: bool | None = None, quiet: bool = False) -> Result:
@@ -88,25 +87,40 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Callback] | No
     if not isinstance(exp, Experiment):
         raise TypeError(f"run_experiment takes the resolved Experiment (ablations.experiment.settle), not a "
                         f"{type(exp).__name__}; for a config, call run_config(cfg)")
-    with interrupts.guard(), pinned_threads(exp.config.train.threads):
-        name, run_dir = claim_run_dir(exp.config, exp.name, exp.config_hash)
+    with interrupts.guard(), _pinned_threads(exp.config.train.threads):
+        run_dir = Path(exp.config.output_dir) / exp.name
         check_real_folder(run_dir)
         # Read before the lock (an unreadable checkpoint is one line before anything is written), and again under it.
         seen = _folder_state(run_dir, resume)
-        fit = _Fit.build(exp, name, run_dir, callbacks, trial, seen, progress_bar, quiet)
+        fit = _Fit.build(exp, run_dir, callbacks, trial, seen, progress_bar, quiet)
+        pl.seed_everything(exp.config.seed, workers=True, verbose=False)  # the network's initial weights
+        module = SEClassifier(exp.config, input_size=exp.input_size)
         owner = fit.trainer.global_rank == 0  # the Trainer knows the rank: rank 0 owns the folder's files
-        with _held(run_dir, resume, owner) as done:
+        with _held(run_dir, exp.config_hash, resume, owner) as done:
             if done is not None:
                 return done
             if owner and (now := _folder_state(run_dir, resume)) != seen:  # the attempt that held the folder wrote since
-                fit = _Fit.build(exp, name, run_dir, callbacks, trial, now, progress_bar, quiet)
-            return _train(exp, fit, run_dir, fit.attempts if owner else None)
+                fit = _Fit.build(exp, run_dir, callbacks, trial, now, progress_bar, quiet)
+            return _train(exp, fit, module, run_dir, fit.attempts if owner else None)
 
 
 @contextlib.contextmanager
-def _held(run_dir: Path, resume: bool, owner: bool) -> Iterator[Result | None]:
+def _pinned_threads(threads: int | None) -> Iterator[None]:
+    """``train.threads`` (float results depend on it) for the whole run, so its W&B config and result row record it;
+    torch's count as it is when ``None``. Each DDP process pins it again (``lightning_trainer.PinnedThreads``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _held(run_dir: Path, config_hash: str, resume: bool, owner: bool) -> Iterator[Result | None]:
     """The run folder held for one attempt: rank 0 takes its lock (a DDP follower holds nothing) and empties it for
-    ``resume=False``; yields the complete result row that a rerun returns as is, else ``None`` (train)."""
+    ``resume=False``; yields the complete result row that a rerun returns as is, else ``None`` (train). A folder
+    that another experiment took after this one was named (``naming.folder_name``) is refused, untouched."""
     if not owner:
         yield None
         return
@@ -120,6 +134,9 @@ def _held(run_dir: Path, resume: bool, owner: bool) -> Iterator[Result | None]:
         yield done
         return
     try:
+        if stored_hash(run_dir) not in (None, config_hash):
+            raise ValueError(f"run folder {run_dir} holds a different experiment since this run was named (another run "
+                             "took the name meanwhile); rerun the same command to get a folder of its own")
         if not resume:
             start_over(run_dir)
         yield _complete(run_dir) if resume else None
@@ -130,9 +147,9 @@ def _held(run_dir: Path, resume: bool, owner: bool) -> Iterator[Result | None]:
 def _folder_state(run_dir: Path, resume: bool) -> tuple[dict[str, int] | None, str | None]:
     """What a resume continues from: ``resume_point(last.ckpt)`` and the stored W&B run id (``None``: none, or
     ``resume=False``, which starts over)."""
-    last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
     if not resume:
         return None, None
+    last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
     return (resume_point(last_ckpt) if last_ckpt.exists() else None), wandb_logging.stored_run_id(run_dir)
 
 
@@ -165,14 +182,14 @@ class _Fit:
     held: tuple  # Lightning's start-up lines, printed when training starts (``lightning_trainer.held_lines``)
 
     @classmethod
-    def build(cls, exp: Experiment, name: str, run_dir: Path, callbacks: Sequence[Callback] | None, trial: Any,
+    def build(cls, exp: Experiment, run_dir: Path, callbacks: Sequence[Callback] | None, trial: Any,
               state: tuple[dict[str, int] | None, str | None], progress_bar: bool | None, quiet: bool) -> _Fit:
         """Built before the run folder is touched: nothing here writes, so a refused Trainer setting (``precision=
         16-mixed`` on a CPU, ``accelerator=gpu`` without one) is one line and leaves no folder behind. ``state`` is
         ``_folder_state``: the resume point and the W&B id to continue (a new id where none is stored)."""
         resume_from, wandb_id = state[0], state[1] or wandb_logging.new_run_id()
         attempts = Attempts(run_dir)  # written by global rank 0 only (AttemptCallback, _train)
-        wandb_logger = wandb_logging.make_logger(exp, name, run_dir, wandb_id)
+        wandb_logger = wandb_logging.make_logger(exp, run_dir, wandb_id)
         loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="csv", resume_from=resume_from)]
         loggers += [wandb_logger] if wandb_logger is not None else []
         cost, pruning = CostCallback(), pruning_callback(trial)
@@ -196,15 +213,13 @@ class _Fit:
         return max([int(self.trainer.current_epoch), *saved])
 
 
-def _train(exp: Experiment, fit: _Fit, run_dir: Path, attempts: Attempts | None) -> Result:
-    """Fit once (a first attempt, or a resume from ``resume_point(last.ckpt)``) and record the outcome;
+def _train(exp: Experiment, fit: _Fit, module: SEClassifier, run_dir: Path, attempts: Attempts | None) -> Result:
+    """Fit ``module`` once (a first attempt, or a resume from ``resume_point(last.ckpt)``) and record the outcome;
     ``attempts`` is ``None`` off rank 0."""
     cfg, trainer, resume_from = exp.config, fit.trainer, fit.resume_from
     last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
     for record in fit.held:  # Lightning's start-up lines, held while the Trainer waited for the folder
         logging.getLogger(record.name).handle(record)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = SEClassifier(cfg, input_size=exp.input_size)
     status, reason, stop = "complete", None, None
     try:
         if attempts is not None:

@@ -1,6 +1,6 @@
-"""A run folder and its one writer: its name, lock, fresh start and training attempts.
+"""A run folder and its one writer: its lock, fresh start and training attempts.
 
-A run folder (``<output_dir>/<run name>``) belongs to one experiment and, while it trains, to one process:
+A run folder (``<output_dir>/<name>``, the name ``naming.folder_name`` settled) belongs to one experiment and, while it trains, to one process:
 ``RunLock`` is an ``flock`` on ``run.lock`` whose file names the holder (PID, host, start), so a second
 identical command refuses with one line, and the kernel drops the lock when its holder dies, so a crashed
 run's lock is taken over without a stale-lock heuristic (``flock`` also works on NFSv4, where Linux maps
@@ -24,38 +24,13 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from ablations.config import ExperimentConfig
 from ablations.training import interrupts
 from ablations.training.faults import machine_fault, written_whole
 from ablations.training.run_history import save_csv_history
-from ablations.yaml_bounds import read_yaml
 
 LOCK_FILE = "run.lock"
 ATTEMPTS_FILE = "attempts.json"
 CHECKPOINTS = "checkpoints"
-
-
-def claim_run_dir(cfg: ExperimentConfig, name: str, config_hash: str | None = None) -> tuple[str, Path]:
-    """``(name, output_dir/name)``, or ``name-<hash>`` when that folder holds another experiment (``config_hash``).
-
-    Names encode only what differs from the baseline, so two runs that differ elsewhere (say in
-    ``train.epochs``) can share one; the second then gets the config hash appended instead of overwriting
-    the first. An explicit ``cfg.name`` is never renamed: a clash is an error.
-    """
-    folder, chash = Path(cfg.output_dir) / name, config_hash or cfg.hash()
-    stored = folder / "config.yaml"
-    if not stored.exists():
-        return name, folder
-    try:  # read with the bounds of every YAML file (a shared folder may hold an alias bomb): not ours if refused
-        same = ExperimentConfig.from_dict(read_yaml(stored, "run folder config")).hash() == chash
-    except (ValueError, TypeError, FileNotFoundError):
-        same = False
-    if same:
-        return name, folder
-    if cfg.name:
-        raise ValueError(f"name={cfg.name!r}: {folder} holds a different experiment; choose another name or output_dir")
-    suffixed = f"{name}-{chash[:8]}"
-    return suffixed, Path(cfg.output_dir) / suffixed
 
 
 class RunFolderBusy(ValueError):

@@ -20,7 +20,6 @@ from ablations.experiment import Experiment
 from ablations.naming import group, job_type
 from ablations.training import provenance
 from senet.config import OPERATOR_KNOBS
-from senet.tree import flatten
 
 _ID_FILE = "wandb_id.txt"
 
@@ -29,7 +28,7 @@ def wandb_config(exp: Experiment) -> dict[str, Any]:
     """The W&B config: the flattened experiment, plus ``model.se.operator`` and that operator's knobs on every SE
     run even at their defaults (which ``to_dict`` leaves out), so SE and its successors group and filter by them,
     and ``arm_hash``, the arm's identity in sweeps and reports (``Experiment.arm_hash``)."""
-    flat = {**flatten(exp.config.to_dict()), "arm_hash": exp.arm_hash}
+    flat = {**exp.fields, "arm_hash": exp.arm_hash}
     se = exp.config.model.se
     if se is not None:
         for knob in ("operator", *OPERATOR_KNOBS[se.operator]):
@@ -90,12 +89,11 @@ def init_run(cfg: ExperimentConfig, directory: Path, **kwargs: Any) -> Any | Non
                       mode=mode, settings=wandb.Settings(silent=True, console="off"), **kwargs)
 
 
-def make_logger(exp: Experiment, name: str, run_dir: Path, rid: str) -> Any | None:
+def make_logger(exp: Experiment, run_dir: Path, rid: str) -> Any | None:
     """A Lightning ``WandbLogger`` for ``exp`` writing into ``run_dir``, or ``None`` if W&B is disabled.
 
     Args:
-        exp: the resolved experiment; its flattened config is the W&B config (``wandb_config``).
-        name: the run name: the run folder's (``run_folder.claim_run_dir``).
+        exp: the resolved experiment; its dotted fields are the W&B config (``wandb_config``), its name the run's.
         run_dir: the run folder; W&B writes ``run_dir/wandb``.
         rid: the W&B run id (``stored_run_id(run_dir)``, else ``new_run_id()``).
     """
@@ -107,7 +105,7 @@ def make_logger(exp: Experiment, name: str, run_dir: Path, rid: str) -> Any | No
     from lightning.pytorch.loggers import WandbLogger
 
     logger = WandbLogger(
-        name=name,
+        name=exp.name,
         save_dir=str(run_dir),
         id=rid,
         project=cfg.wandb.project,
