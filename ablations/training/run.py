@@ -82,6 +82,7 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Callback] | No
         RunInterrupted: Ctrl-C, SIGTERM or SIGUSR1 (or Lightning's ``SystemExit``) stopped training; the row
             says ``interrupted`` and ``checkpoints/last.ckpt`` resumes it.
         RunFolderBusy: another live process trains the same experiment in this folder.
+        ValueError: another experiment took the run folder after this one was named (``settle``).
     """
     exp = experiment
     if not isinstance(exp, Experiment):
@@ -106,8 +107,7 @@ def run_experiment(experiment: Experiment, *, callbacks: Sequence[Callback] | No
 
 @contextlib.contextmanager
 def _pinned_threads(threads: int | None) -> Iterator[None]:
-    """``train.threads`` (float results depend on it) for the whole run, so its W&B config and result row record it;
-    torch's count as it is when ``None``. Each DDP process pins it again (``lightning_trainer.PinnedThreads``)."""
+    """``train.threads`` (float results depend on it) for the whole run, W&B's config and the row included."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads or before)
     try:
@@ -128,7 +128,7 @@ def _held(run_dir: Path, config_hash: str, resume: bool, owner: bool) -> Iterato
     try:
         lock.acquire()
     except MachineFault:  # a folder that cannot be written still answers for its complete run
-        if not resume or (done := _complete(run_dir)) is None:
+        if not resume or (done := _complete(run_dir, config_hash)) is None:
             raise
     if done is not None:
         yield done
@@ -136,17 +136,16 @@ def _held(run_dir: Path, config_hash: str, resume: bool, owner: bool) -> Iterato
     try:
         if stored_hash(run_dir) not in (None, config_hash):
             raise ValueError(f"run folder {run_dir} holds a different experiment since this run was named (another run "
-                             "took the name meanwhile); rerun the same command to get a folder of its own")
+                             "took it meanwhile); rerun the same command, which names a free folder (or refuses name=)")
         if not resume:
             start_over(run_dir)
-        yield _complete(run_dir) if resume else None
+        yield _complete(run_dir, config_hash) if resume else None
     finally:
         lock.release()
 
 
 def _folder_state(run_dir: Path, resume: bool) -> tuple[dict[str, int] | None, str | None]:
-    """What a resume continues from: ``resume_point(last.ckpt)`` and the stored W&B run id (``None``: none, or
-    ``resume=False``, which starts over)."""
+    """What a resume continues from (``None``: none, or ``resume=False``): ``last.ckpt``'s point, the W&B run id."""
     if not resume:
         return None, None
     last_ckpt = run_dir / CHECKPOINTS / "last.ckpt"
@@ -160,10 +159,10 @@ def run_config(cfg: ExperimentConfig, baseline: ExperimentConfig | None = None, 
         return run_experiment(settle(cfg, baseline), **kwargs)
 
 
-def _complete(run_dir: Path) -> Result | None:
-    """The run's result row if it is complete (a rerun returns it as is), else ``None``."""
+def _complete(run_dir: Path, config_hash: str) -> Result | None:
+    """The run's complete result row (a rerun returns it as is), else ``None``; never another experiment's."""
     previous = run_dir / RESULT_FILE
-    if previous.exists() and (old := Result.load(previous)).status == "complete":
+    if previous.exists() and (old := Result.load(previous)).status == "complete" and old.config_hash == config_hash:
         return old
     return None
 
