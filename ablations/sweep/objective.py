@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -162,8 +163,6 @@ class SweepObjective:
 def _interrupt_reason(cfg, baseline, exc: BaseException) -> str:
     """The run's own account (``result.json``: signal and epoch) of an interrupt, or the exception's."""
     try:
-        from pathlib import Path
-
         from ablations.naming import folder_name, run_name
         from ablations.training.run import Result
 
