@@ -234,3 +234,13 @@ def test_one_config_hash_gives_identical_metrics_twice_on_one_machine(tmp_path):
     b = run_config(tiny(tmp_path / "b", **{"train.threads": 1}), progress_bar=False, quiet=True)
     assert a.config_hash == b.config_hash and a.status == b.status == "complete"
     assert a.metrics == b.metrics and a.env == b.env and a.env["threads"] == 1
+
+
+def test_the_w_and_b_config_records_the_environment_the_run_used(tmp_path):
+    """The W&B run starts before its Trainer exists; the environment its config ends with is result.json's (the
+    Trainer's deterministic mode, devices and precision, the loaders' workers)."""
+    import wandb_records
+
+    result = run_config(tiny(tmp_path, **{"train.epochs": 1, "wandb.mode": "offline"}), progress_bar=False, quiet=True)
+    logged = {k[len("env."):]: v for k, v in wandb_records.config(Path(result.wandb_dir)).items() if k.startswith("env.")}
+    assert result.env["deterministic"] is True and logged == result.env

@@ -42,3 +42,16 @@ def exit_code(run_dir: Path) -> int:
     codes = [r.exit.exit_code for r in records(path) if r.WhichOneof("record_type") == "exit"]
     assert len(codes) == 1, f"{path}: {len(codes)} exit records"
     return codes[0]
+
+
+def config(run_dir: Path) -> dict:
+    """The config an offline run will upload: its start's values, each later update applied in order."""
+    import json
+
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    out: dict = {}
+    for rec in records(path):
+        kind = rec.WhichOneof("record_type")
+        items = rec.run.config.update if kind == "run" else rec.config.update if kind == "config" else ()
+        out.update({item.key: json.loads(item.value_json) for item in items})
+    return out

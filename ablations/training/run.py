@@ -293,7 +293,7 @@ def _record(exp: Experiment, fit: _Fit, module: SEClassifier, run_dir: Path, sta
     summary = {PARAMS: result.params, GMACS: result.gmacs, "status": result.status, "epochs": result.epochs,
                **result.metrics, **{f"cost/{k}": v for k, v in result.cost.items() if v is not None}}
     exit_code = stop.exit_code if stop is not None else (0 if result.status in ("complete", "pruned") else 1)
-    result.wandb_dir = wandb_logging.finish(fit.wandb_logger, summary, exit_code=exit_code)
+    result.wandb_dir = wandb_logging.finish(fit.wandb_logger, summary, exit_code=exit_code, env=result.env)
     if attempts is not None:
         result.save()
     return result
