@@ -6,6 +6,7 @@ header each (CRC, length, type FULL/FIRST/MIDDLE/LAST), each whole record a ``wa
 """
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,8 +47,6 @@ def exit_code(run_dir: Path) -> int:
 
 def config(run_dir: Path) -> dict:
     """The config an offline run will upload: its start's values, each later update applied in order."""
-    import json
-
     (path,) = Path(run_dir).glob("run-*.wandb")
     out: dict = {}
     for rec in records(path):

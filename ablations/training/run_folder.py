@@ -1,12 +1,12 @@
 """A run folder and its one writer: its lock, fresh start and training attempts.
 
-A run folder (``<output_dir>/<name>``, the name ``naming.folder_name`` settled) belongs to one experiment and, while it trains, to one process:
-``RunLock`` is an ``flock`` on ``run.lock`` whose file names the holder (PID, host, start), so a second
-identical command refuses with one line, and the kernel drops the lock when its holder dies, so a crashed
-run's lock is taken over without a stale-lock heuristic (``flock`` also works on NFSv4, where Linux maps
-it to POSIX locks). Each training attempt (first run, every resume) is one entry in ``attempts.json``,
-updated at every epoch end, so the wall time of an attempt killed by SIGKILL still counts up to its last
-epoch. The per-epoch metrics survive a resume (``ablations.training.run_history``); its checkpoints are
+A run folder (``<output_dir>/<name>``, the name ``naming.folder_name`` settled) belongs to one experiment and, while
+it trains, to one process: ``RunLock`` is an ``flock`` on ``run.lock`` whose file names the holder (PID, host,
+start), so a second identical command refuses with one line, and the kernel drops the lock when its holder dies, so
+a crashed run's lock is taken over without a stale-lock heuristic (``flock`` also works on NFSv4, where Linux maps
+it to POSIX locks). Each training attempt (first run, every resume) is one entry in ``attempts.json``, updated at
+every epoch end, so the wall time of an attempt killed by SIGKILL still counts up to its last epoch. The per-epoch
+metrics survive a resume (``ablations.training.run_history``); its checkpoints are
 ``ablations.training.checkpoints``. Written by hand: Lightning has no run-folder lock or attempt record.
 """
 from __future__ import annotations

@@ -123,7 +123,8 @@ def make_logger(exp: Experiment, run_dir: Path, rid: str) -> Any | None:
     return logger
 
 
-def finish(logger: Any | None, summary: dict[str, Any], exit_code: int, env: dict[str, Any] | None = None) -> str | None:
+def finish(logger: Any | None, summary: dict[str, Any], exit_code: int,
+           env: dict[str, Any] | None = None) -> str | None:
     """Write ``summary`` into the W&B run and finish it with ``exit_code`` (non-zero: W&B shows the run as not
     finished; an interrupted run passes ``128 + signal``); returns its local folder. ``env`` is the run's
     ``result.json`` environment: it replaces the config's ``env.*``, collected before the Trainer existed (so
